@@ -1,0 +1,1 @@
+"""Latent critics: networks over the policy's hidden states, rollout data, training."""

@@ -1,0 +1,1 @@
+"""The world: language-model backend, guards, rewards, the token-level CMDP and its wrappers."""

@@ -1,0 +1,101 @@
+"""Command lines generated from dataclass configs (one source of truth for defaults and help).
+
+Each field becomes ``--field-name``; its help is the docstring written under the field (read from
+the source with :mod:`ast`), its type and default come from the dataclass.
+
+>>> from dataclasses import dataclass
+>>> @dataclass
+... class Config:
+...     steps: int = 10
+...     '''How many steps.'''
+>>> parse_config(Config, ["--steps", "3"])
+Config(steps=3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under dataclass fields (``x: int = 1`` then ``'''doc'''``)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(getattr(nxt, "value", None), ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _bool(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"expected true/false, got {text!r}")
+    return value
+
+
+_bool.__name__ = "bool"
+
+
+def _parser_for(tp: Any):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _parser_for(args[0])
+    if tp is bool:
+        return _bool
+    if tp in (int, float, str):
+        return tp
+    return str
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--option`` per field of the dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_parser_for(hints[field.name]),
+            default=default,
+            help=f"{docs.get(field.name, '')} (default: {default!r})".strip(),
+        )
+
+
+def config_from_args(cls: type[T], namespace: argparse.Namespace) -> T:
+    """Build ``cls`` from the parsed options (the dataclass validates itself)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
+def parse_config(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Parse ``argv`` into a ``cls`` config."""
+    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip())
+    add_config_args(parser, cls)
+    return config_from_args(cls, parser.parse_args(argv))

@@ -1,0 +1,22 @@
+"""Language-model backend: load any causal LM (embedded default, hub, folder, GGUF, tiny) and
+decode batches with the KV cache inside (:class:`DecodeState`)."""
+
+from envs.lm.generate import Completion, Generation, generate
+from envs.lm.loading import DEFAULT_MODEL, resolve_model
+from envs.lm.model import LanguageModel, load_lm
+from envs.lm.sampling import GREEDY, SamplingConfig, sample_tokens
+from envs.lm.state import DecodeState
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "GREEDY",
+    "Completion",
+    "DecodeState",
+    "Generation",
+    "LanguageModel",
+    "SamplingConfig",
+    "generate",
+    "load_lm",
+    "resolve_model",
+    "sample_tokens",
+]

@@ -1,0 +1,223 @@
+"""A batch of sequences being decoded, with the KV cache inside.
+
+:class:`DecodeState` is what every decoder in latentguard drives: the token env steps it one token
+per row, beam and critic search select and repeat its rows, CARE crops it back to the released text
+and appends an introspection to it. Every operation is one batched forward at most.
+
+Layout: the cache, ``ids`` and ``mask`` share one time axis of width ``T``. Prompts are left-padded
+(``mask == 0`` on the left). Tokens cropped from some rows but not others are masked out in place
+(``mask == 0`` in the middle); trailing columns masked in every row are physically cropped from the
+cache. Positions (for RoPE) are counted over real tokens only, so a masked slot changes nothing:
+stepping after a crop gives the same logits as a fresh prefill of the shorter text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from envs.lm.model import LanguageModel
+
+
+class DecodeState:
+    """A batch of ``B`` rows: prompt + response so far, next-token logits and latents per row.
+
+    Build one with :meth:`envs.lm.LanguageModel.prefill`. Attributes (read-only for callers):
+
+    - ``ids`` (B, T) int64 and ``mask`` (B, T) int64: tokens aligned with the KV cache;
+    - ``lengths`` (B,): real tokens per row; ``prompt_lengths`` (B,): of which the prompt;
+    - ``logits`` (B, V): next-token logits after each row's last real token;
+    - ``tokens_fed``: how many tokens went through the model (all rows, pads excluded).
+    """
+
+    def __init__(self, lm: LanguageModel, batch_size: int) -> None:
+        self.lm = lm
+        device = lm.device
+        self.ids = torch.zeros((batch_size, 0), dtype=torch.long, device=device)  # (B, T)
+        self.mask = torch.zeros((batch_size, 0), dtype=torch.long, device=device)  # (B, T)
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.prompt_lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.logits: torch.Tensor | None = None  # (B, V)
+        self.cache = None  # transformers Cache, created by the first forward
+        self._latents: dict[int, torch.Tensor] = {}  # layer -> (B, H)
+        self.tokens_fed = 0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def batch_size(self) -> int:
+        """Number of rows."""
+        return self.ids.shape[0]
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        """(B,) tokens after the prompt in each row (generated or appended)."""
+        return self.lengths - self.prompt_lengths
+
+    # ------------------------------------------------------------------ forward
+    def step(self, tokens: torch.Tensor | Sequence[int]) -> None:
+        """Append one token to every row with a single forward; updates logits and latents."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.ids.device)
+        if tokens.shape != (self.batch_size,):
+            raise ValueError(f"step needs one token per row: shape ({self.batch_size},), got {tuple(tokens.shape)}")
+        self._check_context(1)
+        self._forward(tokens[:, None], torch.ones_like(tokens)[:, None], n_real=self.batch_size, all_fed=True)
+
+    def feed(self, chunks: Sequence[Sequence[int]]) -> None:
+        """Append a token list to each row (an empty list leaves the row as it is), one forward.
+
+        Chunks are right-aligned (left-padded), so every fed row ends on the last column; rows
+        with nothing to feed keep their logits and latents.
+        """
+        if len(chunks) != self.batch_size:
+            raise ValueError(f"feed needs one token list per row ({self.batch_size}), got {len(chunks)}")
+        width = max((len(c) for c in chunks), default=0)
+        if width == 0:
+            return
+        self._check_context(width)
+        ids = torch.full((self.batch_size, width), self.lm.pad_token_id, dtype=torch.long)  # (B, L)
+        new_mask = torch.zeros((self.batch_size, width), dtype=torch.long)  # (B, L)
+        for row, chunk in enumerate(chunks):
+            if len(chunk):
+                ids[row, width - len(chunk) :] = torch.as_tensor(list(chunk), dtype=torch.long)
+                new_mask[row, width - len(chunk) :] = 1
+        device = self.ids.device
+        n_real, all_fed = sum(len(c) for c in chunks), all(len(c) for c in chunks)
+        self._forward(ids.to(device), new_mask.to(device), n_real=n_real, all_fed=all_fed)
+
+    def append_text(self, texts: Sequence[str | None]) -> None:
+        """Tokenize and append ``texts[i]`` to row ``i`` (``None``/``""`` skips the row)."""
+        if len(texts) != self.batch_size:
+            raise ValueError(f"append_text needs one text per row ({self.batch_size}), got {len(texts)}")
+        tok = self.lm.tokenizer
+        self.feed([tok(t, add_special_tokens=False).input_ids if t else [] for t in texts])
+
+    def _forward(self, ids: torch.Tensor, new_mask: torch.Tensor, n_real: int, all_fed: bool) -> None:
+        # ids, new_mask: (B, L); positions count real tokens only.
+        positions = (self.lengths[:, None] + new_mask.cumsum(-1) - 1).clamp_min(0)  # (B, L)
+        mask = torch.cat([self.mask, new_mask], dim=-1)  # (B, T + L)
+        with torch.inference_mode():
+            out = self.lm.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        logits = out.logits[:, -1, :]  # (B, V)
+        latents = self.lm.pop_captured()  # layer -> (B, H)
+        if not all_fed:  # rows that were fed nothing keep what they had
+            fed = new_mask[:, -1].bool()  # (B,)
+            logits = torch.where(fed[:, None], logits, self.logits)
+            latents = {k: torch.where(fed[:, None], v, self._latents[k]) for k, v in latents.items()}
+        self.cache = out.past_key_values
+        self.ids = torch.cat([self.ids, ids], dim=-1)
+        self.mask = mask
+        self.lengths = self.lengths + new_mask.sum(-1)
+        self.logits = logits
+        self._latents = latents
+        self.tokens_fed += n_real
+
+    def _check_context(self, extra: int) -> None:
+        limit = self.lm.context_length
+        if self.ids.shape[1] + extra <= limit:  # cheap bound: physical width >= any row's length
+            return
+        longest = int(self.lengths.max()) + extra
+        if longest > limit:
+            raise ValueError(
+                f"a row would reach {longest} tokens, over the model's context window of {limit}; "
+                "use fewer new tokens, a shorter prompt, or a model with a longer context"
+            )
+
+    # ------------------------------------------------------------------ rows and rollback
+    def select(self, rows: torch.Tensor | Sequence[int]) -> None:
+        """Keep/reorder/repeat rows (beams): row ``j`` becomes old row ``rows[j]``."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.ids.device)
+        if rows.ndim != 1 or rows.numel() == 0:
+            raise ValueError(f"select needs a non-empty 1-D list of row indices, got shape {tuple(rows.shape)}")
+        if int(rows.min()) < 0 or int(rows.max()) >= self.batch_size:
+            raise IndexError(f"row indices must be in [0, {self.batch_size}), got {rows.tolist()}")
+        self.ids, self.mask = self.ids[rows], self.mask[rows]
+        self.lengths, self.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
+        self.logits = self.logits[rows]
+        self._latents = {k: v[rows] for k, v in self._latents.items()}
+        if self.cache is not None:
+            self.cache.batch_select_indices(rows)
+
+    def crop(self, n: int | Sequence[int]) -> None:
+        """Remove the last ``n`` response tokens (one count for all rows, or one per row).
+
+        The KV cache is cut, not recomputed: the last kept token of each cropped row is fed again
+        (one batched forward) to recover its next-token logits and latents.
+        """
+        counts = [int(n)] * self.batch_size if isinstance(n, (int, np.integer)) else [int(x) for x in n]
+        if len(counts) != self.batch_size:
+            raise ValueError(f"crop needs one count per row ({self.batch_size}), got {len(counts)}")
+        available = self.response_lengths.tolist()
+        for row, (c, have) in enumerate(zip(counts, available)):
+            if c < 0 or c > have:
+                raise ValueError(
+                    f"cannot crop {c} tokens from row {row}: it has {have} response tokens "
+                    f"(crop between 0 and {have})"
+                )
+        if not any(counts):
+            return
+        refeed: list[list[int]] = []
+        mask = self.mask.clone()
+        for row, c in enumerate(counts):
+            if c == 0:
+                refeed.append([])
+                continue
+            real = mask[row].nonzero().squeeze(-1)  # (len,) columns of real tokens
+            dropped = real[-(c + 1) :]
+            mask[row, dropped] = 0
+            refeed.append([int(self.ids[row, dropped[0]])])
+        self.mask = mask
+        self.lengths = self.lengths - torch.as_tensor([c + 1 if c else 0 for c in counts], device=mask.device)
+        self._trim_tail()
+        self.feed(refeed)
+
+    def _trim_tail(self) -> None:
+        """Physically crop trailing columns that no row uses."""
+        used = self.mask.any(0).nonzero()
+        width = int(used.max()) + 1 if used.numel() else 0
+        extra = self.ids.shape[1] - width
+        if extra > 0:
+            self.cache.crop(-extra)
+            self.ids, self.mask = self.ids[:, :width], self.mask[:, :width]
+
+    # ------------------------------------------------------------------ reading
+    def latent_tensor(self, layer: int | None = None) -> torch.Tensor:
+        """(B, H) hidden state of ``layer`` at each row's last token, on the model's device."""
+        layer = self.lm.latent_layer if layer is None else self.lm.normalise_layer(layer)
+        if layer not in self._latents:
+            raise KeyError(
+                f"layer {layer} is not captured; captured: {sorted(self._latents)}. "
+                "Pass it in LanguageModel(latent_layers=...) or call lm.capture_layer() before prefill"
+            )
+        return self._latents[layer]
+
+    def latent(self, layer: int | None = None) -> np.ndarray:
+        """(B, H) float32 numpy latent of ``layer`` (default: the model's latent layer)."""
+        return self.latent_tensor(layer).float().cpu().numpy()
+
+    def topk(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, k) log-probabilities and token ids of each row's ``k`` most likely next tokens."""
+        logprobs = self.logits.float().log_softmax(-1)  # (B, V)
+        return torch.topk(logprobs, k, dim=-1)
+
+    def token_ids(self, row: int) -> list[int]:
+        """All real tokens of ``row`` (prompt + response)."""
+        return self.ids[row][self.mask[row].bool()].tolist()
+
+    def response_ids(self, row: int) -> list[int]:
+        """The tokens after the prompt in ``row``."""
+        return self.token_ids(row)[int(self.prompt_lengths[row]) :]
+
+    def response_text(self, row: int) -> str:
+        """The decoded response of ``row`` (special tokens skipped)."""
+        return self.lm.decode(self.response_ids(row))

@@ -1,0 +1,92 @@
+"""Where latentguard keeps files, and how it writes them without ever leaving half a file.
+
+- :func:`user_cache_dir` is the one place cached weights, trained guards and critics live:
+  ``$LATENTGUARD_CACHE``, else ``$XDG_CACHE_HOME/latentguard``, else ``~/.cache/latentguard``.
+- :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json` write to a
+  temporary file in the same folder and ``os.replace`` it over the target, so a reader sees the
+  old file or the new one, never a torn one (an interrupted run loses nothing already written).
+- :func:`atomic_directory` does the same for a whole folder (a model cache, a checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def user_cache_dir() -> Path:
+    """The folder for cached weights, guards and critics (created on demand by writers)."""
+    if env := os.environ.get("LATENTGUARD_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "latentguard"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name and move it to ``final`` only if the block succeeds.
+
+    An existing ``final`` is replaced (moved aside first, removed after the swap). If another
+    process creates ``final`` meanwhile, its folder wins and ours is discarded.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_directory(root / "ckpt") as tmp:
+    ...     _ = (tmp / "weights.bin").write_bytes(b"123")
+    >>> sorted(p.name for p in (root / "ckpt").iterdir())
+    ['weights.bin']
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another writer got there first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,119 @@
+"""The backend decodes exactly like transformers' generate, and its state edits are exact."""
+
+from __future__ import annotations
+
+import torch
+
+from envs.lm import SamplingConfig, generate
+from tests.conftest import PROMPTS
+
+
+def _hf_greedy(lm, prompts, new_tokens):
+    ids = [lm.encode_prompt(p) for p in prompts]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[lm.pad_token_id] * (width - len(i)) + i for i in ids])
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    out = lm.model.generate(
+        input_ids=input_ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        pad_token_id=lm.pad_token_id,
+    )
+    return out[:, width:].tolist()
+
+
+def test_greedy_steps_match_hf_generate_on_padded_batch(default_lm):
+    ours = generate(default_lm, PROMPTS, max_new_tokens=24, min_new_tokens=24)
+    assert [c.token_ids for c in ours.completions] == _hf_greedy(default_lm, PROMPTS, 24)
+
+
+def test_greedy_matches_hf_generate_on_tiny_model(tiny_lm):
+    ours = generate(tiny_lm, PROMPTS, max_new_tokens=16, min_new_tokens=16)
+    assert [c.token_ids for c in ours.completions] == _hf_greedy(tiny_lm, PROMPTS, 16)
+
+
+def _greedy_steps(state, n):
+    for _ in range(n):
+        state.step(state.logits.argmax(-1))
+
+
+def test_crop_then_step_equals_fresh_prefill_of_shorter_text(default_lm):
+    state = default_lm.prefill(PROMPTS[:2])
+    _greedy_steps(state, 10)
+    state.crop(4)
+    fresh = default_lm.prefill(token_ids=[state.token_ids(r) for r in range(2)])
+    assert state.response_lengths.tolist() == [6, 6]
+    torch.testing.assert_close(state.logits, fresh.logits, atol=2e-4, rtol=1e-4)
+    tokens = state.logits.argmax(-1)
+    state.step(tokens)
+    fresh.step(tokens)
+    torch.testing.assert_close(state.logits, fresh.logits, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(state.latent_tensor(), fresh.latent_tensor(), atol=2e-4, rtol=1e-4)
+
+
+def test_crop_by_different_counts_per_row_matches_prefill(tiny_lm):
+    state = tiny_lm.prefill(PROMPTS)
+    _greedy_steps(state, 8)
+    state.crop([3, 0, 8])
+    assert state.response_lengths.tolist() == [5, 8, 0]
+    fresh = tiny_lm.prefill(token_ids=[state.token_ids(r) for r in range(3)])
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+    for _ in range(3):  # keep decoding over the masked slots
+        tokens = state.logits.argmax(-1)
+        state.step(tokens)
+        fresh.step(tokens)
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_select_rows_equals_running_those_rows_alone(tiny_lm):
+    state = tiny_lm.prefill(PROMPTS)
+    _greedy_steps(state, 5)
+    state.select([2, 0, 2])
+    tokens = torch.tensor([11, 22, 33])
+    state.step(tokens)
+    for out_row, src in enumerate([2, 0, 2]):
+        alone = tiny_lm.prefill([PROMPTS[src]])
+        _greedy_steps(alone, 5)
+        alone.step(tokens[out_row : out_row + 1])
+        assert state.token_ids(out_row) == alone.token_ids(0)
+        torch.testing.assert_close(state.logits[out_row], alone.logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_append_text_equals_prefill_of_the_longer_text(tiny_lm):
+    state = tiny_lm.prefill(PROMPTS[:2])
+    _greedy_steps(state, 3)
+    state.append_text(["...oh I'm sorry, I just realized", None])
+    assert state.response_lengths.tolist()[1] == 3
+    fresh = tiny_lm.prefill(token_ids=[state.token_ids(r) for r in range(2)])
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state.latent_tensor(0), fresh.latent_tensor(0), atol=1e-5, rtol=1e-5)
+
+
+def test_latent_layers_follow_hf_hidden_state_numbering(tiny_lm):
+    ids = tiny_lm.encode_prompt(PROMPTS[0])
+    state = tiny_lm.prefill(token_ids=[ids])
+    with torch.no_grad():
+        out = tiny_lm.model(torch.tensor([ids]), output_hidden_states=True)
+    assert tiny_lm.captured_layers == [0, 1, 2]
+    for layer in (0, 1, 2):
+        torch.testing.assert_close(state.latent_tensor(layer)[0], out.hidden_states[layer][0, -1])
+    assert state.latent().dtype == "float32" and state.latent().shape == (1, 64)
+
+
+def test_same_seed_gives_same_sampled_text(tiny_lm):
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9)
+    a = generate(tiny_lm, PROMPTS, 12, sampling, seed=7)
+    b = generate(tiny_lm, PROMPTS, 12, sampling, seed=7)
+    c = generate(tiny_lm, PROMPTS, 12, sampling, seed=8)
+    assert [x.token_ids for x in a.completions] == [x.token_ids for x in b.completions]
+    assert [x.token_ids for x in a.completions] != [x.token_ids for x in c.completions]
+
+
+def test_generate_stops_rows_at_eos_and_pads_them(default_lm):
+    result = generate(default_lm, ["What is the capital of France?", "Write a long story about a dragon."], 40)
+    short, long = result.completions
+    assert short.finished and short.token_ids[-1] in default_lm.eos_token_ids
+    assert "Paris" in short.text
+    assert not long.finished and len(long.token_ids) == 40
