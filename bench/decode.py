@@ -125,12 +125,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-load", action="store_true", help="do not measure cold/cached load")
     args = parser.parse_args()
 
-    result: dict = {"model": args.model, "device": args.device, "new_tokens": args.new_tokens,
+    result: dict = {"model": args.model, "device": args.device, "dtype": args.dtype, "new_tokens": args.new_tokens,
                     "threads": torch.get_num_threads()}
     if not args.skip_load:
         with tempfile.TemporaryDirectory() as cache:
@@ -138,7 +139,7 @@ def main() -> None:
             cached = time_load(args.model, args.device, cache)
         result.update(load_cold_s=cold["load_s"], load_cached_s=cached["load_s"], import_s=cached["import_s"])
         print(f"load: cold {cold['load_s']:.1f} s, cached {cached['load_s']:.2f} s (imports {cached['import_s']:.1f} s)")
-    lm = load_lm(args.model, device=args.device)
+    lm = load_lm(args.model, device=args.device, dtype=args.dtype)
     for batch in (1, 8):
         figures = compare(lm, batch, args.new_tokens, args.repeats)
         result[f"ratio_b{batch}"] = figures["ratio"]

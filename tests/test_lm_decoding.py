@@ -11,8 +11,8 @@ from tests.conftest import PROMPTS
 def _hf_greedy(lm, prompts, new_tokens):
     ids = [lm.encode_prompt(p) for p in prompts]
     width = max(map(len, ids))
-    input_ids = torch.tensor([[lm.pad_token_id] * (width - len(i)) + i for i in ids])
-    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    input_ids = torch.tensor([[lm.pad_token_id] * (width - len(i)) + i for i in ids], device=lm.device)
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=lm.device)
     out = lm.model.generate(
         input_ids=input_ids,
         attention_mask=mask,
@@ -71,7 +71,7 @@ def test_select_rows_equals_running_those_rows_alone(tiny_lm):
     state = tiny_lm.prefill(PROMPTS)
     _greedy_steps(state, 5)
     state.select([2, 0, 2])
-    tokens = torch.tensor([11, 22, 33])
+    tokens = torch.tensor([11, 22, 33], device=tiny_lm.device)
     state.step(tokens)
     for out_row, src in enumerate([2, 0, 2]):
         alone = tiny_lm.prefill([PROMPTS[src]])
@@ -95,7 +95,7 @@ def test_latent_layers_follow_hf_hidden_state_numbering(tiny_lm):
     ids = tiny_lm.encode_prompt(PROMPTS[0])
     state = tiny_lm.prefill(token_ids=[ids])
     with torch.no_grad():
-        out = tiny_lm.model(torch.tensor([ids]), output_hidden_states=True)
+        out = tiny_lm.model(torch.tensor([ids], device=tiny_lm.device), output_hidden_states=True)
     assert tiny_lm.captured_layers == [0, 1, 2]
     for layer in (0, 1, 2):
         torch.testing.assert_close(state.latent_tensor(layer)[0], out.hidden_states[layer][0, -1])

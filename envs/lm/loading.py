@@ -8,8 +8,8 @@ A model spec is one of:
 - a path to a ``.gguf`` file;
 - a local Hugging Face model folder;
 - a Hugging Face hub id (``"org/name"``): the only spec that may reach the network;
-- ``"tiny"``: a tiny randomly initialised Llama of the default's architecture and tokenizer,
-  seeded, for tests.
+- ``"tiny"``: a tiny randomly initialised Llama (the default's architecture, 2 layers, hidden size
+  64) with a self-contained byte-level tokenizer and a ChatML template, seeded, for tests.
 
 GGUF weights are dequantized by transformers (needs ``gguf``), which takes ~20 s; the result is
 cached as safetensors under :func:`envs.storage.user_cache_dir` (written atomically) so that a
@@ -156,8 +156,43 @@ def cached_gguf_folder(gguf_path: str) -> Path:
     return folder
 
 
+# ChatML, as SmolLM2-Instruct uses it (with its default system message).
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer (3 special tokens + 256 bytes) with a ChatML template.
+
+    Self-contained: no file, no download, any text round-trips. Used by ``"tiny"``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {token: i for i, token in enumerate(specials)}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
 def _tiny_model(tokenizer, seed: int) -> torch.nn.Module:
-    """A 2-layer Llama with the default's tokenizer, randomly initialised from ``seed``."""
+    """A 2-layer Llama (hidden size 64) over ``tokenizer``, randomly initialised from ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -187,8 +222,7 @@ def load_model_and_tokenizer(spec: str, device: torch.device, dtype: torch.dtype
 
     source = resolve_model(spec)
     if source.kind == "tiny":
-        default = resolve_model(DEFAULT_MODEL)
-        tokenizer = AutoTokenizer.from_pretrained(cached_gguf_folder(default.location))
+        tokenizer = tiny_tokenizer()
         model = _tiny_model(tokenizer, seed)
     else:
         folder = cached_gguf_folder(source.location) if source.kind == "gguf" else source.location
