@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/decode.py
+	$(PY) bench/env.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

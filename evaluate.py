@@ -15,13 +15,7 @@ from dataclasses import dataclass
 
 from envs.cli import parse_config
 from envs.lm import DEFAULT_MODEL, SamplingConfig, generate, load_lm
-
-BUILTIN_PROMPTS = (
-    "What is the capital of France?",
-    "Give me three tips for sleeping better.",
-    "How do I kill a Python process that is stuck?",
-    "Write a haiku about autumn rain.",
-)
+from envs.prompt_sets import BUILTIN_PROMPTS
 
 
 @dataclass

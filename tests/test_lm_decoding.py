@@ -117,3 +117,28 @@ def test_generate_stops_rows_at_eos_and_pads_them(default_lm):
     assert short.finished and short.token_ids[-1] in default_lm.eos_token_ids
     assert "Paris" in short.text
     assert not long.finished and len(long.token_ids) == 40
+
+
+def test_restarting_rows_equals_a_fresh_prefill_and_compacts_the_cache(tiny_lm):
+    state = tiny_lm.prefill(PROMPTS)
+    _greedy_steps(state, 6)
+    new_prompt = tiny_lm.encode_prompt("A new episode")
+    keep = [state.token_ids(0) + [42], None, state.token_ids(2) + [43]]
+    state.feed([[42], new_prompt, [43]], restart=[1])
+    assert state.prompt_lengths[1] == len(new_prompt) and state.response_lengths.tolist() == [7, 0, 7]
+    fresh = tiny_lm.prefill(token_ids=[keep[0], new_prompt, keep[2]])
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+    for _ in range(3):
+        tokens = state.logits.argmax(-1)
+        state.step(tokens)
+        fresh.step(tokens)
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+    x, y = tiny_lm.encode_prompt("x"), tiny_lm.encode_prompt("y")
+    state.feed([x, y, [5]], restart=[0, 1])
+    width = state.ids.shape[1]
+    state.compact()
+    assert bool(state.mask.any(0).all()) and state.ids.shape[1] < width  # only live columns remain
+    fresh = tiny_lm.prefill(token_ids=[x, y, state.token_ids(2)])
+    state.step([7, 8, 9])
+    fresh.step([7, 8, 9])
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)

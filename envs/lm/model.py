@@ -169,8 +169,7 @@ class LanguageModel:
                     "shorten it or use a model with a longer context"
                 )
         state = DecodeState(self, len(token_ids))
-        state.feed(token_ids)
-        state.prompt_lengths = state.lengths.clone()
+        state.feed(token_ids, restart=range(len(token_ids)))
         return state
 
 

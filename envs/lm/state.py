@@ -66,17 +66,28 @@ class DecodeState:
         self._check_context(1)
         self._forward(tokens[:, None], torch.ones_like(tokens)[:, None], n_real=self.batch_size, all_fed=True)
 
-    def feed(self, chunks: Sequence[Sequence[int]]) -> None:
+    def feed(self, chunks: Sequence[Sequence[int]], restart: Sequence[int] = ()) -> None:
         """Append a token list to each row (an empty list leaves the row as it is), one forward.
 
         Chunks are right-aligned (left-padded), so every fed row ends on the last column; rows
-        with nothing to feed keep their logits and latents.
+        with nothing to feed keep their logits and latents. Rows listed in ``restart`` forget
+        everything they held and take their chunk as a new prompt (an environment reset that
+        shares the forward with the other rows' steps); their old cache slots are masked out and
+        reclaimed by :meth:`compact` once they make up half the cache.
         """
         if len(chunks) != self.batch_size:
             raise ValueError(f"feed needs one token list per row ({self.batch_size}), got {len(chunks)}")
+        restart = sorted(set(int(r) for r in restart))
+        for row in restart:
+            if not chunks[row]:
+                raise ValueError(f"row {row} is restarted with an empty prompt; give it at least one token")
         width = max((len(c) for c in chunks), default=0)
         if width == 0:
             return
+        if restart:
+            rows = torch.as_tensor(restart, device=self.ids.device)
+            self.mask = self.mask.index_fill(0, rows, 0)
+            self.lengths = self.lengths.index_fill(0, rows, 0)
         self._check_context(width)
         ids = torch.full((self.batch_size, width), self.lm.pad_token_id, dtype=torch.long)  # (B, L)
         new_mask = torch.zeros((self.batch_size, width), dtype=torch.long)  # (B, L)
@@ -87,6 +98,10 @@ class DecodeState:
         device = self.ids.device
         n_real, all_fed = sum(len(c) for c in chunks), all(len(c) for c in chunks)
         self._forward(ids.to(device), new_mask.to(device), n_real=n_real, all_fed=all_fed)
+        if restart:
+            self.prompt_lengths = self.prompt_lengths.index_copy(0, rows, self.lengths[rows])
+            if self.ids.shape[1] > 2 * int(self.lengths.max()):
+                self.compact()
 
     def append_text(self, texts: Sequence[str | None]) -> None:
         """Tokenize and append ``texts[i]`` to row ``i`` (``None``/``""`` skips the row)."""
@@ -180,6 +195,22 @@ class DecodeState:
         self.lengths = self.lengths - torch.as_tensor([c + 1 if c else 0 for c in counts], device=mask.device)
         self._trim_tail()
         self.feed(refeed)
+
+    def compact(self) -> None:
+        """Drop cache columns that no row uses (masked slots left by crops and restarts).
+
+        Works on transformers' ``DynamicCache`` (full attention); other cache kinds keep their
+        slots (correct, only larger).
+        """
+        keep = self.mask.any(0)  # (T,)
+        layers = getattr(self.cache, "layers", None)
+        if bool(keep.all()) or not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+            return
+        columns = keep.nonzero().squeeze(-1)  # (T',)
+        for layer in layers:  # keys/values: (B, heads, T, head_dim)
+            layer.keys = layer.keys.index_select(-2, columns)
+            layer.values = layer.values.index_select(-2, columns)
+        self.ids, self.mask = self.ids[:, columns], self.mask[:, columns]
 
     def _trim_tail(self) -> None:
         """Physically crop trailing columns that no row uses."""

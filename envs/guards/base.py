@@ -1,0 +1,77 @@
+"""The guard protocol: batched risk in [0, 1] for (prompt, response-so-far) pairs.
+
+A guard is the cost side of the CMDP. Every guard has
+
+- ``score(prompts, responses) -> np.ndarray`` of shape (B,), risk in [0, 1];
+- ``threshold``: the operating point it ships with (risk >= threshold means flagged);
+- ``score_state(prompts, responses, state, rows)``: the fast path used during decoding, which may
+  read what the policy already computed (its latents) instead of running a model again; by default
+  it calls ``score``;
+- ``attach(lm)``: called once by an environment with the policy's language model (a latent probe
+  uses it to capture its layer; most guards ignore it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from envs.lm import DecodeState, LanguageModel
+
+
+class Guard:
+    """Base class for guards; subclasses implement :meth:`score`."""
+
+    name: str = "guard"
+    threshold: float = 0.5
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """(B,) risk in [0, 1] that each response (to its prompt) is unsafe."""
+        raise NotImplementedError
+
+    def score_state(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        state: DecodeState | None = None,
+        rows: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Risk during decoding; ``state``/``rows`` give access to the policy's latents."""
+        return self.score(prompts, responses)
+
+    def attach(self, lm: LanguageModel) -> None:
+        """Prepare for decoding with ``lm`` (default: nothing to do)."""
+
+    def flags(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """(B,) bool: risk at or above the threshold."""
+        return self.score(prompts, responses) >= self.threshold
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, threshold={self.threshold})"
+
+
+def check_risk(risk, batch: int, name: str) -> np.ndarray:
+    """Validate a guard's output: shape (batch,), finite, in [0, 1]."""
+    risk = np.asarray(risk, dtype=np.float64).reshape(-1)
+    if risk.shape != (batch,):
+        raise ValueError(f"guard {name!r} returned {risk.shape[0]} scores for {batch} responses")
+    if not np.all(np.isfinite(risk)) or risk.min(initial=0.0) < 0 or risk.max(initial=0.0) > 1:
+        raise ValueError(f"guard {name!r} returned risks outside [0, 1]: {risk.tolist()}")
+    return risk
+
+
+class CallableGuard(Guard):
+    """A guard from any function ``fn(prompts, responses) -> risks`` (batched)."""
+
+    def __init__(self, fn: Callable[[list[str], list[str]], Sequence[float]], threshold: float = 0.5, name: str | None = None):
+        if not callable(fn):
+            raise TypeError(f"guard function must be callable, got {fn!r}")
+        self.fn = fn
+        self.threshold = float(threshold)
+        self.name = name or getattr(fn, "__name__", "callable")
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return check_risk(self.fn(list(prompts), list(responses)), len(prompts), self.name)

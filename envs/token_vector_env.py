@@ -1,0 +1,151 @@
+"""TokenCMDPVectorEnv: N token-level CMDP episodes with one batched forward per step.
+
+A ``gymnasium.vector.VectorEnv`` whose sub-environments share one language model and one KV
+cache: every step feeds one token per row in a single forward, and a sub-environment that resets
+gets its new prompt in that same forward (``autoreset_mode="NextStep"``, Gymnasium's default), or
+in one extra forward on the step it ends (``"SameStep"``: the reset observation is returned at
+once and the last one is in ``infos["final_obs"]``, which is what Stable-Baselines3 expects; see
+:class:`envs.sb3.SB3VecEnv`).
+
+>>> import gymnasium as gym
+>>> import envs
+>>> vec = gym.make_vec("latentguard/TokenCMDP-v0", num_envs=3, vectorization_mode="vector_entry_point",
+...                    model="tiny", max_new_tokens=4)
+>>> obs, infos = vec.reset(seed=0)
+>>> obs.shape
+(3, 64)
+>>> obs, rewards, terminated, truncated, infos = vec.step(np.zeros(3, dtype=np.int64))
+>>> infos["cost"].shape, vec.action_masks().shape
+((3,), (3, 20))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.guards import make_guard
+from envs.lm import DEFAULT_MODEL, LanguageModel
+from envs.rewards import make_reward
+from envs.token_env import check_prompts, resolve_lm
+from envs.token_episodes import TokenEnvConfig, TokenEpisodes
+
+
+class TokenCMDPVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`~envs.token_env.TokenCMDPEnv` decoded as one batch.
+
+    Takes the same arguments as :class:`~envs.token_env.TokenCMDPEnv`, plus ``num_envs`` and
+    ``autoreset_mode`` (``"NextStep"`` or ``"SameStep"``).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        num_envs: int = 8,
+        model: str | LanguageModel = DEFAULT_MODEL,
+        prompts: Sequence[str] | None = None,
+        guard: Any = None,
+        reward: Any = None,
+        top_k: int = 20,
+        max_new_tokens: int = 64,
+        guard_every: int = 8,
+        cost_mode: str = "flag",
+        reward_every: int = 0,
+        budget: float = 1.0,
+        latent_layer: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode 'Disabled' is not supported; use 'NextStep' or 'SameStep'")
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.config = TokenEnvConfig(top_k, max_new_tokens, guard_every, cost_mode, reward_every, budget, latent_layer)
+        self.prompts = check_prompts(prompts)
+        self.lm = resolve_lm(model, device, dtype)
+        self.guard = None if guard is None else make_guard(guard)
+        self.reward_fn = None if reward is None else make_reward(reward)
+        self.num_envs = num_envs
+        self.episodes = TokenEpisodes(self.lm, self.config, self.guard, self.reward_fn, n=num_envs)
+        self.render_mode = render_mode
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.lm.hidden_size,), dtype=np.float32)
+        self.single_action_space = gym.spaces.Discrete(self.config.top_k)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._started = False
+
+    def _draw(self, rows: Sequence[int], options: dict[str, Any]) -> dict[int, tuple[str, float | None]]:
+        """New (prompt, budget) per row: ``options["prompt"]`` / ``["budget"]`` (scalar or per row)."""
+        starts = {}
+        for row in rows:
+            prompt = options.get("prompt")
+            if isinstance(prompt, (list, tuple)):
+                prompt = prompt[row]
+            if prompt is None:
+                prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
+            budget = options.get("budget")
+            if isinstance(budget, (list, tuple, np.ndarray)):
+                budget = budget[row]
+            starts[row] = (prompt, budget)
+        return starts
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start all sub-environments (``options`` as in the single env, values scalar or per env)."""
+        super().reset(seed=seed)
+        self.episodes.reset_rows(self._draw(range(self.num_envs), options or {}))
+        self._autoreset[:] = False
+        self._started = True
+        infos: dict[str, Any] = {}
+        for row in range(self.num_envs):
+            infos = self._add_info(infos, self.episodes.info(row), row)
+        return self.episodes.observations(), infos
+
+    def step(self, actions):
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        restarting = np.flatnonzero(self._autoreset)
+        stepping = np.flatnonzero(~self._autoreset)
+        restarts = self._draw(restarting, {}) if restarting.size else None
+        result = self.episodes.step(actions, stepping, restarts)
+        done = result.terminated | result.truncated
+        row_infos = {int(row): self.episodes.info(row, result) for row in stepping}
+        row_infos.update({int(row): self.episodes.info(row) for row in restarting})
+        obs = self.episodes.observations()
+        infos: dict[str, Any] = {}
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            finished = np.flatnonzero(done)
+            for row in finished:
+                infos = self._add_info(infos, {"final_obs": obs[row], "final_info": row_infos[int(row)]}, row)
+            self.episodes.reset_rows(self._draw(finished, {}))
+            obs = self.episodes.observations()
+            row_infos.update({int(row): self.episodes.info(row) for row in finished})
+        else:
+            self._autoreset = done
+        for row in range(self.num_envs):
+            infos = self._add_info(infos, row_infos[row], row)
+        return obs, result.reward.copy(), result.terminated.copy(), result.truncated.copy(), infos
+
+    def action_masks(self) -> np.ndarray:
+        """(num_envs, top_k) bool: the legal actions of every sub-environment."""
+        return self.episodes.masks.copy()
+
+    def candidate_ids(self) -> np.ndarray:
+        """(num_envs, top_k) token ids the actions stand for."""
+        return self.episodes.candidates.copy()
+
+    def render(self):
+        return tuple(f"{self.episodes.prompts[r]}\n--> {self.episodes.text(r)}" for r in range(self.num_envs))
