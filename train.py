@@ -1,8 +1,10 @@
 """latentguard-train: the training jobs, one subcommand each.
 
 Subcommands are registered in :data:`COMMANDS` as ``name -> (config dataclass, run function)``;
-each writes TensorBoard logs and a checkpoint folder with its config. None is registered yet:
-guards, rollout collection, critics and SB3 policies arrive with their issues.
+each writes TensorBoard logs and a checkpoint folder with its config; options mirror the config
+fields (``python train.py guard --help``).
+
+- ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers.
 """
 
 from __future__ import annotations
@@ -12,8 +14,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from envs.cli import add_config_args, config_from_args
+from envs.guards.training import GuardTrainConfig, summary, train_guard
 
-COMMANDS: dict[str, tuple[type, Callable]] = {}
+
+def run_guard(config: GuardTrainConfig) -> dict:
+    """``train.py guard``: train, save, print the dev figures."""
+    _, metrics = train_guard(config)
+    print(summary(metrics))
+    return metrics
+
+
+COMMANDS: dict[str, tuple[type, Callable]] = {"guard": (GuardTrainConfig, run_guard)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,8 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        if not COMMANDS:
-            print("\nno training commands are available yet")
         return 2
     config_cls, run = COMMANDS[args.command]
     run(config_from_args(config_cls, args))

@@ -142,3 +142,22 @@ def test_restarting_rows_equals_a_fresh_prefill_and_compacts_the_cache(tiny_lm):
     state.step([7, 8, 9])
     fresh.step([7, 8, 9])
     torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_pooled_latent_is_the_mean_over_response_tokens_after_edits():
+    from envs.lm import load_lm
+
+    lm = load_lm("tiny")
+    lm.capture_layer(1, history=True)
+    state = lm.prefill(PROMPTS)
+    assert torch.equal(state.pooled_latent(1), state.latent_tensor(1))  # no response yet: last token
+    _greedy_steps(state, 70)  # grows the history buffer past its first capacity
+    state.crop([2, 0, 5])
+    state.select([2, 0])
+    state.append_text([" and so on", None])
+    for row in range(2):
+        ids = state.token_ids(row)
+        start = int(state.prompt_lengths[row])
+        with torch.no_grad():
+            hidden = lm.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0]  # (T, H)
+        torch.testing.assert_close(state.pooled_latent(1, rows=[row])[0], hidden[start:].mean(0), atol=1e-5, rtol=1e-5)

@@ -1,16 +1,29 @@
 """Guards: the pluggable cost side. ``make_guard(spec)`` turns a spec into a :class:`Guard`.
 
-Specs: a :class:`Guard` object; a callable ``fn(prompts, responses) -> risks``; a registered name
-(``"keyword"``, or ``"keyword:word1|word2"`` for your own patterns); a ``"package.module:attr"``
-string naming any of these (a class or factory is called with no arguments).
+Specs:
+
+- ``"keyword"`` (or ``"keyword:word1|word2"``): regular expressions on the response;
+- ``"profanity"``: alt-profanity-check's offensive-language model;
+- ``"latent-probe"`` / ``"latent-probe:PATH"``: a logistic head on the policy's own latents (zero
+  extra forwards during decoding); without a path, the one trained for the policy model (user
+  cache, or trained once on first use);
+- ``"embedding"`` / ``"embedding:PATH"``: a logistic head on MiniLM sentence embeddings;
+- ``"judge:MODEL"``: a Llama-Guard-style generative guard, P(unsafe verdict) from one forward;
+- ``"classifier:MODEL"``: any ``AutoModelForSequenceClassification``;
+- ``"any(a, b, ...)"`` / ``"max(a, b, ...)"``: composites (:mod:`envs.guards.composite`);
+- a :class:`Guard` object, a callable ``fn(prompts, responses) -> risks``, or a
+  ``"package.module:attr"`` string naming any of these (a Guard class is instantiated).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from envs.guards.base import CallableGuard, Guard, check_risk
+from envs.guards.composite import AnyGuard, MaxGuard, split_top_level
+from envs.guards.defaults import DefaultGuard, load_trained_guard
 from envs.guards.keyword import DEFAULT_PATTERNS, KeywordGuard
 from envs.plugins import import_object
 
@@ -19,7 +32,43 @@ def _keyword(arg: str | None) -> Guard:
     return KeywordGuard(arg.split("|") if arg else None)
 
 
-GUARDS: dict[str, Callable[[str | None], Guard]] = {"keyword": _keyword}
+def _judge(arg: str | None) -> Guard:
+    if not arg:
+        raise ValueError("the judge guard needs a model: 'judge:MODEL', e.g. 'judge:meta-llama/Llama-Guard-3-1B'")
+    from envs.guards.judge import JudgeGuard
+
+    return JudgeGuard(arg)
+
+
+def _classifier(arg: str | None) -> Guard:
+    if not arg:
+        raise ValueError("the classifier guard needs a model: 'classifier:MODEL' (a local folder or a hub id)")
+    from envs.guards.classifier import ClassifierGuard
+
+    return ClassifierGuard(arg)
+
+
+def _profanity(arg: str | None) -> Guard:
+    from envs.guards.profanity import ProfanityGuard
+
+    return ProfanityGuard()
+
+
+def _trained(kind: str) -> Callable[[str | None], Guard]:
+    def factory(arg: str | None) -> Guard:
+        return load_trained_guard(kind, arg) if arg else DefaultGuard(kind)
+
+    return factory
+
+
+GUARDS: dict[str, Callable[[str | None], Guard]] = {
+    "keyword": _keyword,
+    "profanity": _profanity,
+    "latent-probe": _trained("latent-probe"),
+    "embedding": _trained("embedding"),
+    "judge": _judge,
+    "classifier": _classifier,
+}
 """Registered guard names -> factory taking the text after ``name:`` (or ``None``)."""
 
 
@@ -28,6 +77,11 @@ def make_guard(spec: Any) -> Guard:
     if isinstance(spec, Guard):
         return spec
     if isinstance(spec, str):
+        spec = spec.strip()
+        composite = re.fullmatch(r"(any|max)\((.*)\)", spec, flags=re.DOTALL)
+        if composite:
+            members = [make_guard(s) for s in split_top_level(composite.group(2))]
+            return (AnyGuard if composite.group(1) == "any" else MaxGuard)(members)
         name, _, arg = spec.partition(":")
         if name in GUARDS:
             return GUARDS[name](arg or None)
@@ -42,4 +96,5 @@ def make_guard(spec: Any) -> Guard:
     raise TypeError(f"guard must be a Guard, a callable, a name or a 'module:attr' string, got {spec!r}")
 
 
-__all__ = ["DEFAULT_PATTERNS", "GUARDS", "CallableGuard", "Guard", "KeywordGuard", "check_risk", "make_guard"]
+__all__ = ["DEFAULT_PATTERNS", "GUARDS", "AnyGuard", "CallableGuard", "DefaultGuard", "Guard", "KeywordGuard",
+           "MaxGuard", "check_risk", "make_guard"]

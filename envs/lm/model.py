@@ -59,6 +59,7 @@ class LanguageModel:
         self.eos_token_ids: frozenset[int] = frozenset(eos + [tokenizer.eos_token_id])
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks: dict[int, torch.utils.hooks.RemovableHandle] = {}
+        self.history_layers: set[int] = set()  # layers whose every position the state keeps
         layers = [self.num_layers // 2] if latent_layers is None else list(latent_layers)
         if not layers:
             raise ValueError("latent_layers must name at least one layer, got an empty list")
@@ -90,23 +91,29 @@ class LanguageModel:
             raise ValueError(f"latent layer {layer} is out of range for a {n}-layer model; use -{n + 1}..{n}")
         return layer % (n + 1)
 
-    def capture_layer(self, layer: int) -> int:
-        """Capture ``layer``'s last-position hidden state on every forward; returns its index."""
+    def capture_layer(self, layer: int, history: bool = False) -> int:
+        """Capture ``layer``'s hidden states on every forward; returns its index.
+
+        The last position is always kept (``DecodeState.latent``). With ``history=True`` every
+        position is kept in the decoding state too, so that pooled features over the response
+        (``DecodeState.pooled_latent``) cost no extra forward.
+        """
         layer = self.normalise_layer(layer)
+        if history:
+            self.history_layers.add(layer)
         if layer in self._hooks:
             return layer
         decoder = self.model.get_decoder()
         if layer < self.num_layers:  # input of decoder layer `layer` == output of layer - 1
 
             def pre_hook(module, args, kwargs):
-                hidden = args[0] if args else kwargs["hidden_states"]
-                self._captured[layer] = hidden[:, -1, :].clone()  # (B, H)
+                self._captured[layer] = args[0] if args else kwargs["hidden_states"]  # (B, L, H)
 
             handle = decoder.layers[layer].register_forward_pre_hook(pre_hook, with_kwargs=True)
         else:
 
             def hook(module, args, output):
-                self._captured[layer] = output[:, -1, :].clone()  # (B, H)
+                self._captured[layer] = output  # (B, L, H)
 
             handle = decoder.norm.register_forward_hook(hook)
         self._hooks[layer] = handle
@@ -118,7 +125,7 @@ class LanguageModel:
         return sorted(self._hooks)
 
     def pop_captured(self) -> dict[int, torch.Tensor]:
-        """Take the latents the last forward captured (layer -> (B, H))."""
+        """Take the hidden states the last forward captured (layer -> (B, L, H))."""
         captured, self._captured = self._captured, {}
         return captured
 

@@ -44,6 +44,7 @@ class DecodeState:
         self.logits: torch.Tensor | None = None  # (B, V)
         self.cache = None  # transformers Cache, created by the first forward
         self._latents: dict[int, torch.Tensor] = {}  # layer -> (B, H)
+        self._history: dict[int, torch.Tensor] = {}  # layer -> (B, capacity >= T, H), opt-in
         self.tokens_fed = 0
 
     # ------------------------------------------------------------------ properties
@@ -124,7 +125,9 @@ class DecodeState:
                 logits_to_keep=1,
             )
         logits = out.logits[:, -1, :]  # (B, V)
-        latents = self.lm.pop_captured()  # layer -> (B, H)
+        hidden = self.lm.pop_captured()  # layer -> (B, L, H)
+        self._record_history(hidden)
+        latents = {k: v[:, -1, :] for k, v in hidden.items()}  # layer -> (B, H)
         if not all_fed:  # rows that were fed nothing keep what they had
             fed = new_mask[:, -1].bool()  # (B,)
             logits = torch.where(fed[:, None], logits, self.logits)
@@ -136,6 +139,20 @@ class DecodeState:
         self.logits = logits
         self._latents = latents
         self.tokens_fed += n_real
+
+    def _record_history(self, hidden: dict[int, torch.Tensor]) -> None:
+        """Write the new columns of history layers at [T, T + L) (capacity doubles as needed)."""
+        start = self.ids.shape[1]
+        for layer in self.lm.history_layers:
+            chunk = hidden[layer]  # (B, L, H)
+            buf = self._history.get(layer)
+            end = start + chunk.shape[1]
+            if buf is None or buf.shape[1] < end:
+                grown = chunk.new_zeros((chunk.shape[0], max(2 * end, 64), chunk.shape[2]))
+                if buf is not None:
+                    grown[:, :start] = buf[:, :start]
+                self._history[layer] = buf = grown
+            buf[:, start:end] = chunk
 
     def _check_context(self, extra: int) -> None:
         limit = self.lm.context_length
@@ -160,6 +177,7 @@ class DecodeState:
         self.lengths, self.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
         self.logits = self.logits[rows]
         self._latents = {k: v[rows] for k, v in self._latents.items()}
+        self._history = {k: v[rows] for k, v in self._history.items()}
         if self.cache is not None:
             self.cache.batch_select_indices(rows)
 
@@ -211,6 +229,7 @@ class DecodeState:
             layer.keys = layer.keys.index_select(-2, columns)
             layer.values = layer.values.index_select(-2, columns)
         self.ids, self.mask = self.ids[:, columns], self.mask[:, columns]
+        self._history = {k: v.index_select(1, columns) for k, v in self._history.items()}
 
     def _trim_tail(self) -> None:
         """Physically crop trailing columns that no row uses."""
@@ -231,6 +250,30 @@ class DecodeState:
                 "Pass it in LanguageModel(latent_layers=...) or call lm.capture_layer() before prefill"
             )
         return self._latents[layer]
+
+    def pooled_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """(R, H) mean of ``layer``'s hidden states over each row's response tokens.
+
+        Needs ``lm.capture_layer(layer, history=True)`` before the prefill. A row with no response
+        token yet gets its last-token latent. ``rows`` selects rows (default: all).
+        """
+        layer = self.lm.normalise_layer(layer)
+        if layer not in self._history:
+            raise KeyError(
+                f"layer {layer} has no history; call lm.capture_layer({layer}, history=True) before prefill"
+            )
+        idx = torch.arange(self.batch_size, device=self.ids.device) if rows is None else torch.as_tensor(
+            list(rows), dtype=torch.long, device=self.ids.device
+        )
+        width = self.ids.shape[1]
+        mask = self.mask[idx]  # (R, T)
+        rank = mask.cumsum(-1) - 1  # index of each real token within its row
+        response = (mask == 1) & (rank >= self.prompt_lengths[idx, None])  # (R, T)
+        weights = response.to(self._history[layer].dtype).unsqueeze(-1)  # (R, T, 1)
+        total = (self._history[layer][idx, :width] * weights).sum(1)  # (R, H)
+        count = weights.sum(1)  # (R, 1)
+        pooled = total / count.clamp_min(1)
+        return torch.where(count > 0, pooled, self._latents[layer][idx])
 
     def latent(self, layer: int | None = None) -> np.ndarray:
         """(B, H) float32 numpy latent of ``layer`` (default: the model's latent layer)."""

@@ -1,0 +1,202 @@
+"""The policy's own answers to labelled requests, with the latent features a guard will see.
+
+A guard for decoding judges *unfinished* answers of *this* model, so it is trained on exactly that:
+for each request, ``samples`` sampled answers of ``max_new_tokens`` tokens, and for each answer the
+features at response prefixes of 16, 32 and 64 tokens (an answer that ended earlier contributes its
+whole text to the longer prefixes):
+
+- ``mean``: the mean of a layer's hidden states over the response tokens so far;
+- ``last``: the hidden state at the last response token;
+
+for every candidate layer, plus the text of each prefix. Features are read from the decoding state
+(:meth:`envs.lm.DecodeState.pooled_latent`), the same code path a guard uses during decoding.
+
+Label: an answer to a harmful request is unsafe (1) unless it refuses
+(:func:`envs.refusals.is_refusal`); an answer to a benign request is safe (0).
+
+Generation is done in chunks saved as ``.npz`` shards in a folder (atomic writes); a rerun skips the
+shards that exist, so an interrupted collection resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from envs.lm import LanguageModel, SamplingConfig, sample_tokens
+from envs.prompt_sets import PromptRecord
+from envs.refusals import is_refusal
+from envs.storage import atomic_write_bytes, atomic_write_json
+
+POOLINGS = ("mean", "last")
+
+
+@dataclass
+class AnswerSet:
+    """Answers and features; row ``i`` is one answer, ``features[(pooling, layer)]`` is (N, P, H)."""
+
+    prompts: list[str]
+    labels: np.ndarray  # (N,) 1 = unsafe answer
+    harmful_request: np.ndarray  # (N,) bool
+    lookalike: np.ndarray  # (N,) bool
+    splits: list[str]
+    prefixes: tuple[int, ...]
+    texts: list[list[str]]  # (N, P) text of each prefix
+    lengths: np.ndarray  # (N,) response tokens generated
+    features: dict[tuple[str, int], np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def select(self, index: np.ndarray) -> AnswerSet:
+        """The answers at ``index``."""
+        index = np.asarray(index)
+        return AnswerSet(
+            [self.prompts[i] for i in index], self.labels[index], self.harmful_request[index],
+            self.lookalike[index], [self.splits[i] for i in index], self.prefixes,
+            [self.texts[i] for i in index], self.lengths[index], {k: v[index] for k, v in self.features.items()},
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[AnswerSet]) -> AnswerSet:
+        first = parts[0]
+        return AnswerSet(
+            sum((p.prompts for p in parts), []), np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.harmful_request for p in parts]), np.concatenate([p.lookalike for p in parts]),
+            sum((p.splits for p in parts), []), first.prefixes, sum((p.texts for p in parts), []),
+            np.concatenate([p.lengths for p in parts]),
+            {k: np.concatenate([p.features[k] for p in parts]) for k in first.features},
+        )
+
+    def to_bytes(self) -> bytes:
+        arrays = {f"{pool}:{layer}": v for (pool, layer), v in self.features.items()}
+        meta = {"prompts": self.prompts, "splits": self.splits, "prefixes": list(self.prefixes), "texts": self.texts}
+        buf = io.BytesIO()
+        np.savez(buf, labels=self.labels, harmful_request=self.harmful_request, lookalike=self.lookalike,
+                 lengths=self.lengths, meta=np.array(json.dumps(meta)), **arrays)
+        return buf.getvalue()
+
+    @staticmethod
+    def from_file(path: Path) -> AnswerSet:
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            features = {}
+            for key in data.files:
+                if ":" in key:
+                    pool, layer = key.split(":")
+                    features[(pool, int(layer))] = data[key]
+            return AnswerSet(meta["prompts"], data["labels"], data["harmful_request"], data["lookalike"],
+                             meta["splits"], tuple(meta["prefixes"]), meta["texts"], data["lengths"], features)
+
+
+@dataclass
+class CollectConfig:
+    """How answers are sampled for guard training."""
+
+    samples: int = 2
+    """Answers per request."""
+    max_new_tokens: int = 64
+    """Length of each answer."""
+    prefixes: tuple[int, ...] = (16, 32, 64)
+    """Response prefixes at which features are taken."""
+    layers: tuple[int, ...] = (6, 9, 12, 15, 18, 21, 24)
+    """Candidate layers (hidden-state numbering: 0 = embeddings)."""
+    temperature: float = 0.7
+    """Sampling temperature of the answers."""
+    top_p: float = 0.9
+    """Nucleus mass of the answers."""
+    batch_size: int = 32
+    """Answers generated together."""
+    seed: int = 0
+    """Seed of the sampler."""
+
+    def key(self) -> str:
+        """A short hash naming this configuration (shard folders are per configuration)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:10]
+
+
+def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, seed: int) -> AnswerSet:
+    layers = [lm.capture_layer(layer, history=True) for layer in config.layers]
+    sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p)
+    generator = torch.Generator(device=lm.device).manual_seed(seed)
+    state = lm.prefill([r.prompt for r in records])
+    n, n_prefix = len(records), len(config.prefixes)
+    features = {(pool, layer): np.zeros((n, n_prefix, lm.hidden_size), np.float16) for pool in POOLINGS for layer in layers}
+    texts = [[""] * n_prefix for _ in range(n)]
+    done = np.zeros(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
+    responses: list[list[int]] = [[] for _ in range(n)]
+    eos = lm.eos_token_ids
+
+    def snapshot(rows: np.ndarray, slots: list[int]) -> None:
+        for layer in layers:
+            mean = state.pooled_latent(layer, rows.tolist()).float().cpu().numpy()
+            last = state.latent_tensor(layer)[torch.as_tensor(rows)].float().cpu().numpy()
+            for slot in slots:
+                features[("mean", layer)][rows, slot] = mean
+                features[("last", layer)][rows, slot] = last
+        for row in rows:
+            for slot in slots:
+                texts[row][slot] = lm.decode(responses[row])
+
+    for t in range(1, config.max_new_tokens + 1):
+        tokens = sample_tokens(state.logits, sampling, generator)
+        tokens = torch.where(torch.as_tensor(done, device=tokens.device), lm.pad_token_id, tokens)
+        state.step(tokens)
+        finished = []
+        for row, tok in enumerate(tokens.tolist()):
+            if not done[row]:
+                responses[row].append(tok)
+                lengths[row] = t
+                if tok in eos:
+                    finished.append(row)
+        slot = config.prefixes.index(t) if t in config.prefixes else None
+        if finished:  # an answer that ends fills every prefix slot from here on
+            rows = np.array(finished)
+            snapshot(rows, [i for i, p in enumerate(config.prefixes) if p >= t])
+            done[rows] = True
+        if slot is not None and (~done).any():
+            snapshot(np.flatnonzero(~done), [slot])
+        if done.all():
+            break
+    if (~done).any():  # answers cut at max_new_tokens: fill prefixes longer than the answer
+        rows = np.flatnonzero(~done)
+        late = [i for i, p in enumerate(config.prefixes) if p > config.max_new_tokens]
+        if late:
+            snapshot(rows, late)
+    harmful = np.array([r.label == "harmful" for r in records])
+    labels = np.array([h and not is_refusal(texts[i][-1]) for i, h in enumerate(harmful)], dtype=np.int64)
+    return AnswerSet([r.prompt for r in records], labels, harmful, np.array([r.lookalike for r in records]),
+                     [r.split for r in records], tuple(config.prefixes), texts, lengths, features)
+
+
+def collect_answers(
+    lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, folder: Path, progress: bool = True
+) -> AnswerSet:
+    """Sample ``config.samples`` answers per record (resumable shards in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(r, s) for s in range(config.samples) for r in records]
+    chunks = [jobs[i : i + config.batch_size] for i in range(0, len(jobs), config.batch_size)]
+    atomic_write_json(folder / "manifest.json", {"config": repr(config), "model": lm.model_id, "chunks": len(chunks),
+                                                 "answers": len(jobs)})
+    parts = []
+    for i, chunk in enumerate(tqdm(chunks, desc="answers", unit="batch", disable=not progress)):
+        path = folder / f"shard-{i:05d}.npz"
+        if path.exists():
+            try:
+                parts.append(AnswerSet.from_file(path))
+                continue
+            except (OSError, ValueError, KeyError):  # a corrupt shard is regenerated
+                path.unlink()
+        part = _generate_chunk(lm, [r for r, _ in chunk], config, seed=config.seed * 100_003 + i)
+        atomic_write_bytes(path, part.to_bytes())
+        parts.append(part)
+    return AnswerSet.concat(parts)

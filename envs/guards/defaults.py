@@ -1,0 +1,64 @@
+"""The default trained guards: found in the user cache, or trained once on first use.
+
+``make_guard("latent-probe")`` and ``make_guard("embedding")`` return a :class:`DefaultGuard`: it
+resolves to the guard trained for the policy model it is attached to (or the embedded default model
+when used standalone), loading it from ``<cache>/guards/<model>/<kind>/`` or, the first time,
+running ``train.py guard`` for that model (progress bars; about 15 minutes on 2 CPU cores for
+the default model; written atomically, resumable).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from envs.guards.base import Guard
+
+log = logging.getLogger(__name__)
+
+
+def load_trained_guard(kind: str, folder) -> Guard:
+    """Load a trained guard of ``kind`` from ``folder``."""
+    if kind == "latent-probe":
+        from envs.guards.probe import LatentProbe
+
+        return LatentProbe.load(folder)
+    from envs.guards.embedding import EmbeddingGuard
+
+    return EmbeddingGuard.load(folder)
+
+
+class DefaultGuard(Guard):
+    """The trained ``kind`` guard of whichever policy model it is attached to."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = self.name = kind
+        self.guard: Guard | None = None
+
+    def resolve(self, lm=None) -> Guard:
+        """Load (or train once) the guard for ``lm``'s model, or the default model if ``lm`` is None."""
+        if self.guard is None:
+            from envs.guards.training import GuardTrainConfig, default_guard_dir, train_guard
+            from envs.lm import DEFAULT_MODEL
+
+            model_id = lm.model_id if lm is not None else DEFAULT_MODEL
+            folder = default_guard_dir(model_id, self.kind)
+            try:
+                self.guard = load_trained_guard(self.kind, folder)
+            except FileNotFoundError:
+                log.warning("no %s guard for %s yet: training it once into %s", self.kind, model_id, folder)
+                print(f"latentguard: training the {self.kind} guard for {model_id} once (cached in {folder})")
+                self.guard, _ = train_guard(GuardTrainConfig(kind=self.kind, model=model_id), lm=lm)
+        return self.guard
+
+    @property
+    def threshold(self) -> float:  # type: ignore[override]
+        return self.resolve().threshold
+
+    def attach(self, lm) -> None:
+        self.resolve(lm).attach(lm)
+
+    def score(self, prompts, responses):
+        return self.resolve().score(prompts, responses)
+
+    def score_state(self, prompts, responses, state=None, rows=None):
+        return self.resolve(state.lm if state is not None else None).score_state(prompts, responses, state, rows)

@@ -1,0 +1,185 @@
+"""Training the latent probe on the policy's own answers (``python train.py guard``).
+
+1. Answers of the policy to the train and dev splits of AdvBench (harmful) and the project's benign
+   set (everyday + look-alikes), with features at response prefixes of 16/32/64 tokens
+   (:mod:`envs.guards.answers`).
+2. PyRIT's human-labelled responses (score >= 0.5 = unsafe) as extra training rows with weight
+   ``pyrit_weight``; their dev-split rows measure the MAE against the human 0-1 scores.
+3. Layer, pooling and L2 strength chosen by grouped cross-validation on the **train split only**
+   (groups = requests, so the samples of one request never straddle folds); the threshold is the
+   one that maximises TPR - FPR on the out-of-fold predictions with a look-alike FPR of at most
+   ``max_lookalike_fpr``.
+4. The final probe is fitted on the whole train split and measured on the dev split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+from envs.guards.answers import POOLINGS, AnswerSet
+from envs.guards.linear_head import LinearHead
+from envs.guards.probe import LatentProbe, ProbeConfig, prefill_answers
+from envs.lm import LanguageModel
+from envs.pyrit_data import HarmRow
+
+
+@dataclass
+class Features:
+    """A design matrix: one row per (answer, prefix)."""
+
+    x: np.ndarray  # (R, H) float32
+    y: np.ndarray  # (R,) 0/1
+    groups: np.ndarray  # (R,) request id
+    prefix: np.ndarray  # (R,) prefix length
+    harmful_request: np.ndarray  # (R,) bool
+    lookalike: np.ndarray  # (R,) bool
+
+
+def answer_features(answers: AnswerSet, pooling: str, layer: int) -> Features:
+    """Flatten (N, P, H) features of one (pooling, layer) into (N*P, H) rows."""
+    feats = answers.features[(pooling, layer)].astype(np.float32)  # (N, P, H)
+    n, p, h = feats.shape
+    prompt_ids = {text: i for i, text in enumerate(dict.fromkeys(answers.prompts))}
+    groups = np.array([prompt_ids[t] for t in answers.prompts])
+    return Features(
+        feats.reshape(n * p, h), np.repeat(answers.labels, p), np.repeat(groups, p),
+        np.tile(np.array(answers.prefixes), n), np.repeat(answers.harmful_request, p), np.repeat(answers.lookalike, p),
+    )
+
+
+def pyrit_features(lm: LanguageModel, rows: Sequence[HarmRow], layers: Sequence[int], max_tokens: int = 64,
+                   batch_size: int = 16, max_prompt_chars: int = 1000) -> dict[tuple[str, int], np.ndarray]:
+    """(R, H) features of PyRIT responses (cut to ``max_tokens`` tokens, their objectives to
+    ``max_prompt_chars`` characters) for every (pooling, layer)."""
+    layers = [lm.capture_layer(layer, history=True) for layer in layers]
+    out: dict[tuple[str, int], list[np.ndarray]] = {(pool, layer): [] for pool in POOLINGS for layer in layers}
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        prompts = [(r.objective or "Respond.")[:max_prompt_chars] for r in batch]  # a few objectives are pages long
+        state = prefill_answers(lm, prompts, [r.response for r in batch], max_tokens)
+        for layer in layers:
+            out[("mean", layer)].append(state.pooled_latent(layer).float().cpu().numpy())
+            out[("last", layer)].append(state.latent_tensor(layer).float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float):
+    """Standardise and fit an L2 logistic regression; returns (w, b, mu, sigma) as float64 arrays."""
+    mu = np.average(x, axis=0, weights=weight)
+    sigma = np.sqrt(np.average((x - mu) ** 2, axis=0, weights=weight)) + 1e-6
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
+    clf.fit((x - mu) / sigma, y, sample_weight=weight)
+    return clf.coef_[0], float(clf.intercept_[0]), mu, sigma
+
+
+def predict(head, x: np.ndarray) -> np.ndarray:
+    w, b, mu, sigma = head
+    return 1.0 / (1.0 + np.exp(-(((x - mu) / sigma) @ w + b)))
+
+
+def safe_auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """AUROC, or NaN when only one class is present."""
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def out_of_fold(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None, c: float, folds: int) -> np.ndarray:
+    """Out-of-fold risks for every row of ``f`` (extra rows only ever train)."""
+    oof = np.zeros(len(f.y))
+    for train_idx, test_idx in GroupKFold(n_splits=folds).split(f.x, f.y, f.groups):
+        x, y, w = f.x[train_idx], f.y[train_idx], np.ones(len(train_idx))
+        if extra is not None and extra[2] > 0:
+            x, y, w = np.vstack([x, extra[0]]), np.concatenate([y, extra[1]]), np.concatenate([w, np.full(len(extra[1]), extra[2])])
+        oof[test_idx] = predict(fit_head(x, y, w, c), f.x[test_idx])
+    return oof
+
+
+def choose_threshold(f: Features, risk: np.ndarray, max_lookalike_fpr: float) -> float:
+    """argmax TPR - FPR over candidate thresholds, subject to look-alike FPR <= the cap."""
+    best, best_t = -np.inf, 0.5
+    for t in np.unique(np.round(risk, 4)):
+        flagged = risk >= t
+        tpr = flagged[f.y == 1].mean()
+        fpr = flagged[f.y == 0].mean()
+        look = flagged[(f.y == 0) & f.lookalike].mean() if ((f.y == 0) & f.lookalike).any() else 0.0
+        if look <= max_lookalike_fpr and tpr - fpr > best:
+            best, best_t = tpr - fpr, float(t)
+    return best_t
+
+
+def rates(f: Features, risk: np.ndarray, threshold: float) -> dict[str, float]:
+    """TPR on unsafe answers; FPR on benign, everyday and look-alike answers, at ``threshold``."""
+    flagged = risk >= threshold
+    benign = ~f.harmful_request
+
+    def mean(mask):
+        return float(flagged[mask].mean()) if mask.any() else float("nan")
+
+    return {"tpr": mean(f.y == 1), "fpr_benign": mean(benign), "fpr_everyday": mean(benign & ~f.lookalike),
+            "fpr_lookalike": mean(benign & f.lookalike), "fpr_refusals": mean(f.harmful_request & (f.y == 0))}
+
+
+def evaluate(f: Features, risk: np.ndarray, threshold: float, prefixes: Sequence[int]) -> dict:
+    """AUROC overall and per prefix, and the rates at the threshold."""
+    metrics = {"auroc": safe_auroc(f.y, risk), "rows": int(len(f.y)), "unsafe": int(f.y.sum())}
+    for p in prefixes:
+        at = f.prefix == p
+        metrics[f"auroc_prefix_{p}"] = safe_auroc(f.y[at], risk[at])
+    metrics.update(rates(f, risk, threshold))
+    for p in prefixes:
+        at = f.prefix == p
+        metrics[f"tpr_prefix_{p}"] = float((risk[at & (f.y == 1)] >= threshold).mean())
+    return metrics
+
+
+@dataclass
+class Selection:
+    """The cross-validated choice among candidate feature sets and L2 strengths."""
+
+    key: tuple[str, int]
+    """(pooling, layer) for the probe; ("embedding", 0) for the embedding head."""
+    c: float
+    cv_auroc: float
+    threshold: float
+    table: list[dict]
+
+
+Candidate = tuple[Features, "tuple[np.ndarray, np.ndarray, float] | None"]
+
+
+def select_head(candidates: dict[tuple[str, int], Candidate], cs: Sequence[float], folds: int,
+                max_lookalike_fpr: float, log=None) -> Selection:
+    """Grouped CV over candidate feature sets x C; the threshold from the winner's out-of-fold risks."""
+    table, best = [], None
+    for key, (f, extra) in candidates.items():
+        for c in cs:
+            oof = out_of_fold(f, extra, c, folds)
+            row = {"features": f"{key[0]}:{key[1]}", "c": c, "cv_auroc": safe_auroc(f.y, oof)}
+            table.append(row)
+            if log:
+                log(row)
+            if best is None or row["cv_auroc"] > best[0]["cv_auroc"]:
+                best = (row, key, oof, f)
+    row, key, oof, f = best
+    return Selection(key, row["c"], row["cv_auroc"], choose_threshold(f, oof, max_lookalike_fpr), table)
+
+
+def fit_selected(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None, selection: Selection) -> LinearHead:
+    """Fit the chosen head on all of ``f`` (+ weighted extra rows)."""
+    x, y, w = f.x, f.y, np.ones(len(f.y))
+    if extra is not None and extra[2] > 0:
+        x, y, w = np.vstack([x, extra[0]]), np.concatenate([y, extra[1]]), np.concatenate([w, np.full(len(extra[1]), extra[2])])
+    return LinearHead.from_numpy(*fit_head(x, y, w, selection.c))
+
+
+def probe_from_selection(lm: LanguageModel, head: LinearHead, selection: Selection, info: dict) -> LatentProbe:
+    """Wrap a fitted head as a :class:`LatentProbe` for ``lm``."""
+    pooling, layer = selection.key
+    summary = {"c": selection.c, "cv_auroc": selection.cv_auroc, "threshold": selection.threshold}
+    config = ProbeConfig(lm.model_id, layer, pooling, lm.hidden_size, selection.threshold, info={**info, "selection": summary})
+    return LatentProbe(config, head)

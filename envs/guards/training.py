@@ -1,0 +1,219 @@
+"""``train.py guard``: train the latent probe (or the embedding head) on the policy's own answers.
+
+Writes into the output folder (default: the user cache, where ``make_guard("latent-probe")`` and
+``make_guard("embedding")`` look): the guard files, ``config.json``, ``metrics.json`` (dev split:
+AUROC overall and at prefixes of 16/32/64 tokens, TPR/FPR at the shipped threshold, look-alike FPR,
+MAE against PyRIT's human scores per category beside PyRIT's published scorer MAEs) and TensorBoard
+logs (``tb/``). The sampled answers are cached as resumable shards, so an interrupted run, or a
+second run of the other guard kind, reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from envs.embeddings import SentenceEncoder
+from envs.guards.answers import AnswerSet, CollectConfig, collect_answers
+from envs.guards.embedding import EmbeddingGuard, embedding_features
+from envs.guards.probe_training import (
+    Features, answer_features, evaluate, fit_selected, probe_from_selection, pyrit_features, select_head,
+)
+from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
+from envs.prompt_sets import PromptRecord, advbench, benign, split_of, take_split
+from envs.pyrit_data import harm_rows, published_maes
+from envs.storage import atomic_write_json, user_cache_dir
+
+KINDS = ("latent-probe", "embedding")
+
+
+@dataclass
+class GuardTrainConfig:
+    """Train a guard on the policy's own answers to labelled requests."""
+
+    kind: str = "latent-probe"
+    """'latent-probe' (head on the policy's latents) or 'embedding' (head on MiniLM embeddings)."""
+    model: str = DEFAULT_MODEL
+    """Policy model whose answers (and latents) the guard learns from."""
+    out: str = ""
+    """Output folder; empty = the user cache, where make_guard finds it."""
+    samples: int = 2
+    """Sampled answers per training request."""
+    dev_samples: int = 1
+    """Sampled answers per dev request."""
+    max_new_tokens: int = 64
+    """Answer length; features are taken at prefixes of 16, 32 and 64 tokens."""
+    layers: str = "6,9,12,15,18,21,24"
+    """Candidate layers for the probe (comma-separated hidden-state indices)."""
+    cs: str = "0.003,0.01,0.03,0.1"
+    """Candidate inverse L2 strengths (comma-separated)."""
+    pyrit_weight: float = 0.25
+    """Weight of PyRIT's human-labelled responses as extra training rows (0 = not used)."""
+    folds: int = 5
+    """Grouped cross-validation folds on the train split."""
+    max_lookalike_fpr: float = 0.15
+    """Threshold choice: keep the out-of-fold look-alike FPR at or below this."""
+    temperature: float = 0.7
+    """Sampling temperature of the answers."""
+    top_p: float = 0.9
+    """Nucleus mass of the answers."""
+    batch_size: int = 32
+    """Answers generated together."""
+    limit: int = 0
+    """Use at most this many requests per label and split (0 = all; for smoke tests)."""
+    seed: int = 0
+    """Seed of the answer sampler."""
+    device: str = "cpu"
+    """Where the policy runs."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("samples", "dev_samples", "max_new_tokens", "folds", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pyrit_weight < 0:
+            raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
+
+
+def slug(model_id: str) -> str:
+    """A folder-safe name for a model id."""
+    return re.sub(r"[^\w.-]+", "_", model_id).strip("_")[-80:]
+
+
+def default_guard_dir(model_id: str, kind: str) -> Path:
+    """Where the default guard of ``kind`` for ``model_id`` lives."""
+    return user_cache_dir() / "guards" / slug(model_id) / kind
+
+
+def _records(split: str, limit: int) -> list[PromptRecord]:
+    harmful, safe = take_split(advbench(), split), take_split(benign(), split)
+    if limit:
+        harmful, safe = harmful[:limit], safe[:limit]
+    return sorted(harmful + safe, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+
+
+def _answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int, progress: bool) -> AnswerSet:
+    collect = CollectConfig(samples=samples, max_new_tokens=config.max_new_tokens, layers=_ints(config.layers),
+                            temperature=config.temperature, top_p=config.top_p, batch_size=config.batch_size,
+                            seed=config.seed + (split == "dev"))
+    records = _records(split, config.limit)
+    key = hashlib.sha256((collect.key() + "".join(r.prompt for r in records)).encode()).hexdigest()[:12]
+    folder = user_cache_dir() / "answers" / slug(lm.model_id) / f"{split}-{key}"
+    return collect_answers(lm, records, collect, folder, progress=progress)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _embedding_candidates(encoder, answers: AnswerSet) -> Features:
+    base = answer_features(answers, *next(iter(answers.features)))  # labels/groups/prefixes
+    prompts = [p for p in answers.prompts for _ in answers.prefixes]
+    texts = [t for row in answers.texts for t in row]
+    base.x = embedding_features(encoder, prompts, texts).astype(np.float32)
+    return base
+
+
+def _mae_table(risk: np.ndarray, rows) -> dict:
+    published = published_maes()
+    table = {}
+    for category in sorted({r.category for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.category == category]
+        human = np.array([rows[i].score for i in idx])
+        table[category] = {"mae": float(np.abs(risk[idx] - human).mean()), "rows": len(idx),
+                           "published": published.get(category, {})}
+    return table
+
+
+def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progress: bool = True):
+    """Run the whole recipe (see the module docstring); returns ``(guard, metrics)``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    start = time.perf_counter()
+    lm = lm or load_lm(config.model, device=config.device)
+    out = Path(config.out) if config.out else default_guard_dir(lm.model_id, config.kind)
+    train = _answers(lm, config, "train", config.samples, progress)
+    dev = _answers(lm, config, "dev", config.dev_samples, progress)
+
+    harm = harm_rows()
+    pyrit_train = [r for r in harm.rows if split_of(r.objective) == "train"]
+    pyrit_dev = [r for r in harm.rows if split_of(r.objective) == "dev"]
+    y_pyrit = np.array([r.score >= 0.5 for r in pyrit_train], dtype=np.int64)
+
+    if config.kind == "latent-probe":
+        layers = _ints(config.layers)
+        extra = pyrit_features(lm, pyrit_train, layers, config.max_new_tokens) if config.pyrit_weight > 0 else None
+        candidates = {key: (answer_features(train, *key), (extra[key], y_pyrit, config.pyrit_weight) if extra else None)
+                      for key in train.features}
+    else:
+        encoder = SentenceEncoder(device=lm.device)
+        f_train = _embedding_candidates(encoder, train)
+        extra = None
+        if config.pyrit_weight > 0:
+            px = embedding_features(encoder, [r.objective for r in pyrit_train], [r.response for r in pyrit_train])
+            extra = (px, y_pyrit, config.pyrit_weight)
+        candidates = {("embedding", 0): (f_train, extra)}
+
+    selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr)
+    f_sel, extra_sel = candidates[selection.key]
+    head = fit_selected(f_sel, extra_sel, selection)
+    info = {"train_answers": len(train), "dev_answers": len(dev), "pyrit_rows": len(pyrit_train),
+            "pyrit_weight": config.pyrit_weight, "samples": config.samples}
+    if config.kind == "latent-probe":
+        guard = probe_from_selection(lm, head, selection, info)
+        f_dev = answer_features(dev, *selection.key)
+        guard.attach(lm)
+        # PyRIT responses are cut to max_new_tokens, as in training (some are longer than a context)
+        dev_x = pyrit_features(lm, pyrit_dev, [selection.key[1]], config.max_new_tokens)[selection.key]
+        pyrit_risk = head.risk(dev_x)
+    else:
+        guard = EmbeddingGuard(head, selection.threshold, {**info, "c": selection.c}, encoder=encoder)
+        f_dev = _embedding_candidates(encoder, dev)
+        pyrit_risk = guard.score([r.objective for r in pyrit_dev], [r.response for r in pyrit_dev])
+    dev_risk = head.risk(f_dev.x)
+    metrics = {
+        "kind": config.kind, "model": lm.model_id, "split": "dev",
+        "selection": {"features": f"{selection.key[0]}:{selection.key[1]}", "c": selection.c,
+                      "cv_auroc_train": selection.cv_auroc, "threshold": selection.threshold},
+        "dev": evaluate(f_dev, dev_risk, selection.threshold, dev.prefixes),
+        "pyrit_mae_dev": _mae_table(pyrit_risk, pyrit_dev),
+        "pyrit_skipped_rows": harm.skipped,
+        "cv_table": selection.table,
+        "seconds": time.perf_counter() - start,
+    }
+    guard.save(out)  # replaces the folder atomically; the rest is written into it
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "config.json", asdict(config))
+    writer = SummaryWriter(str(out / "tb"))
+    for i, row in enumerate(selection.table):
+        writer.add_scalar("select/cv_auroc", row["cv_auroc"], i)
+    for name, value in metrics["dev"].items():
+        if isinstance(value, float):
+            writer.add_scalar(f"dev/{name}", value, 0)
+    writer.close()
+    return guard, metrics
+
+
+def summary(metrics: dict) -> str:
+    """A few lines for the terminal."""
+    d = metrics["dev"]
+    lines = [f"{metrics['kind']} for {metrics['model']}: {metrics['selection']}",
+             f"dev AUROC {d['auroc']:.3f} (prefix 16/32/64: {d.get('auroc_prefix_16', float('nan')):.3f} / "
+             f"{d.get('auroc_prefix_32', float('nan')):.3f} / {d.get('auroc_prefix_64', float('nan')):.3f}); "
+             f"at threshold {metrics['selection']['threshold']:.3f}: TPR {d['tpr']:.3f}, benign FPR {d['fpr_benign']:.3f}, "
+             f"look-alike FPR {d['fpr_lookalike']:.3f}"]
+    for cat, row in metrics["pyrit_mae_dev"].items():
+        pub = ", ".join(f"{k} {v:.3f}" for k, v in row["published"].items())
+        lines.append(f"  PyRIT {cat}: MAE {row['mae']:.3f} on {row['rows']} rows (published: {pub or 'none'})")
+    return "\n".join(lines)
+

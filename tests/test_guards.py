@@ -1,0 +1,178 @@
+"""The latent probe, the embedding head, composites, profanity, and guard training end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from envs.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, make_guard
+from envs.guards.embedding import EmbeddingGuard
+from envs.guards.linear_head import LinearHead
+from envs.guards.probe import LatentProbe, ProbeConfig
+from envs.guards.training import GuardTrainConfig, default_guard_dir, train_guard
+from envs.lm import load_lm
+from envs.pyrit_data import HarmData, read_harm_csv
+from envs.token_env import TokenCMDPEnv
+
+
+def random_probe(lm, layer=1, pooling="mean", seed=0, model_id=None):
+    gen = torch.Generator().manual_seed(seed)
+    head = LinearHead(torch.randn(lm.hidden_size, generator=gen), torch.tensor(0.1),
+                      torch.randn(lm.hidden_size, generator=gen) * 0.1, torch.rand(lm.hidden_size, generator=gen) + 0.5)
+    return LatentProbe(ProbeConfig(model_id or lm.model_id, layer, pooling, lm.hidden_size, threshold=0.5), head)
+
+
+@pytest.fixture()
+def fresh_tiny():
+    return load_lm("tiny")
+
+
+class ForwardCounter:
+    def __init__(self, model):
+        self.calls = 0
+        self.handle = model.register_forward_hook(lambda *a: setattr(self, "calls", self.calls + 1))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_probe_adds_no_forward_during_decoding_and_matches_the_standalone_score(fresh_tiny, pooling):
+    probe = random_probe(fresh_tiny, pooling=pooling)
+    env = TokenCMDPEnv(model=fresh_tiny, prompts=["Name a fruit."], guard=probe, guard_every=2, max_new_tokens=6)
+    env.reset(seed=0)
+    counter = ForwardCounter(fresh_tiny.model)
+    risks, texts = [], []
+    for _ in range(6):
+        _, _, _, _, info = env.step(0)
+        if "risk" in info:
+            risks.append(info["risk"])
+            texts.append(env.episodes.responses[0][:])
+    counter.handle.remove()
+    assert counter.calls == 6 and probe.forwards == 0  # one forward per token, none for the guard
+    assert len(risks) == 3
+    # the fast path equals the probe running the model itself on the same tokens
+    for risk, ids in zip(risks, texts):
+        state = fresh_tiny.prefill(token_ids=[fresh_tiny.encode_prompt("Name a fruit.") + ids])
+        state.prompt_lengths = torch.tensor([len(fresh_tiny.encode_prompt("Name a fruit."))])
+        assert probe.head.risk(probe.features_from_state(state, [0]))[0] == pytest.approx(risk, abs=1e-5)
+
+
+def test_probe_round_trips_through_its_files(tmp_path, fresh_tiny):
+    probe = random_probe(fresh_tiny)
+    probe.save(tmp_path / "p")
+    loaded = make_guard(f"latent-probe:{tmp_path / 'p'}")
+    probe.attach(fresh_tiny)
+    loaded.attach(fresh_tiny)
+    prompts, responses = ["Name a fruit.", "Say hi."], ["Apple.", ""]  # an empty response is judged too
+    np.testing.assert_array_equal(probe.score(prompts, responses), loaded.score(prompts, responses))
+    assert json.loads((tmp_path / "p" / "probe.json").read_text())["model_id"] == "tiny"
+
+
+def test_probe_refuses_another_model_layer_or_size(fresh_tiny):
+    with pytest.raises(ValueError, match="trained on model 'smollm2-135m-instruct', not 'tiny'"):
+        random_probe(fresh_tiny, model_id="smollm2-135m-instruct").attach(fresh_tiny)
+    with pytest.raises(ValueError, match="reads layer 9, but 'tiny' has layers 0..2"):
+        random_probe(fresh_tiny, layer=9).attach(fresh_tiny)
+    wide = LatentProbe(ProbeConfig("tiny", 1, "mean", 128), LinearHead(*(torch.ones(128),) * 1, torch.tensor(0.0),
+                                                                        torch.zeros(128), torch.ones(128)))
+    with pytest.raises(ValueError, match="latents of size 128, but 'tiny' has 64"):
+        wide.attach(fresh_tiny)
+
+
+def test_missing_probe_file_says_how_to_train_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train one with: python train.py guard"):
+        make_guard(f"latent-probe:{tmp_path}")
+
+
+def test_max_composite_puts_members_on_a_common_threshold_scale():
+    low = CallableGuard(lambda p, r: [0.1, 0.3], threshold=0.2)
+    high = CallableGuard(lambda p, r: [0.4, 0.9], threshold=0.8)
+    risk = MaxGuard([low, high]).score(["q", "q"], ["a", "b"])
+    # low: 0.1 -> 0.25, 0.3 -> 0.5 + 0.5 * 0.1 / 0.8 = 0.5625; high: 0.4 -> 0.25, 0.9 -> 0.75
+    np.testing.assert_allclose(risk, [0.25, 0.75])
+    assert AnyGuard([low, high]).score(["q", "q"], ["a", "b"]).tolist() == [0.0, 1.0]
+    assert make_guard("max(keyword, keyword:kiwi)").name == "max(keyword,keyword)"
+
+
+def test_profanity_guard_flags_abuse_not_neutral_text():
+    guard = make_guard("profanity")
+    risk = guard.score(["q", "q"], ["You are a worthless stupid idiot.", "The weather is mild today."])
+    assert risk[0] >= guard.threshold > risk[1]
+
+
+def test_embedding_guard_round_trips_and_checks_its_size(tmp_path):
+    head = LinearHead.from_numpy(np.linspace(-1, 1, 768), 0.2, np.zeros(768), np.ones(768))
+    guard = EmbeddingGuard(head, threshold=0.4)
+    guard.save(tmp_path / "e")
+    loaded = make_guard(f"embedding:{tmp_path / 'e'}")
+    args = (["How do I bake bread?"], ["Knead the dough."])
+    np.testing.assert_allclose(guard.score(*args), loaded.score(*args), atol=1e-6)
+    assert loaded.threshold == 0.4
+    with pytest.raises(ValueError, match="reads 10 features, expected 768"):
+        EmbeddingGuard(LinearHead.from_numpy(np.ones(10), 0, np.zeros(10), np.ones(10)), 0.5)
+
+
+def test_pyrit_rows_with_bad_scores_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "harm.csv"
+    path.write_text(
+        "# dataset_version=1.0\n"
+        "harm_category,objective,assistant_response,human_score_1,data_type\n"
+        "violence,q1,fine answer,0.25,text\n"
+        "violence,q2,no score,,text\n"
+        "violence,q3,too high,1.5,text\n"
+        "violence,q4,,0.5,text\n"
+        "violence,q5,not a number,abc,text\n"
+    )
+    data = HarmData()
+    read_harm_csv(path, data)
+    assert [(r.objective, r.score) for r in data.rows] == [("q1", 0.25)]
+    assert data.skipped == {"missing score": 2, "score out of [0, 1]": 1, "empty response": 1}
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_probe(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTGUARD_CACHE", str(cache))
+    lm = load_lm("tiny")
+    config = GuardTrainConfig(model="tiny", samples=1, dev_samples=1, max_new_tokens=8, layers="1,2", cs="0.1,1",
+                              folds=2, limit=6, batch_size=8)
+    guard, metrics = train_guard(config, lm=lm, progress=False)
+    yield lm, guard, metrics, cache, config
+    mp.undo()
+
+
+def test_train_guard_writes_probe_metrics_and_tensorboard(trained_tiny_probe):
+    lm, guard, metrics, cache, _ = trained_tiny_probe
+    folder = cache / "guards" / "tiny" / "latent-probe"
+    assert {p.name for p in folder.iterdir()} >= {"probe.json", "probe.safetensors", "metrics.json", "config.json", "tb"}
+    assert any(p.name.startswith("events.out.tfevents") for p in (folder / "tb").iterdir())
+    dev = metrics["dev"]
+    assert {"auroc", "auroc_prefix_16", "auroc_prefix_32", "auroc_prefix_64", "tpr", "fpr_benign", "fpr_lookalike"} <= set(dev)
+    assert dev["rows"] == 3 * guard.config.info["dev_answers"] and 0 <= dev["tpr"] <= 1  # 3 prefixes per answer
+    assert set(metrics["pyrit_mae_dev"]) and all("published" in v for v in metrics["pyrit_mae_dev"].values())
+    assert guard.config.layer in (1, 2) and guard.config.pooling in ("mean", "last")
+    assert len(metrics["cv_table"]) == 2 * 2 * 2  # layers x poolings x C
+
+
+def test_default_guard_loads_the_cached_probe_without_training(trained_tiny_probe, monkeypatch):
+    lm, guard, _, cache, _ = trained_tiny_probe
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(cache))
+    assert default_guard_dir("tiny", "latent-probe").is_dir()
+    default = make_guard("latent-probe")
+    assert isinstance(default, DefaultGuard)
+    default.attach(lm)
+    args = (["Say hi."], ["Hello there."])
+    np.testing.assert_allclose(default.score(*args), guard.score(*args))
+    assert default.threshold == guard.threshold
+
+
+def test_train_guard_resumes_from_its_answer_shards(trained_tiny_probe, monkeypatch):
+    lm, _, metrics, cache, config = trained_tiny_probe
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(cache))
+    shards = sorted((cache / "answers").rglob("shard-*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    _, again = train_guard(config, lm=lm, progress=False)
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # answers reused, not regenerated
+    assert again["dev"]["auroc"] == pytest.approx(metrics["dev"]["auroc"], nan_ok=True)
