@@ -1,8 +1,10 @@
 """Prompt sets with labels and fixed splits.
 
+- ``default``: the demo set, 8 AdvBench dev requests and 8 benign dev requests (seeded);
 - ``advbench``: the 520 AdvBench behaviours (label ``harmful``), read from the ``pyrit`` package;
 - ``benign``: the project's own everyday requests (label ``benign``), ``envs/data/benign_prompts.jsonl``;
-  about 40% are look-alikes that use alarming words harmlessly (``lookalike=True``).
+  about half are look-alikes that use alarming words harmlessly (``lookalike=True``);
+- user files, see :func:`load_prompt_set`.
 
 **Splits.** Every prompt belongs to ``train`` (60%), ``dev`` (20%) or ``test`` (20%) by the first
 8 hex digits of the SHA-256 of its text: stable across machines and releases, independent of file
@@ -76,3 +78,95 @@ def take_split(records: list[PromptRecord], split: str | None) -> list[PromptRec
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     return [r for r in records if r.split == split]
+
+
+LABELS = ("harmful", "benign")
+NAMED_SETS = ("default", "advbench", "benign", "builtin")
+
+
+@dataclass
+class PromptSet:
+    """A named list of prompt records and what loading it did."""
+
+    name: str
+    records: list[PromptRecord]
+    duplicates_dropped: int = 0
+
+
+def default_set(size: int = 8, seed: int = 0) -> list[PromptRecord]:
+    """The demo set: ``size`` AdvBench dev requests and ``size`` benign dev requests (half of them
+    look-alikes), drawn with ``seed`` and interleaved harmful/benign."""
+    import random
+
+    rng = random.Random(seed)
+    harmful = rng.sample(take_split(advbench(), "dev"), size)
+    safe = take_split(benign(), "dev")
+    looks = rng.sample([r for r in safe if r.lookalike], size // 2)
+    everyday = rng.sample([r for r in safe if not r.lookalike], size - size // 2)
+    benign_part = [x for pair in zip(everyday, looks) for x in pair] + everyday[len(looks):]
+    return [x for pair in zip(harmful, benign_part) for x in pair]
+
+
+def _read_file(path: Path) -> list[PromptRecord]:
+    import csv
+
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {str(path)!r}")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        rows = [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from err
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+        if rows and "prompt" not in columns:
+            raise ValueError(f"{path}: no 'prompt' column (columns: {columns}); name the prompt column 'prompt'")
+    else:
+        raise ValueError(f"unsupported prompt file {str(path)!r}: use .jsonl, .csv or .txt")
+    if not rows:
+        raise ValueError(f"prompt file {str(path)!r} is empty")
+    records = []
+    for number, row in enumerate(rows, 1):
+        prompt = (row.get("prompt") or "").strip() if isinstance(row, dict) else ""
+        if not prompt:
+            raise ValueError(f"{path}: row {number} has no 'prompt' (keys: {sorted(row) if isinstance(row, dict) else row})")
+        label = (row.get("label") or "").strip().lower() or None
+        if label is not None and label not in LABELS:
+            raise ValueError(f"{path}: row {number} has label {row.get('label')!r}; use one of {LABELS} or leave it empty")
+        records.append(PromptRecord(prompt, label, (row.get("category") or "").strip()))
+    return records
+
+
+def load_prompt_set(spec: str) -> PromptSet:
+    """A prompt set by name (``default``, ``advbench[:split]``, ``benign[:split]``, ``builtin``) or file
+    (``.jsonl`` / ``.csv`` with a ``prompt`` column and optional ``label`` and ``category``; ``.txt``
+    with one prompt per line). Duplicate prompts are dropped (first kept) and counted."""
+    name, _, split = spec.partition(":")
+    if name == "default":
+        records = default_set()
+    elif name == "advbench":
+        records = take_split(advbench(), split or None)
+    elif name == "benign":
+        records = take_split(benign(), split or None)
+    elif name == "builtin":
+        records = [PromptRecord(p, "benign") for p in BUILTIN_PROMPTS]
+    elif Path(spec).suffix.lower() in (".jsonl", ".csv", ".txt") or Path(spec).exists():
+        records = _read_file(Path(spec))
+    else:
+        raise ValueError(f"unknown prompt set {spec!r}: use one of {NAMED_SETS} (with :train/:dev/:test for "
+                         "advbench and benign) or a .jsonl/.csv/.txt file")
+    seen, unique = set(), []
+    for record in records:
+        if record.prompt not in seen:
+            seen.add(record.prompt)
+            unique.append(record)
+    return PromptSet(spec, unique, len(records) - len(unique))

@@ -161,3 +161,10 @@ def test_pooled_latent_is_the_mean_over_response_tokens_after_edits():
         with torch.no_grad():
             hidden = lm.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0]  # (T, H)
         torch.testing.assert_close(state.pooled_latent(1, rows=[row])[0], hidden[start:].mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_per_row_seeds_make_answers_independent_of_the_batch(tiny_lm):
+    sampling = SamplingConfig(temperature=1.0)
+    together = generate(tiny_lm, PROMPTS, 10, sampling, seed=[11, 22, 33])
+    alone = generate(tiny_lm, [PROMPTS[2]], 10, sampling, seed=[33])
+    assert together.completions[2].token_ids == alone.completions[0].token_ids

@@ -1,10 +1,14 @@
-"""The default trained guards: found in the user cache, or trained once on first use.
+"""The default trained guards: the user's own, the shipped one, or trained once on first use.
 
 ``make_guard("latent-probe")`` and ``make_guard("embedding")`` return a :class:`DefaultGuard`: it
 resolves to the guard trained for the policy model it is attached to (or the embedded default model
-when used standalone), loading it from ``<cache>/guards/<model>/<kind>/`` or, the first time,
-running ``train.py guard`` for that model (progress bars; about 15 minutes on 2 CPU cores for
-the default model; written atomically, resumable).
+when used standalone), in this order:
+
+1. ``<cache>/guards/<model>/<kind>/``, written by ``python train.py guard`` (your own training);
+2. the guard shipped with the package for that model (:mod:`envs.guards.pretrained`; only the
+   embedded default model has one);
+3. otherwise it runs ``train.py guard`` for that model once (progress bars; written atomically into
+   the cache; the answer shards make an interrupted run resumable).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class DefaultGuard(Guard):
     def resolve(self, lm=None) -> Guard:
         """Load (or train once) the guard for ``lm``'s model, or the default model if ``lm`` is None."""
         if self.guard is None:
+            from envs.guards.pretrained import load_pretrained
             from envs.guards.training import GuardTrainConfig, default_guard_dir, train_guard
             from envs.lm import DEFAULT_MODEL
 
@@ -45,6 +50,8 @@ class DefaultGuard(Guard):
             try:
                 self.guard = load_trained_guard(self.kind, folder)
             except FileNotFoundError:
+                self.guard = load_pretrained(model_id, self.kind)
+            if self.guard is None:
                 log.warning("no %s guard for %s yet: training it once into %s", self.kind, model_id, folder)
                 print(f"latentguard: training the {self.kind} guard for {model_id} once (cached in {folder})")
                 self.guard, _ = train_guard(GuardTrainConfig(kind=self.kind, model=model_id), lm=lm)

@@ -4,7 +4,7 @@ decode batches with the KV cache inside (:class:`DecodeState`)."""
 from envs.lm.generate import Completion, Generation, generate
 from envs.lm.loading import DEFAULT_MODEL, resolve_model
 from envs.lm.model import LanguageModel, load_lm
-from envs.lm.sampling import GREEDY, SamplingConfig, sample_tokens
+from envs.lm.sampling import GREEDY, SamplingConfig, row_generators, sample_tokens
 from envs.lm.state import DecodeState
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "generate",
     "load_lm",
     "resolve_model",
+    "row_generators",
     "sample_tokens",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from envs.lm.model import LanguageModel, Prompt
-from envs.lm.sampling import GREEDY, SamplingConfig, sample_tokens
+from envs.lm.sampling import GREEDY, SamplingConfig, row_generators, sample_tokens
 
 
 @dataclass
@@ -53,11 +53,13 @@ def generate(
     prompts: Sequence[Prompt],
     max_new_tokens: int = 64,
     sampling: SamplingConfig = GREEDY,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     min_new_tokens: int = 0,
 ) -> Generation:
     """Answer ``prompts`` in one batch; the same ``seed`` gives the same text.
 
+    :param seed: one seed for the batch, or one per prompt (then each answer depends only on its
+        own prompt and seed, not on what else is in the batch).
     :param min_new_tokens: end-of-sequence tokens are forbidden before this many new tokens
         (as ``generate(min_new_tokens=...)``; the benchmark uses it to compare equal lengths).
     """
@@ -65,7 +67,10 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     start = time.perf_counter()
     state = lm.prefill(prompts)
-    generator = torch.Generator(device=lm.device).manual_seed(seed)
+    if isinstance(seed, int):
+        generator = torch.Generator(device=lm.device).manual_seed(seed)
+    else:
+        generator = row_generators(seed, lm.device)
     eos = torch.tensor(sorted(lm.eos_token_ids), device=lm.device)
     done = torch.zeros(state.batch_size, dtype=torch.bool, device=lm.device)  # (B,)
     steps: list[torch.Tensor] = []

@@ -5,6 +5,7 @@ All randomness comes from an explicit ``torch.Generator``, so the same seed give
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,10 +55,25 @@ def filter_logits(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
 
 
 def sample_tokens(
-    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """Choose one token per row of ``logits`` (B, V); returns (B,) int64 on the logits' device."""
+    """Choose one token per row of ``logits`` (B, V); returns (B,) int64 on the logits' device.
+
+    ``generator`` may be one generator for the batch, or one per row: then every row's draws
+    depend only on its own seed, whatever else is in the batch.
+    """
     if config.greedy:
         return logits.argmax(-1)
     probs = filter_logits(logits, config).softmax(-1)  # (B, V)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {probs.shape[0]} rows")
+        return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, generator)])
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def row_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
+    """One seeded generator per row."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]

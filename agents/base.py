@@ -1,0 +1,87 @@
+"""What every decoding method returns, and what it is given.
+
+A method answers a batch of prompts and returns one :class:`Rollout` per prompt. The evaluator adds
+the judgements, the task reward and the guard's cost of the released text, the same way for every
+method, so methods are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from envs.guards import Guard
+from envs.lm import LanguageModel, SamplingConfig
+from envs.rewards import Reward
+
+
+@dataclass
+class Rollout:
+    """One answer and what it cost to produce."""
+
+    prompt: str
+    text: str
+    """The text released to the user."""
+    tokens: int
+    """Tokens generated, including those thrown away (other samples, beams, rolled-back spans)."""
+    released_tokens: int
+    """Tokens of the released text."""
+    wall_time: float
+    """Seconds of decoding for this prompt (a batch's time split evenly over its prompts)."""
+    wait_tokens: int = 0
+    """Decoding steps before the user sees the first token (0 when streamed as generated)."""
+    interventions: int = 0
+    """Rollbacks, resamples or other rewrites."""
+    guard_calls: int = 0
+    """Guard evaluations spent on this prompt."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Method-specific figures (e.g. chosen sample, fallback taken)."""
+
+
+@dataclass
+class RunContext:
+    """Shared settings of an evaluation run, handed to every method."""
+
+    lm: LanguageModel
+    guard: Guard | None
+    reward: Reward | None
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9))
+    seed: int = 0
+
+
+class Method:
+    """A decoding method: ``run(prompts, ctx) -> [Rollout]``, one per prompt, in order."""
+
+    name: str = "method"
+    uses_guard: bool = False
+    """Whether the method consults the guard while decoding (the report warns if a judge is it)."""
+
+    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def split_time(seconds: float, n: int) -> float:
+    """A batch's wall time per prompt."""
+    return seconds / max(n, 1)
+
+
+def first_eos(tokens: Sequence[int], eos: frozenset[int]) -> int | None:
+    """Index of the first end-of-sequence token, or None."""
+    return next((i for i, t in enumerate(tokens) if t in eos), None)
+
+
+def trim(tokens: Sequence[int], eos: frozenset[int]) -> list[int]:
+    """Tokens up to (excluding) the first end-of-sequence token."""
+    end = first_eos(tokens, eos)
+    return list(tokens if end is None else tokens[:end])
+
+
+def as_array(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)

@@ -1,0 +1,206 @@
+"""CARE's buffered release, rollback and introspection (Decoding-time safety via rollback and
+introspection, arXiv 2509.06982), as bookkeeping shared by the rewrite environment and the CARE agent.
+
+- **Release buffer.** The newest ``buffer`` (b) response tokens are held back; older ones are
+  released to the user once a check has passed with them in the answer. The guard checks the query
+  and the whole response every ``check_every`` tokens (default b/2, so every token is checked
+  before it leaves the buffer) and at the end; the rest of the buffer is released once the final
+  check passes.
+- **Rollback.** A flagged check crops the decoding state back to the end of the released text:
+  the KV cache is cut, not recomputed (:meth:`envs.lm.DecodeState.crop`).
+- **Interventions** after a rollback: ``resample`` (decode again from the released text),
+  ``introspect`` (the model writes a brief self-critique that starts with a fixed opening, see
+  :mod:`envs.introspection`; it starts the new buffer and decoding continues after it), or
+  ``phrase`` (the fixed opening alone, no generated critique). ``show_critique`` says whether a
+  critique is released to the user (CARE: yes) or kept in the model's context only.
+- **Limits.** At most ``max_attempts`` (N) interventions per unsafe span (the count restarts when a
+  check passes); then the ``fallback``: ``continue`` (the paper: accept the span and stop checking
+  this answer) or ``refuse`` (fail closed: release the text released so far plus a refusal, never
+  the flagged text). ``single`` is CARE-lite: one rollback and intervention, then no more checks.
+- **Counters** per answer: interventions, wait tokens (tokens added while nothing was released:
+  ``b * (1 + interventions)`` for an answer longer than the buffer), guard calls, discarded tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from envs.introspection import OPENING, critique_ids
+from envs.lm import DecodeState, LanguageModel
+
+INTERVENTIONS = ("resample", "introspect", "phrase")
+FALLBACKS = ("continue", "refuse")
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+@dataclass
+class RewriteConfig:
+    """Options of the release buffer and its interventions."""
+
+    buffer: int = 40
+    """b: response tokens held back from the user."""
+    check_every: int = 0
+    """Guard check period in tokens; 0 = b // 2."""
+    max_attempts: int = 5
+    """N: interventions per unsafe span before the fallback."""
+    intervention: str = "introspect"
+    """'resample', 'introspect' or 'phrase'."""
+    fallback: str = "refuse"
+    """After N attempts: 'continue' (accept and stop checking) or 'refuse' (release a refusal)."""
+    single: bool = False
+    """CARE-lite: one rollback and intervention, then no more checks."""
+    show_critique: bool = True
+    """Release the critique text to the user (CARE) or keep it in the model's context only."""
+    critique_temperature: float = 1.1
+    """Sampling temperature of the introspection."""
+    opening: str = OPENING
+    """Fixed opening of the critique, and the text of the 'phrase' intervention."""
+    refusal: str = REFUSAL
+    """Text released by the 'refuse' fallback."""
+
+    def __post_init__(self) -> None:
+        if self.buffer < 2:
+            raise ValueError(f"buffer (b) must be >= 2, got {self.buffer}")
+        if self.max_attempts < 0:
+            raise ValueError(f"max_attempts (N) must be >= 0, got {self.max_attempts}")
+        if self.intervention not in INTERVENTIONS:
+            raise ValueError(f"unknown intervention {self.intervention!r}; use one of {INTERVENTIONS}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"unknown fallback {self.fallback!r}; use one of {FALLBACKS}")
+        if self.check_every == 0:
+            self.check_every = self.buffer // 2
+        if not 1 <= self.check_every <= self.buffer:
+            raise ValueError(f"check_every must be in [1, buffer={self.buffer}], got {self.check_every}")
+
+
+@dataclass
+class RowRecord:
+    """Release bookkeeping of one answer."""
+
+    released: int = 0  # response tokens released so far
+    checked: int = 0  # response tokens covered by the last passing check
+    hidden: list[tuple[int, int]] = field(default_factory=list)  # critique spans kept from the user
+    attempts: int = 0
+    interventions: int = 0
+    wait_tokens: int = 0
+    discarded: int = 0
+    inserted: int = 0  # critique / phrase tokens spliced in
+    guard_calls: int = 0
+    checking: bool = True  # False after a 'continue' fallback or CARE-lite's one intervention
+    refused: bool = False
+    fallback: str | None = None
+
+
+class ReleaseBuffer:
+    """Release, rollback and interventions for ``n`` answers (see the module docstring).
+
+    The caller owns the decoding state and the response token lists (``responses[i]``); this class
+    edits both through :meth:`intervene` and tracks what the user has been shown.
+    """
+
+    def __init__(self, lm: LanguageModel, config: RewriteConfig, n: int) -> None:
+        self.lm, self.config = lm, config
+        self.rows = [RowRecord() for _ in range(n)]
+
+    def reset_row(self, row: int) -> None:
+        self.rows[row] = RowRecord()
+
+    # ------------------------------------------------------------------ schedule
+    def check_due(self, row: int, length: int, final: bool) -> bool:
+        """Whether the guard must see this answer now."""
+        return self.rows[row].checking and (final or length % self.config.check_every == 0)
+
+    def advance(self, row: int, length: int, final: bool) -> None:
+        """Release what left the buffer and has passed a check (everything when ``final``).
+
+        While checks run, nothing unchecked is released (a spliced critique waits for the next
+        check); after a 'continue' fallback or CARE-lite's intervention the buffer alone decides.
+        Steps that release nothing count as waiting tokens.
+        """
+        rec = self.rows[row]
+        new = length if final else max(rec.released, length - self.config.buffer)
+        if rec.checking and not final:
+            new = max(rec.released, min(new, rec.checked))
+        if new == rec.released and not final:
+            rec.wait_tokens += 1
+        rec.released = new
+
+    def passed(self, row: int, length: int, final: bool) -> None:
+        """A check passed: the unsafe-span counter restarts and the buffer moves on."""
+        self.rows[row].attempts = 0
+        self.rows[row].checked = length
+        self.advance(row, length, final)
+
+    def can_intervene(self, row: int) -> bool:
+        rec = self.rows[row]
+        return rec.checking and rec.attempts < self.config.max_attempts
+
+    def fail(self, row: int, length: int, final: bool) -> None:
+        """A check flagged and no attempt is left: take the fallback."""
+        rec = self.rows[row]
+        rec.fallback = self.config.fallback
+        rec.checking = False
+        if self.config.fallback == "refuse":
+            rec.refused = True
+        else:
+            self.advance(row, length, final)
+
+    # ------------------------------------------------------------------ rewriting
+    def intervene(self, state: DecodeState, state_rows: Sequence[int], rows: Sequence[int],
+                  responses: list[list[int]], prompts: Sequence[str], seeds: Sequence[int] | None = None) -> None:
+        """Roll ``rows`` back to their released text and apply the intervention, batched.
+
+        ``state_rows[j]`` is the decoding-state row of answer ``rows[j]``.
+        """
+        cfg = self.config
+        counts = [0] * state.batch_size
+        flagged_text = {}
+        for srow, row in zip(state_rows, rows):
+            rec = self.rows[row]
+            counts[srow] = len(responses[row]) - rec.released
+            flagged_text[row] = self.lm.decode(responses[row])
+            rec.discarded += counts[srow]
+            responses[row] = responses[row][: rec.released]
+            rec.checked = min(rec.checked, rec.released)
+            rec.hidden = [(a, b) for a, b in rec.hidden if b <= rec.released]
+            rec.attempts += 1
+            rec.interventions += 1
+            if cfg.single:
+                rec.checking = False
+        state.crop(counts)
+        if cfg.intervention == "resample":
+            return
+        if cfg.intervention == "introspect":
+            inserts = critique_ids(self.lm, [prompts[r] for r in rows], [flagged_text[r] for r in rows], cfg.buffer,
+                                   cfg.critique_temperature, seeds, cfg.opening)
+        else:
+            phrase = self.lm.tokenizer(cfg.opening, add_special_tokens=False).input_ids[: cfg.buffer]
+            inserts = [list(phrase) for _ in rows]
+        chunks: list[list[int]] = [[] for _ in range(state.batch_size)]
+        for srow, row, ids in zip(state_rows, rows, inserts):
+            chunks[srow] = ids
+            start = len(responses[row])
+            responses[row] = responses[row] + ids
+            rec = self.rows[row]
+            rec.wait_tokens += len(ids)
+            rec.inserted += len(ids)
+            if not cfg.show_critique:
+                rec.hidden.append((start, start + len(ids)))
+        state.feed(chunks)
+
+    # ------------------------------------------------------------------ what the user sees
+    def released_ids(self, row: int, response: Sequence[int]) -> list[int]:
+        rec = self.rows[row]
+        keep = [i for i in range(rec.released) if not any(a <= i < b for a, b in rec.hidden)]
+        return [response[i] for i in keep if response[i] not in self.lm.eos_token_ids]
+
+    def released_text(self, row: int, response: Sequence[int]) -> str:
+        """The text the user has been shown (plus the refusal after a 'refuse' fallback)."""
+        text = self.lm.decode(self.released_ids(row, response))
+        if self.rows[row].refused:
+            text = f"{text.rstrip()} {self.config.refusal}".strip()
+        return text
+
+    def unreleased(self, row: int, response: Sequence[int]) -> int:
+        return len(response) - self.rows[row].released

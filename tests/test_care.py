@@ -1,0 +1,177 @@
+"""CARE: release buffer, rollback, introspection, fallbacks, the agent and the rewrite env."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from agents.base import RunContext
+from agents.care import Care
+from agents.registry import make_method
+from envs.guards import CallableGuard
+from envs.introspection import critique_ids
+from envs.lm import load_lm
+from envs.rewrite import ReleaseBuffer, RewriteConfig
+from envs.rewrite_env import RewriteWrapper
+from envs.token_env import TokenCMDPEnv
+
+PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
+LETTER = re.compile("[A-Za-z]")  # the "known word": any ASCII letter, common in the tiny model's byte soup
+
+
+def contains_word(prompts, responses):
+    return [float(bool(LETTER.search(r))) for r in responses]
+
+
+class FlagCalls:
+    """A guard that flags exactly the calls (1-based) listed, whatever the text."""
+
+    def __init__(self, flagged_calls):
+        self.flagged, self.calls = set(flagged_calls), 0
+
+    def __call__(self, prompts, responses):
+        out = []
+        for _ in responses:
+            self.calls += 1
+            out.append(float(self.calls in self.flagged))
+        return out
+
+
+@pytest.fixture()
+def lm():
+    return load_lm("tiny")
+
+
+def ctx_for(lm, guard, tokens=60):
+    return RunContext(lm, CallableGuard(guard), None, max_new_tokens=tokens)
+
+
+def test_flagged_text_is_never_released_under_refuse(lm):
+    care = Care(b=8, N=2, intervention="resample", fallback="refuse")
+    rollouts = care.run(PROMPTS, ctx_for(lm, contains_word))
+    for r in rollouts:
+        shown = r.text[: -len(care.config.refusal)] if r.extra["refused"] else r.text
+        assert not LETTER.search(shown)
+    assert any(r.extra["refused"] for r in rollouts) and all(r.interventions <= 2 or r.extra["refused"] for r in rollouts)
+
+
+def test_continue_fallback_releases_the_flagged_text(lm):
+    rollouts = Care(b=8, N=1, intervention="resample", fallback="continue").run(PROMPTS, ctx_for(lm, contains_word))
+    assert any(LETTER.search(r.text) for r in rollouts) and any(r.extra["fallback"] == "continue" for r in rollouts)
+
+
+def test_rollback_restores_the_released_prefix_exactly(lm):
+    prompt = PROMPTS[0]
+    state = lm.prefill([prompt])
+    responses = [[]]
+    buffer = ReleaseBuffer(lm, RewriteConfig(buffer=6, intervention="resample"), n=1)
+    for _ in range(15):
+        token = int(state.logits.argmax(-1))
+        state.step([token])
+        responses[0].append(token)
+        buffer.passed(0, len(responses[0]), final=False)  # a check that passes
+    assert buffer.rows[0].released == 9
+    buffer.intervene(state, [0], [0], responses, [prompt])
+    fresh = lm.prefill(token_ids=[lm.encode_prompt(prompt) + responses[0]])
+    assert len(responses[0]) == 9 and buffer.rows[0].discarded == 6
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("intervention", ["resample", "introspect", "phrase"])
+def test_wait_tokens_are_b_times_one_plus_interventions(lm, intervention):
+    b = 10  # checks at 5, 10, 15, 20...: the 4th check (at 20 tokens, 9 released) is flagged once
+    care = Care(b=b, N=3, intervention=intervention, batch_size=1)
+    rollout = care.run(PROMPTS[:1], ctx_for(lm, FlagCalls({4}), tokens=60))[0]
+    assert rollout.interventions == 1 and rollout.released_tokens > b
+    assert rollout.wait_tokens == b * (1 + rollout.interventions)
+
+
+def test_critique_longer_than_the_buffer_is_cut(lm):
+    ids = critique_ids(lm, ["Name a fruit."], ["Apple"], max_tokens=12, seeds=[0])
+    assert len(ids[0]) == 12  # the opening alone is longer than 12 byte tokens: cut as in the paper
+    ids = critique_ids(lm, ["Name a fruit."], ["Apple"], max_tokens=60, seeds=[0])
+    assert lm.decode(ids[0]).startswith("...oh I'm sorry, I just realized") and len(ids[0]) <= 60
+
+
+def test_hidden_critique_stays_out_of_the_released_text(lm):
+    rollouts = Care(b=40, N=1, intervention="phrase", show_critique=False, batch_size=1).run(
+        PROMPTS[:1], ctx_for(lm, FlagCalls({1}), tokens=50))
+    assert rollouts[0].interventions == 1 and "oh I'm sorry" not in rollouts[0].text
+    shown = Care(b=40, N=1, intervention="phrase", batch_size=1).run(PROMPTS[:1], ctx_for(lm, FlagCalls({1}), tokens=50))
+    assert "oh I'm sorry" in shown[0].text
+
+
+def test_guard_that_raises_fails_closed(lm):
+    def broken(prompts, responses):
+        raise RuntimeError("down")
+
+    rollout = Care(b=8, N=1, fallback="refuse", batch_size=1).run(PROMPTS[:1], ctx_for(lm, broken))[0]
+    assert rollout.extra["refused"] and rollout.text == "I'm sorry, but I can't help with that."
+
+
+def test_care_lite_intervenes_once_then_stops_checking(lm):
+    rollout = make_method("care-lite:b=8").run(PROMPTS[:1], ctx_for(lm, lambda p, r: [1.0] * len(r)))[0]
+    assert rollout.interventions == 1 and rollout.guard_calls == 1 and not rollout.extra["refused"]
+
+
+def test_batched_care_equals_care_one_prompt_at_a_time(lm):
+    ctx = ctx_for(lm, contains_word, tokens=30)
+    batched = Care(b=8, N=2, intervention="resample", batch_size=3).run(PROMPTS, ctx)
+    single = Care(b=8, N=2, intervention="resample", batch_size=1).run(PROMPTS, ctx)
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert [r.interventions for r in batched] == [r.interventions for r in single]
+
+
+@pytest.mark.parametrize("kwargs,match", [({"b": 1}, "buffer \\(b\\) must be >= 2"), ({"N": -1}, "max_attempts \\(N\\) must be >= 0"),
+                                          ({"intervention": "pray"}, "unknown intervention 'pray'"),
+                                          ({"fallback": "shrug"}, "unknown fallback 'shrug'")])
+def test_bad_care_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Care(**kwargs)
+
+
+def rewrite_env(lm, guard, **kw):
+    env = TokenCMDPEnv(model=lm, prompts=PROMPTS[:1], guard=CallableGuard(guard), max_new_tokens=kw.pop("tokens", 30))
+    return RewriteWrapper(env, **kw)
+
+
+def test_rewrite_env_rollback_action_crops_to_the_released_text(lm):
+    env = rewrite_env(lm, FlagCalls({2}), buffer=6)
+    env.reset(seed=0)
+    masks = env.action_masks()
+    assert masks.shape == (22,) and not masks[env.ROLLBACK]  # nothing to roll back yet
+    for _ in range(6):
+        _, _, _, _, info = env.step(0)
+    assert info["flagged"] and len(env._response) == 6 and env.action_masks()[env.ROLLBACK]
+    obs, reward, terminated, truncated, info = env.step(env.ROLLBACK)
+    assert info["interventions"] == 1 and info["tokens_discarded"] == 6 and len(env._response) == 0
+    fresh = lm.prefill(PROMPTS[:1])
+    np.testing.assert_allclose(obs, fresh.latent(env.inner.episodes.layer)[0], atol=1e-5)
+
+
+def test_rewrite_env_requires_a_rewrite_after_a_flagged_end(lm):
+    env = rewrite_env(lm, lambda p, r: [1.0] * len(r), buffer=4, max_attempts=1, tokens=3)
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(0)
+    _, _, terminated, truncated, info = env.step(0)
+    assert not (terminated or truncated) and info["must_intervene"]
+    assert env.action_masks()[: env.top_k].sum() == 0 and env.action_masks()[env.INTROSPECT]
+    env.step(env.INTROSPECT)
+    for _ in range(30):
+        _, _, terminated, truncated, info = env.step(int(np.flatnonzero(env.action_masks())[0]))
+        if terminated or truncated:
+            break
+    assert info["fallback"] == "refuse" and info["released_text"] == "I'm sorry, but I can't help with that."
+
+
+def test_maskable_ppo_learns_when_to_rewrite(lm):
+    from sb3_contrib import MaskablePPO
+
+    env = rewrite_env(lm, contains_word, buffer=6, max_attempts=2, tokens=12)
+    model = MaskablePPO("MlpPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    assert model.num_timesteps == 64
