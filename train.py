@@ -4,7 +4,12 @@ Subcommands are registered in :data:`COMMANDS` as ``name -> (config dataclass, r
 each writes TensorBoard logs and a checkpoint folder with its config; options mirror the config
 fields (``python train.py guard --help``).
 
-- ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers.
+- ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers;
+- ``collect``: base-model rollouts through the token env, for critic training (resumable shards);
+- ``critic``: train the latent critic on them (resumes from its last checkpoint).
+
+``python train.py collect`` then ``python train.py critic``, with no arguments, build the default
+critic for the default model in the user cache, where ``critic-search`` finds it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from critics.rollouts import RolloutConfig, collect_rollouts
+from critics.training import CriticTrainConfig, train_critic
 from envs.cli import add_config_args, config_from_args
 from envs.guards.training import GuardTrainConfig, summary, train_guard
 
@@ -24,7 +31,27 @@ def run_guard(config: GuardTrainConfig) -> dict:
     return metrics
 
 
-COMMANDS: dict[str, tuple[type, Callable]] = {"guard": (GuardTrainConfig, run_guard)}
+def run_collect(config: RolloutConfig) -> str:
+    """``train.py collect``: rollouts into shards."""
+    folder = collect_rollouts(config)
+    print(f"rollouts in {folder}; next: python train.py critic" + (f" --model {config.model}" if config.model else ""))
+    return str(folder)
+
+
+def run_critic(config: CriticTrainConfig) -> dict:
+    """``train.py critic``: fit, save, print the held-out figures."""
+    _, report = train_critic(config)
+    m = report["held_out"]
+    print(f"critic: held-out safety AUROC at 8/16/32 tokens {m['auroc_8']:.3f}/{m['auroc_16']:.3f}/{m['auroc_32']:.3f}, "
+          f"value MAE {m['value_mae']:.3f} ({report['data']})")
+    return report
+
+
+COMMANDS: dict[str, tuple[type, Callable]] = {
+    "guard": (GuardTrainConfig, run_guard),
+    "collect": (RolloutConfig, run_collect),
+    "critic": (CriticTrainConfig, run_critic),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,6 +71,11 @@ class BestOfN(Method):
         self.n, self.batch_size = int(n), int(batch_size)
         self.name = f"best-of-{self.n}"
 
+    def choose(self, risk: np.ndarray, reward: np.ndarray, threshold: float) -> int:
+        """Index of the released sample among the n."""
+        safe = risk < threshold
+        return int(np.argmax(np.where(safe, reward, -np.inf))) if safe.any() else int(np.argmin(risk))
+
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         if ctx.guard is None:
             raise ValueError("best-of-n selects by guard risk: give the run a guard (--guard)")
@@ -86,7 +91,7 @@ class BestOfN(Method):
             seconds = time.perf_counter() - start
             for i, prompt in enumerate(batch):
                 safe = risk[i] < ctx.guard.threshold
-                pick = int(np.argmax(np.where(safe, reward[i], -np.inf))) if safe.any() else int(np.argmin(risk[i]))
+                pick = self.choose(risk[i], reward[i], ctx.guard.threshold)
                 samples = result.completions[i * self.n : (i + 1) * self.n]
                 chosen = samples[pick]
                 out.append(Rollout(
@@ -96,6 +101,21 @@ class BestOfN(Method):
                     extra={"chosen": pick, "risks": risk[i].round(4).tolist(), "all_flagged": bool(not safe.any())},
                 ))
         return out
+
+
+class BestOfNLagrangian(BestOfN):
+    """Best-of-N by ``reward - lam * risk`` (the Lagrangian relaxation InferenceGuard compares with).
+
+    :param lam: price of the guard's risk in reward units.
+    """
+
+    def __init__(self, n: int = 4, lam: float = 1.0, batch_size: int = 4) -> None:
+        super().__init__(n, batch_size)
+        self.lam = float(lam)
+        self.name = f"best-of-{self.n}-lagrangian"
+
+    def choose(self, risk: np.ndarray, reward: np.ndarray, threshold: float) -> int:
+        return int(np.argmax(reward - self.lam * risk))
 
 
 class BeamSearch(Method):

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.base import Method
-from agents.baselines import BeamSearch, BestOfN, Sampling
+from agents.baselines import BeamSearch, BestOfN, BestOfNLagrangian, Sampling
 from agents.care import Care
+from agents.search import BeamSaute, CriticSearch
 
 METHODS: dict[str, Callable[..., Method]] = {
     "vanilla": lambda **kw: Sampling(greedy=False, **kw),
@@ -21,6 +22,9 @@ METHODS: dict[str, Callable[..., Method]] = {
     "care": lambda **kw: Care(**{"name": "care", **kw}),
     "care-resample": lambda **kw: Care(**{"name": "care-resample", "intervention": "resample", **kw}),
     "care-lite": lambda **kw: Care(**{"name": "care-lite", "single": True, **kw}),
+    "critic-search": CriticSearch,
+    "beam-saute": BeamSaute,
+    "best-of-n-lagrangian": BestOfNLagrangian,
 }
 """Method name -> factory taking the spec's options as keyword arguments."""
 

@@ -125,6 +125,10 @@ class TokenCMDPEnv(gym.Env):
         """(top_k,) token ids the actions stand for, most likely first."""
         return self.episodes.candidates[0].copy()
 
+    def candidate_logprobs(self) -> np.ndarray:
+        """(top_k,) log-probabilities of those tokens under the model (for a sampling policy)."""
+        return self.episodes.logprobs[0].copy()
+
     def render(self):
         text = f"{self.episodes.prompts[0]}\n--> {self.episodes.text(0)}"
         if self.render_mode == "human":

@@ -105,6 +105,7 @@ class TokenEpisodes:
         self.guard_calls = 0
         self.candidates = np.zeros((n, config.top_k), dtype=np.int64)  # (N, k) token ids
         self.masks = np.ones((n, config.top_k), dtype=bool)  # (N, k)
+        self.logprobs = np.zeros((n, config.top_k), dtype=np.float32)  # (N, k) of the candidates
 
     # ------------------------------------------------------------------ observations
     def observations(self) -> np.ndarray:
@@ -118,7 +119,8 @@ class TokenEpisodes:
     def _refresh_candidates(self) -> None:
         logprobs, ids = self.state.topk(self.config.top_k)  # (N, k) each
         self.candidates = ids.cpu().numpy()
-        self.masks = np.isfinite(logprobs.cpu().numpy())
+        self.logprobs = logprobs.float().cpu().numpy()
+        self.masks = np.isfinite(self.logprobs)
 
     # ------------------------------------------------------------------ resets
     def _begin(self, row: int, prompt: str, budget: float | None) -> list[int]:

@@ -39,8 +39,10 @@ from envs.token_episodes import TokenEnvConfig, TokenEpisodes
 class TokenCMDPVectorEnv(VectorEnv):
     """``num_envs`` copies of :class:`~envs.token_env.TokenCMDPEnv` decoded as one batch.
 
-    Takes the same arguments as :class:`~envs.token_env.TokenCMDPEnv`, plus ``num_envs`` and
-    ``autoreset_mode`` (``"NextStep"`` or ``"SameStep"``).
+    Takes the same arguments as :class:`~envs.token_env.TokenCMDPEnv`, plus ``num_envs``,
+    ``autoreset_mode`` (``"NextStep"`` or ``"SameStep"``) and ``prompt_order``: ``"random"`` (drawn
+    with the env's RNG) or ``"cycle"`` (every new episode takes the next prompt of the list, so a
+    collection job can walk through a prompt list exactly).
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -62,10 +64,15 @@ class TokenCMDPVectorEnv(VectorEnv):
         device: str | None = None,
         dtype: str | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        prompt_order: str = "random",
         render_mode: str | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if prompt_order not in ("random", "cycle"):
+            raise ValueError(f"prompt_order must be 'random' or 'cycle', got {prompt_order!r}")
+        self.prompt_order = prompt_order
+        self.prompts_started = 0  # episodes started so far ('cycle' takes prompts in this order)
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         if self.autoreset_mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode 'Disabled' is not supported; use 'NextStep' or 'SameStep'")
@@ -92,8 +99,11 @@ class TokenCMDPVectorEnv(VectorEnv):
             prompt = options.get("prompt")
             if isinstance(prompt, (list, tuple)):
                 prompt = prompt[row]
-            if prompt is None:
+            if prompt is None and self.prompt_order == "cycle":
+                prompt = self.prompts[self.prompts_started % len(self.prompts)]
+            elif prompt is None:
                 prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
+            self.prompts_started += 1
             budget = options.get("budget")
             if isinstance(budget, (list, tuple, np.ndarray)):
                 budget = budget[row]
@@ -138,6 +148,10 @@ class TokenCMDPVectorEnv(VectorEnv):
         for row in range(self.num_envs):
             infos = self._add_info(infos, row_infos[row], row)
         return obs, result.reward.copy(), result.terminated.copy(), result.truncated.copy(), infos
+
+    def candidate_logprobs(self) -> np.ndarray:
+        """(num_envs, top_k) log-probabilities of the candidate tokens (for a sampling policy)."""
+        return self.episodes.logprobs.copy()
 
     def action_masks(self) -> np.ndarray:
         """(num_envs, top_k) bool: the legal actions of every sub-environment."""

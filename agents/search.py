@@ -1,0 +1,257 @@
+"""Block-wise search over the Saute-augmented state (InferenceGuard) and its comparison points.
+
+Per prompt, ``k`` beams are kept. Every round each beam is expanded into ``n / k`` candidates that
+sample a block of ``block`` tokens (all candidates of all prompts of a batch in one decoding state:
+one forward per token). Each candidate's safety state is updated with the guard's cost of its text
+(``z <- z - cost / budget``, cost 1 when the guard flags), then it is scored:
+
+- ``critic-search``: unsafe if ``z <= 0`` or the critic's P(ends within budget) < ``safe_threshold``;
+  ranked by the critic's value (expected task reward);
+- ``beam-saute`` (no critic): unsafe if ``z <= 0``; ranked by the task reward of the text so far.
+
+Unsafe candidates rank last; the top ``k`` become the beams. When every candidate of a prompt is
+unsafe, the first tokens of that round's blocks are banned for those beams and the round is
+sampled again, at most ``m`` times; then the ``fallback``: ``refuse`` releases a refusal, ``best``
+keeps the best-scored candidates anyway. A prompt is answered when its best candidate has
+ended (end-of-sequence) or the length limit is reached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.base import Method, Rollout, RunContext, split_time
+from agents.baselines import chunks, prompt_seed
+from envs.lm import DecodeState, sample_tokens
+from envs.lm.sampling import filter_logits
+from envs.rewrite import REFUSAL
+
+FALLBACKS = ("refuse", "best")
+
+
+@dataclass
+class Beam:
+    tokens: list[int]
+    z: float
+    done: bool = False
+
+
+@dataclass
+class PromptSearch:
+    """Search bookkeeping of one prompt."""
+
+    beams: list[Beam]
+    answer: list[int] | None = None
+    refused: bool = False
+    tokens: int = 0
+    retries: int = 0
+    guard_calls: int = 0
+    steps: int = 0
+    banned: dict[int, set[int]] = field(default_factory=dict)  # beam index -> first tokens banned this round
+
+
+class BlockSearch(Method):
+    """Shared machinery of ``critic-search`` and ``beam-saute`` (see the module docstring)."""
+
+    uses_guard = True
+
+    def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
+                 budget: float = 1.0, z0: float = 1.0, batch_size: int = 4) -> None:
+        n, k, block, m = int(n), int(k), int(block), int(m)
+        if k < 1 or n < 1:
+            raise ValueError(f"need n >= 1 and k >= 1, got n={n}, k={k}")
+        if k > n:
+            raise ValueError(f"k (beams kept) must be <= n (candidates), got k={k} > n={n}")
+        if block < 1 or m < 0:
+            raise ValueError(f"need block >= 1 and m >= 0, got block={block}, m={m}")
+        if not budget > 0 or not z0 > 0:
+            raise ValueError(f"budget and z0 must be > 0, got budget={budget}, z0={z0}")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"unknown fallback {fallback!r}; use one of {FALLBACKS}")
+        self.n, self.k, self.block, self.m, self.fallback = n, k, block, m, fallback
+        self.budget, self.z0, self.batch_size = float(budget), float(z0), int(batch_size)
+
+    # ------------------------------------------------------------------ scoring (subclasses)
+    def prepare(self, ctx: RunContext) -> None:
+        """Called once per run before any prefill (e.g. to capture the critic's layer)."""
+
+    def score(self, ctx: RunContext, state: DecodeState, prompts: list[str], texts: list[str],
+              z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every state row: (unsafe, rank score, P(safe) or NaN)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ search
+    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        if ctx.guard is None:
+            raise ValueError(f"{self.name} updates the safety state with the guard's cost: give the run a guard")
+        self.prepare(ctx)
+        out = []
+        for batch in chunks(list(prompts), self.batch_size):
+            out += self._batch(list(batch), ctx)
+        return out
+
+    def _batch(self, prompts: list[str], ctx: RunContext) -> list[Rollout]:
+        lm, eos = ctx.lm, ctx.lm.eos_token_ids
+        start = time.perf_counter()
+        search = [PromptSearch([Beam([], self.z0)]) for _ in prompts]
+        state = lm.prefill(prompts)
+        beam_rows = [[i] for i in range(len(prompts))]  # prompt -> state rows of its beams
+        rnd = 0
+        while any(s.answer is None and not s.refused for s in search):
+            active = [i for i, s in enumerate(search) if s.answer is None and not s.refused]
+            # expand every active prompt's beams into n candidates
+            parent = [(i, j) for i in active for j in self._spread(len(search[i].beams))]
+            state.select([beam_rows[i][j] for i, j in parent])
+            tokens: list[list[int]] = [[] for _ in parent]
+            todo = list(range(len(parent)))
+            z = np.zeros(len(parent))
+            while True:
+                self._sample_block(state, parent, tokens, todo, search, ctx, rnd)
+                for c in todo:
+                    search[parent[c][0]].tokens += len(tokens[c])
+                for i in {parent[c][0] for c in todo}:  # decoding steps this attempt took, per prompt
+                    search[i].steps += max(len(tokens[c]) for c in todo if parent[c][0] == i)
+                texts = [lm.decode(search[i].beams[j].tokens + tokens[c]) for c, (i, j) in enumerate(parent)]
+                row_prompts = [prompts[i] for i, _ in parent]
+                risk = np.asarray(ctx.guard.score_state(row_prompts, texts, state, list(range(len(parent)))))
+                for c in todo:
+                    search[parent[c][0]].guard_calls += 1
+                cost = (risk >= ctx.guard.threshold).astype(np.float64)
+                z = np.array([search[i].beams[j].z for i, j in parent]) - cost / self.budget
+                unsafe, score, p_safe = self.score(ctx, state, row_prompts, texts, z)
+                retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
+                if not retry:
+                    break
+                todo = [c for c, (i, _) in enumerate(parent) if i in retry]
+                for c in todo:  # ban this round's first tokens for the beam, roll the block back
+                    i, j = parent[c]
+                    if tokens[c]:
+                        search[i].banned.setdefault(j, set()).add(tokens[c][0])
+                for i in retry:
+                    search[i].retries += 1
+                state.crop([len(tokens[c]) if c in set(todo) else 0 for c in range(len(parent))])
+                for c in todo:
+                    tokens[c] = []
+            for s in search:
+                s.banned.clear()
+            kept_rows: list[int] = []
+            for i in active:
+                s = search[i]
+                cands = [c for c, (pi, _) in enumerate(parent) if pi == i]
+                if all(unsafe[c] for c in cands) and self.fallback == "refuse":
+                    s.refused = True
+                    continue
+                order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
+                s.beams = [Beam(s.beams[parent[c][1]].tokens + tokens[c], float(z[c]),
+                                bool(tokens[c] and tokens[c][-1] in eos)) for c in order]
+                best = s.beams[0]
+                if best.done or len(best.tokens) >= ctx.max_new_tokens:
+                    s.answer = [t for t in best.tokens if t not in eos]
+                    continue
+                beam_rows[i] = list(range(len(kept_rows), len(kept_rows) + len(order)))
+                kept_rows += order
+            if kept_rows:
+                state.select(kept_rows)
+            rnd += 1
+        seconds = time.perf_counter() - start
+        out = []
+        for prompt, s in zip(prompts, search):
+            text = REFUSAL if s.refused else lm.decode(s.answer or [])
+            out.append(Rollout(prompt, text, s.tokens, 0 if s.refused else len(s.answer or []),
+                               split_time(seconds, len(prompts)), wait_tokens=s.steps, interventions=s.retries,
+                               guard_calls=s.guard_calls,
+                               extra={"refused": s.refused, "fallback": "refuse" if s.refused else None}))
+        return out
+
+    def _spread(self, beams: int) -> list[int]:
+        """Which beam each of the n candidates continues: as evenly as possible, best beams first."""
+        return [c % beams for c in range(self.n)]
+
+    @staticmethod
+    def _all_unsafe(i: int, parent, unsafe) -> bool:
+        return all(unsafe[c] for c, (pi, _) in enumerate(parent) if pi == i)
+
+    def _sample_block(self, state: DecodeState, parent, tokens, todo, search, ctx: RunContext, rnd: int) -> None:
+        """Sample up to ``block`` tokens for the candidates in ``todo`` (others are left as they are)."""
+        lm, eos = ctx.lm, ctx.lm.eos_token_ids
+        live = [c for c in todo if len(search[parent[c][0]].beams[parent[c][1]].tokens) < ctx.max_new_tokens]
+        gens = {c: torch.Generator(device=lm.device).manual_seed(
+            prompt_seed(ctx.seed, f"{parent[c]}|{rnd}|{search[parent[c][0]].retries}", c)) for c in live}
+        for t in range(self.block):
+            if not live:
+                break
+            logits = state.logits[torch.as_tensor(live, device=state.ids.device)].float()  # (L, V)
+            if t == 0:
+                for row, c in enumerate(live):
+                    banned = search[parent[c][0]].banned.get(parent[c][1])
+                    if banned:
+                        logits[row, list(banned)] = float("-inf")
+            probs = filter_logits(logits, ctx.sampling).softmax(-1)
+            picks = [int(torch.multinomial(probs[row : row + 1], 1, generator=gens[c])) for row, c in enumerate(live)]
+            chunks_ = [[] for _ in range(state.batch_size)]
+            for c, token in zip(live, picks):
+                tokens[c].append(token)
+                chunks_[c] = [token]
+            if len(live) == state.batch_size:
+                state.step([ch[0] for ch in chunks_])
+            else:
+                state.feed(chunks_)
+            beam_len = lambda c: len(search[parent[c][0]].beams[parent[c][1]].tokens) + len(tokens[c])  # noqa: E731
+            live = [c for c in live if tokens[c][-1] not in eos and beam_len(c) < ctx.max_new_tokens]
+
+
+class CriticSearch(BlockSearch):
+    """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
+
+    def __init__(self, critic: str = "", safe_threshold: float = 0.5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not 0 <= safe_threshold <= 1:
+            raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
+        self.critic_path, self.safe_threshold = critic, float(safe_threshold)
+        self.critic = None
+        self.name = "critic-search"
+
+    def prepare(self, ctx: RunContext) -> None:
+        from critics.critic import LatentCritic
+        from critics.training import default_critic_dir
+
+        if self.critic is None:
+            folder = Path(self.critic_path) if self.critic_path else default_critic_dir(ctx.lm.model_id)
+            try:
+                self.critic = LatentCritic.load(folder)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(
+                    f"critic-search needs a trained critic and found none in {folder}. Build the default one with:\n"
+                    f"    python train.py collect --model {ctx.lm.model_id}\n"
+                    f"    python train.py critic --model {ctx.lm.model_id}\n"
+                    "or pass one: critic-search:critic=PATH") from err
+        self.critic.check(ctx.lm)
+        ctx.lm.capture_layer(self.critic.config.layer, history=self.critic.config.pooling == "mean")
+
+    def score(self, ctx, state, prompts, texts, z):
+        cfg = self.critic.config
+        rows = list(range(state.batch_size))
+        h = state.pooled_latent(cfg.layer, rows) if cfg.pooling == "mean" else state.latent_tensor(cfg.layer)
+        p_safe, value = self.critic.predict(h, torch.as_tensor(z, dtype=torch.float32))
+        p_safe, value = p_safe.cpu().numpy(), value.cpu().numpy()
+        return (z <= 0) | (p_safe < self.safe_threshold), value, p_safe
+
+
+class BeamSaute(BlockSearch):
+    """Beam search scored by the guard (safety state) and the task reward, no critic."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.name = "beam-saute"
+
+    def score(self, ctx, state, prompts, texts, z):
+        if ctx.reward is None:
+            raise ValueError("beam-saute ranks by the task reward: give the run a reward function")
+        reward = np.asarray(ctx.reward(prompts, texts), dtype=np.float64)
+        return z <= 0, reward, np.full(len(z), np.nan)

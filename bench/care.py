@@ -1,0 +1,77 @@
+"""What CARE costs: its wall time against plain sampling of the same length, same prompts, same run.
+
+CARE runs with the default latent-probe guard (checked every b/2 tokens on the policy's own
+latents), b = 40, N = 5, introspection and the refuse fallback; vanilla samples with the same
+settings and seeds. Both decode the prompts in batches of 8; times are medians over repeats with
+the two methods alternating.
+
+    python bench/care.py [--prompts 16] [--tokens 64] [--repeats 3]
+
+Last line: one JSON object with care_vs_vanilla_benign (benign dev prompts) and
+care_vs_vanilla_harmful (AdvBench dev), plus the interventions per prompt of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.base import RunContext  # noqa: E402
+from agents.registry import make_method  # noqa: E402
+from envs.guards import make_guard  # noqa: E402
+from envs.lm import SamplingConfig, load_lm  # noqa: E402
+from envs.prompt_sets import load_prompt_set  # noqa: E402
+
+
+def timed(method, prompts, ctx):
+    start = time.perf_counter()
+    rollouts = method.run(prompts, ctx)
+    return time.perf_counter() - start, rollouts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--care", default="care:b=40:N=5:batch_size=8")
+    args = parser.parse_args()
+    lm = load_lm()
+    guard = make_guard("latent-probe")
+    guard.attach(lm)
+    ctx = RunContext(lm, guard, None, args.tokens, SamplingConfig(temperature=0.7, top_p=0.9), seed=0)
+    vanilla, care = make_method("vanilla:batch_size=8"), make_method(args.care)
+    result = {"care": args.care, "tokens": args.tokens, "prompts": args.prompts}
+    for name, spec in (("benign", "benign:dev"), ("harmful", "advbench:dev")):
+        prompts = [r.prompt for r in load_prompt_set(spec).records[: args.prompts]]
+        timed(vanilla, prompts[:2], ctx), timed(care, prompts[:2], ctx)  # warm-up
+        times = {"vanilla": [], "care": []}
+        for r in range(args.repeats):
+            order = [("vanilla", vanilla), ("care", care)]
+            for key, method in order if r % 2 == 0 else order[::-1]:
+                seconds, rollouts = timed(method, prompts, ctx)
+                times[key].append(seconds)
+                if key == "care":
+                    care_rollouts = rollouts
+                else:
+                    vanilla_rollouts = rollouts
+        ratio = statistics.median(times["care"]) / statistics.median(times["vanilla"])
+        result[f"care_vs_vanilla_{name}"] = ratio
+        result[f"interventions_per_prompt_{name}"] = sum(r.interventions for r in care_rollouts) / len(prompts)
+        result[f"refused_{name}"] = sum(r.extra["refused"] for r in care_rollouts) / len(prompts)
+        result[f"tokens_care_{name}"] = sum(r.tokens for r in care_rollouts)
+        result[f"tokens_vanilla_{name}"] = sum(r.tokens for r in vanilla_rollouts)
+        result[f"seconds_{name}"] = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{spec}: CARE {statistics.median(times['care']):.1f} s, vanilla {statistics.median(times['vanilla']):.1f} s, "
+              f"ratio {ratio:.3f}; interventions/prompt {result[f'interventions_per_prompt_{name}']:.2f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""``train.py collect``: base-model rollouts through the token vector env, saved as shards.
+
+The behaviour policy is the base model itself: at each step an action is sampled from the top-k
+candidates with probabilities ``softmax(logprob / temperature)``. The guard (default: the latent
+probe) puts a cost on the env's checks (``cost_mode="flag"``: 1 per flagged check, every
+``guard_every`` tokens and at the end); the reward function (default: relevance) pays at the end.
+
+Per step the shard keeps what a latent critic reads and learns from: the features of the prefix
+(``layer``'s hidden states pooled over the response, :meth:`DecodeState.pooled_latent`, or the
+last token's), the cost so far and the step; per episode the final cost, the reward, the prompt and
+its label. Prompts are the train split of AdvBench and of the benign set, ``samples`` episodes each,
+walked in a fixed order (``prompt_order="cycle"``). A shard is written atomically every
+``shard_episodes`` finished episodes with the job indices it holds; a rerun skips those jobs, so an
+interrupted collection resumes. ``manifest.json`` records the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from envs.guards.training import slug
+from envs.lm import DEFAULT_MODEL, load_lm
+from envs.prompt_sets import PromptRecord, advbench, benign, take_split
+from envs.storage import atomic_write_bytes, atomic_write_json, user_cache_dir
+from envs.token_vector_env import TokenCMDPVectorEnv
+
+
+@dataclass
+class RolloutConfig:
+    """Collect base-model rollouts for critic training."""
+
+    model: str = DEFAULT_MODEL
+    """Policy model spec."""
+    guard: str = "latent-probe"
+    """Cost model: the guard whose flagged checks cost 1."""
+    reward: str = "relevance"
+    """Task reward paid at the end of an episode."""
+    out: str = ""
+    """Shard folder; empty = <cache>/critics/<model>/rollouts."""
+    samples: int = 2
+    """Episodes per training prompt."""
+    max_new_tokens: int = 64
+    """Episode length at most."""
+    guard_every: int = 8
+    """Guard check period in tokens (and at the end)."""
+    top_k: int = 20
+    """Candidates the behaviour policy samples from."""
+    temperature: float = 0.7
+    """Temperature of the behaviour policy over the top-k candidates."""
+    layer: int = -1
+    """Feature layer (hidden-state index); -1 = the model's default latent layer (the middle)."""
+    pooling: str = "mean"
+    """Features: 'mean' of the layer over the response so far, or 'last' token."""
+    num_envs: int = 32
+    """Sub-environments decoded as one batch."""
+    shard_episodes: int = 64
+    """Finished episodes per shard."""
+    limit: int = 0
+    """Use at most this many prompts per label (0 = all; for smoke tests)."""
+    seed: int = 0
+    """Seed of the behaviour policy."""
+    device: str = "cpu"
+    """Where the policy runs."""
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {self.pooling!r}")
+        for name in ("samples", "max_new_tokens", "num_envs", "shard_episodes", "top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def default_rollout_dir(model_id: str) -> Path:
+    return user_cache_dir() / "critics" / slug(model_id) / "rollouts"
+
+
+def training_records(limit: int = 0) -> list[PromptRecord]:
+    """Train-split prompts of AdvBench and the benign set, in a fixed (hash) order."""
+    harmful, safe = take_split(advbench(), "train"), take_split(benign(), "train")
+    if limit:
+        harmful, safe = harmful[:limit], safe[:limit]
+    return sorted(harmful + safe, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+
+
+def _save_shard(path: Path, episodes: list[dict]) -> None:
+    steps = [s for e in episodes for s in e["steps"]]
+    arrays = {
+        "features": np.stack([s[0] for s in steps]).astype(np.float16),  # (S, H)
+        "cost_so_far": np.array([s[1] for s in steps], np.float32),  # (S,)
+        "step": np.array([s[2] for s in steps], np.int32),  # (S,)
+        "episode": np.repeat(np.arange(len(episodes)), [len(e["steps"]) for e in episodes]).astype(np.int32),
+        "final_cost": np.array([e["final_cost"] for e in episodes], np.float32),
+        "reward": np.array([e["reward"] for e in episodes], np.float32),
+        "job": np.array([e["job"] for e in episodes], np.int64),
+    }
+    meta = [{k: e[k] for k in ("prompt", "label", "text", "length")} for e in episodes]
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def done_jobs(folder: Path) -> set[int]:
+    """Job indices held by readable shards (unreadable shards are ignored here)."""
+    jobs: set[int] = set()
+    for path in sorted(folder.glob("shard-*.npz")):
+        try:
+            with np.load(path) as data:
+                jobs.update(int(j) for j in data["job"])
+        except Exception:  # noqa: BLE001 - a torn shard is simply redone
+            continue
+    return jobs
+
+
+def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool = True) -> Path:
+    """Run the collection (see the module docstring); returns the shard folder.
+
+    ``lm`` and ``guard`` may be given as objects instead of ``config.model`` / ``config.guard``.
+    """
+    lm = lm or load_lm(config.model, device=config.device)
+    layer = lm.latent_layer if config.layer == -1 else lm.normalise_layer(config.layer)
+    lm.capture_layer(layer, history=config.pooling == "mean")
+    folder = Path(config.out) if config.out else default_rollout_dir(lm.model_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = training_records(config.limit)
+    jobs = [(i, r) for i, r in enumerate(r for r in records for _ in range(config.samples))]
+    manifest = {"config": asdict(config), "model": lm.model_id, "layer": layer, "hidden_size": lm.hidden_size,
+                "jobs": len(jobs), "budget_convention": {"cost": "flag", "guard_every": config.guard_every}}
+    atomic_write_json(folder / "manifest.json", manifest)
+    finished = done_jobs(folder)
+    todo = [(i, r) for i, r in jobs if i not in finished]
+    if not todo:
+        return folder
+    n_env = min(config.num_envs, len(todo))
+    vec = TokenCMDPVectorEnv(n_env, model=lm, prompts=[r.prompt for _, r in todo], guard=guard or config.guard,
+                             reward=config.reward, top_k=config.top_k, max_new_tokens=config.max_new_tokens,
+                             guard_every=config.guard_every, cost_mode="flag", latent_layer=layer, prompt_order="cycle")
+    rng = np.random.default_rng(config.seed + len(finished))
+    shard_index = len(list(folder.glob("shard-*.npz")))
+    pending: list[dict] = []
+    running = {}  # env row -> episode being recorded
+    vec.reset(seed=config.seed)
+    for row in range(n_env):
+        running[row] = _new_episode(todo, row, vec, layer, config.pooling)
+    bar = tqdm(total=len(todo), desc="rollouts", unit="episode", disable=not progress)
+    while running:
+        logits = vec.candidate_logprobs() / max(config.temperature, 1e-6)  # (n, k)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        actions = np.array([rng.choice(probs.shape[1], p=p) for p in probs])
+        _, rewards, terminated, truncated, infos = vec.step(actions)
+        feats = _features(vec, layer, config.pooling)
+        stepped = infos.get("_cost", np.zeros(n_env, bool))  # rows that took a step (not a reset)
+        ended = []
+        for row, ep in running.items():
+            if ep is None:  # past the end of the job list: nothing to record
+                continue
+            if not stepped[row]:  # this step restarted the row on this episode's prompt
+                ep["steps"].append((feats[row], 0.0, 0))
+                continue
+            ep["steps"].append((feats[row], float(infos["episode_cost"][row]), len(vec.episodes.responses[row])))
+            if terminated[row] or truncated[row]:
+                ep.update(final_cost=float(infos["episode_cost"][row]), reward=float(rewards[row]),
+                          text=str(infos["text"][row]), length=len(vec.episodes.responses[row]))
+                pending.append(ep)
+                ended.append(row)
+        bar.update(len(ended))
+        for i, row in enumerate(sorted(ended)):  # they restart next step, in row order, on the next jobs
+            running[row] = _queued(todo, vec.prompts_started + i)
+        if len(pending) >= config.shard_episodes or (pending and all(v is None for v in running.values())):
+            _save_shard(folder / f"shard-{shard_index:05d}.npz", pending)
+            shard_index += 1
+            pending = []
+        if all(v is None for v in running.values()):
+            break
+    bar.close()
+    return folder
+
+
+def _queued(todo, index: int) -> dict | None:
+    if index >= len(todo):
+        return None
+    job, record = todo[index]
+    return {"job": job, "prompt": record.prompt, "label": record.label, "steps": []}
+
+
+def _new_episode(todo, row: int, vec, layer: int, pooling: str) -> dict | None:
+    episode = _queued(todo, row)
+    if episode is not None:
+        episode["steps"].append((_features(vec, layer, pooling)[row], 0.0, 0))
+    return episode
+
+
+def _features(vec, layer: int, pooling: str) -> np.ndarray:
+    state = vec.episodes.state
+    if pooling == "mean":
+        return state.pooled_latent(layer).float().cpu().numpy()
+    return state.latent(layer)

@@ -1,0 +1,135 @@
+"""Latent critic: save/load, training targets, resume, bad data; critic search and its baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.base import RunContext
+from agents.registry import make_method
+from agents.search import CriticSearch
+from critics.critic import CriticConfig, LatentCritic
+from critics.rollouts import RolloutConfig, collect_rollouts
+from critics.training import CriticTrainConfig, load_steps, train_critic
+from envs.guards import CallableGuard
+from envs.lm import GREEDY, generate, load_lm
+
+PROMPTS = ["Name a fruit.", "Say hello there."]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_lm("tiny")
+
+
+def constant_critic(lm, safety_logit: float, tmp_path, name="c"):
+    critic = LatentCritic(CriticConfig("tiny", lm.latent_layer, "mean", lm.hidden_size, hidden=8))
+    torch.nn.init.zeros_(critic.safety_head.weight)
+    torch.nn.init.constant_(critic.safety_head.bias, safety_logit)
+    return critic.save(tmp_path / name)
+
+
+def ctx_for(lm, tokens=20, sampling=GREEDY):
+    return RunContext(lm, CallableGuard(lambda p, r: [0.0] * len(r)), lambda p, r: [float(len(x)) for x in r],
+                      max_new_tokens=tokens, sampling=sampling)
+
+
+def test_critic_round_trips_and_refuses_another_model(lm, tmp_path):
+    critic = LatentCritic(CriticConfig("tiny", 1, "mean", 64, hidden=16))
+    critic.save(tmp_path / "c")
+    loaded = LatentCritic.load(tmp_path / "c")
+    h, z = torch.randn(5, 64), torch.linspace(-1, 1, 5)
+    for a, b in zip(critic(h, z), loaded(h, z)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    loaded.check(lm)
+    with pytest.raises(ValueError, match="trained on model 'smollm2-135m-instruct', not 'tiny'"):
+        LatentCritic(CriticConfig("smollm2-135m-instruct", 1, "mean", 64)).check(lm)
+    with pytest.raises(ValueError, match="latents of size 576, but 'tiny' has 64"):
+        LatentCritic(CriticConfig("tiny", 1, "mean", 576)).check(lm)
+
+
+def test_all_unsafe_critic_takes_the_fallback_after_m_retries(lm, tmp_path):
+    path = constant_critic(lm, -20.0, tmp_path)
+    rollouts = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2").run(PROMPTS, ctx_for(lm))
+    for r in rollouts:
+        assert r.extra["refused"] and r.interventions == 2 and r.text == "I'm sorry, but I can't help with that."
+        assert r.tokens == 4 * 4 * 3  # n candidates x block x (1 + m) attempts
+
+
+def test_all_safe_critic_with_one_beam_is_blockwise_sampling(lm, tmp_path):
+    path = constant_critic(lm, 20.0, tmp_path)
+    search = make_method(f"critic-search:critic={path}:n=1:k=1:block=8").run(PROMPTS, ctx_for(lm))
+    assert [r.text for r in search] == [c.text for c in generate(lm, PROMPTS, 20).completions]
+    assert all(r.interventions == 0 and r.guard_calls == 3 for r in search)  # blocks of 8, 8, 4
+
+
+def test_critic_search_without_a_critic_says_which_commands_to_run(lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="python train.py collect --model tiny\n.*python train.py critic --model tiny"):
+        make_method("critic-search").run(PROMPTS, ctx_for(lm))
+
+
+@pytest.mark.parametrize("spec,match", [("critic-search:k=5:n=4", "k \\(beams kept\\) must be <= n"),
+                                        ("beam-saute:budget=0", "budget and z0 must be > 0"),
+                                        ("critic-search:fallback=pray", "unknown fallback 'pray'")])
+def test_bad_search_options_are_named(spec, match):
+    with pytest.raises(ValueError, match=match):
+        make_method(spec)
+
+
+def test_beam_saute_ranks_safe_candidates_by_reward(lm):
+    # the guard flags answers longer than 6 characters: every flagged candidate's z drops to 0
+    ctx = RunContext(lm, CallableGuard(lambda p, r: [float(len(x) > 6) for x in r]), lambda p, r: [float(len(x)) for x in r],
+                     max_new_tokens=4, sampling=ctx_for(lm).sampling)
+    rollout = make_method("beam-saute:n=4:k=1:block=4:m=0:fallback=best").run(PROMPTS[:1], ctx)[0]
+    assert rollout.guard_calls == 4
+
+
+@pytest.fixture(scope="module")
+def rollouts(lm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rollouts")
+    guard = CallableGuard(lambda p, r: [float("bomb" in q.lower()) for q in p])  # flags harmful requests
+    config = RolloutConfig(model="tiny", out=str(folder), samples=2, max_new_tokens=12, num_envs=6,
+                           shard_episodes=8, limit=6, layer=1, reward="repetition")
+    collect_rollouts(config, lm=lm, guard=guard, progress=False)
+    return folder
+
+
+def test_rollout_shards_hold_every_job_once(rollouts):
+    manifest = json.loads((rollouts / "manifest.json").read_text())
+    steps, report = load_steps(rollouts)
+    assert manifest["jobs"] == 24 and report["steps"] == 24 * 13  # 12 prompts x 2 samples, t = 0..12
+    assert set(steps.step.tolist()) == set(range(13))
+
+
+def test_critic_training_writes_metrics_resumes_and_stops_on_nan(rollouts, tmp_path):
+    out = tmp_path / "critic"
+    config = CriticTrainConfig(model="tiny", rollouts=str(rollouts), out=str(out), epochs=2, batch_size=64, hidden=16)
+    critic, report = train_critic(config, progress=False)
+    assert {"auroc_8", "auroc_16", "auroc_32", "value_mae"} <= set(report["held_out"])
+    assert (out / "critic.safetensors").exists() and (out / "metrics.json").exists()
+    state = torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)
+    assert state["epoch"] == 1
+    # resume: a third epoch starts from the checkpoint
+    train_critic(CriticTrainConfig(**{**config.__dict__, "epochs": 3}), progress=False)
+    assert torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)["epoch"] == 2
+    # a corrupt shard is skipped and counted; NaN features stop training and keep the checkpoint
+    (rollouts / "shard-90000.npz").write_bytes(b"not a zip")
+    assert load_steps(rollouts)[1]["skipped"]["corrupt"] == 1
+    with np.load(next(rollouts.glob("shard-00000.npz"))) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["features"] = np.full_like(arrays["features"], np.nan)
+    np.savez(rollouts / "shard-90001.npz", **arrays)
+    with pytest.raises(FloatingPointError, match="last good checkpoint is kept"):
+        train_critic(CriticTrainConfig(**{**config.__dict__, "epochs": 5}), progress=False)
+    assert torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)["epoch"] == 2
+    (rollouts / "shard-90000.npz").unlink()
+    (rollouts / "shard-90001.npz").unlink()
+
+
+def test_critic_config_rejects_a_nonpositive_budget():
+    with pytest.raises(ValueError, match="budget must be > 0, got 0"):
+        CriticTrainConfig(budget=0)
