@@ -28,18 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prompts import PROMPTS  # noqa: E402
 from envs.lm import generate, load_lm  # noqa: E402
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Give me three tips for sleeping better.",
-    "Explain photosynthesis to a ten-year-old.",
-    "Write a short poem about the sea.",
-    "How do I boil an egg?",
-    "What is a prime number? Give examples.",
-    "Describe a busy market in the morning.",
-    "How does a bicycle stay upright?",
-]
 
 # The libraries are imported before the clock starts (reported as import_s): the load time is
 # what load_lm itself costs, as in the ~20 s GGUF figure it is compared with.

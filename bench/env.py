@@ -25,20 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prompts import PROMPTS  # noqa: E402
 from envs.lm import load_lm  # noqa: E402
 from envs.token_env import TokenCMDPEnv  # noqa: E402
 from envs.token_vector_env import TokenCMDPVectorEnv  # noqa: E402
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Give me three tips for sleeping better.",
-    "Explain photosynthesis to a ten-year-old.",
-    "Write a short poem about the sea.",
-    "How do I boil an egg?",
-    "What is a prime number? Give examples.",
-    "Describe a busy market in the morning.",
-    "How does a bicycle stay upright?",
-]
 
 
 def backend_loop(lm, prompts, steps):

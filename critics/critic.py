@@ -75,15 +75,9 @@ class LatentCritic(nn.Module):
     def check(self, lm) -> None:
         """Refuse a policy model this critic was not trained on."""
         cfg = self.config
-        if lm.model_id != cfg.model_id:
-            raise ValueError(f"this critic was trained on model {cfg.model_id!r}, not {lm.model_id!r}; "
-                             f"build one with: python train.py collect --model {lm.model_id} && "
-                             f"python train.py critic --model {lm.model_id}")
-        if lm.hidden_size != cfg.latent_size:
-            raise ValueError(f"this critic reads latents of size {cfg.latent_size}, but {lm.model_id!r} has "
-                             f"{lm.hidden_size}: the critic file belongs to another model")
-        if not 0 <= cfg.layer <= lm.num_layers:
-            raise ValueError(f"this critic reads layer {cfg.layer}, but {lm.model_id!r} has layers 0..{lm.num_layers}")
+        lm.check_reader("critic", cfg.model_id, cfg.latent_size, cfg.layer,
+                        f"build one with: python train.py collect --model {lm.model_id} && "
+                        f"python train.py critic --model {lm.model_id}")
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """``critic.safetensors`` + ``critic.json`` (+ ``extra`` JSON files), atomically."""

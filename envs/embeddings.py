@@ -66,3 +66,15 @@ class SentenceEncoder:
             out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
             self.forwards += 1
         return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+
+class UsesEncoder:
+    """Mixin for plug-ins that embed text: a :class:`SentenceEncoder`, given or created on first use."""
+
+    _encoder: SentenceEncoder | None = None
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = SentenceEncoder()
+        return self._encoder

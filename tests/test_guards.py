@@ -164,7 +164,7 @@ def test_default_guard_loads_the_cached_probe_without_training(trained_tiny_prob
     assert isinstance(default, DefaultGuard)
     default.attach(lm)
     args = (["Say hi."], ["Hello there."])
-    np.testing.assert_allclose(default.score(*args), guard.score(*args))
+    np.testing.assert_allclose(default.score(*args), guard.score(*args), atol=1e-6)
     assert default.threshold == guard.threshold
 
 

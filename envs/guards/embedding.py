@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.embeddings import SentenceEncoder
+from envs.embeddings import SentenceEncoder, UsesEncoder
 from envs.guards.base import Guard
 from envs.guards.linear_head import LinearHead
 
@@ -27,7 +27,7 @@ def embedding_features(encoder: SentenceEncoder, prompts: Sequence[str], respons
     return np.hstack([emb[: len(prompts)], emb[len(prompts) :]])
 
 
-class EmbeddingGuard(Guard):
+class EmbeddingGuard(UsesEncoder, Guard):
     """Logistic head over prompt and response sentence embeddings."""
 
     name = "embedding"
@@ -40,12 +40,6 @@ class EmbeddingGuard(Guard):
         self.threshold = float(threshold)
         self.info = info or {}
         self._encoder = encoder
-
-    @property
-    def encoder(self) -> SentenceEncoder:
-        if self._encoder is None:
-            self._encoder = SentenceEncoder()
-        return self._encoder
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:

@@ -94,14 +94,8 @@ class LatentProbe(Guard):
     def attach(self, lm: LanguageModel) -> None:
         """Read latents from ``lm``; it must be the model the probe was trained on."""
         cfg = self.config
-        if lm.model_id != cfg.model_id:
-            raise ValueError(f"this probe was trained on model {cfg.model_id!r}, not {lm.model_id!r}; "
-                             f"train one for it with: python train.py guard --model {lm.model_id}")
-        if lm.hidden_size != cfg.hidden_size:
-            raise ValueError(f"this probe reads latents of size {cfg.hidden_size}, but {lm.model_id!r} has "
-                             f"{lm.hidden_size}: the probe file belongs to another model")
-        if not 0 <= cfg.layer <= lm.num_layers:
-            raise ValueError(f"this probe reads layer {cfg.layer}, but {lm.model_id!r} has layers 0..{lm.num_layers}")
+        lm.check_reader("probe", cfg.model_id, cfg.hidden_size, cfg.layer,
+                        f"train one for it with: python train.py guard --model {lm.model_id}")
         lm.capture_layer(cfg.layer, history=cfg.pooling == "mean")
         self.head = self.head.to(lm.device)
         self.lm = lm

@@ -53,15 +53,24 @@ def answer_features(answers: AnswerSet, pooling: str, layer: int) -> Features:
     )
 
 
+def _fit_prompt(lm: LanguageModel, text: str, limit: int) -> str:
+    """``text`` cut (at the end) so that its chat-templated tokens fit in ``limit``; unchanged if it fits."""
+    n = len(lm.encode_prompt(text))
+    while n > limit and len(text) > 1:
+        text = text[: max(1, int(len(text) * limit / n) - 16)]
+        n = len(lm.encode_prompt(text))
+    return text
+
+
 def pyrit_features(lm: LanguageModel, rows: Sequence[HarmRow], layers: Sequence[int], max_tokens: int = 64,
-                   batch_size: int = 16, max_prompt_chars: int = 1000) -> dict[tuple[str, int], np.ndarray]:
-    """(R, H) features of PyRIT responses (cut to ``max_tokens`` tokens, their objectives to
-    ``max_prompt_chars`` characters) for every (pooling, layer)."""
+                   batch_size: int = 16) -> dict[tuple[str, int], np.ndarray]:
+    """(R, H) features of PyRIT responses (cut to ``max_tokens`` tokens; an objective too long for the
+    context window is cut to fit) for every (pooling, layer)."""
     layers = [lm.capture_layer(layer, history=True) for layer in layers]
     out: dict[tuple[str, int], list[np.ndarray]] = {(pool, layer): [] for pool in POOLINGS for layer in layers}
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        prompts = [(r.objective or "Respond.")[:max_prompt_chars] for r in batch]  # a few objectives are pages long
+        prompts = [_fit_prompt(lm, r.objective or "Respond.", lm.context_length - max_tokens - 64) for r in batch]
         state = prefill_answers(lm, prompts, [r.response for r in batch], max_tokens)
         for layer in layers:
             out[("mean", layer)].append(state.pooled_latent(layer).float().cpu().numpy())

@@ -129,6 +129,16 @@ class LanguageModel:
         captured, self._captured = self._captured, {}
         return captured
 
+    def check_reader(self, what: str, model_id: str, latent_size: int, layer: int, fix: str) -> None:
+        """Refuse a head (``what``: "probe", "critic") trained on another model, size or layer."""
+        if self.model_id != model_id:
+            raise ValueError(f"this {what} was trained on model {model_id!r}, not {self.model_id!r}; {fix}")
+        if self.hidden_size != latent_size:
+            raise ValueError(f"this {what} reads latents of size {latent_size}, but {self.model_id!r} has "
+                             f"{self.hidden_size}: the {what} file belongs to another model")
+        if not 0 <= layer <= self.num_layers:
+            raise ValueError(f"this {what} reads layer {layer}, but {self.model_id!r} has layers 0..{self.num_layers}")
+
     # ------------------------------------------------------------------ text
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """Token ids of ``prompt`` wrapped in the chat template, ready for the answer."""

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from envs.embeddings import SentenceEncoder
+from envs.embeddings import SentenceEncoder, UsesEncoder
 from envs.rewards.base import Reward
 
 
-class RelevanceReward(Reward):
+class RelevanceReward(UsesEncoder, Reward):
     """Prompt-response cosine similarity of MiniLM sentence embeddings, in [-1, 1].
 
     :param encoder: a shared :class:`SentenceEncoder` (created lazily on first use if ``None``).
@@ -29,12 +29,6 @@ class RelevanceReward(Reward):
 
     def __init__(self, encoder: SentenceEncoder | None = None) -> None:
         self._encoder = encoder
-
-    @property
-    def encoder(self) -> SentenceEncoder:
-        if self._encoder is None:
-            self._encoder = SentenceEncoder()
-        return self._encoder
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         if len(prompts) == 0:
