@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from envs.guards import Guard
 from envs.lm import LanguageModel, SamplingConfig
 from envs.rewards import Reward
@@ -72,16 +70,7 @@ def split_time(seconds: float, n: int) -> float:
     return seconds / max(n, 1)
 
 
-def first_eos(tokens: Sequence[int], eos: frozenset[int]) -> int | None:
-    """Index of the first end-of-sequence token, or None."""
-    return next((i for i, t in enumerate(tokens) if t in eos), None)
-
-
 def trim(tokens: Sequence[int], eos: frozenset[int]) -> list[int]:
     """Tokens up to (excluding) the first end-of-sequence token."""
-    end = first_eos(tokens, eos)
+    end = next((i for i, t in enumerate(tokens) if t in eos), None)
     return list(tokens if end is None else tokens[:end])
-
-
-def as_array(values) -> np.ndarray:
-    return np.asarray(values, dtype=np.float64)

@@ -58,13 +58,13 @@ class Care(Method):
         state = lm.prefill(prompts)
         live = list(range(n))  # decoding-state row -> answer row
         cap = ctx.max_new_tokens * (cfg.max_attempts + 2)  # steps, whatever happens
-        for step in range(cap):
+        for _ in range(cap):
             if not live:
                 break
             tokens = sample_tokens(state.logits, ctx.sampling, [generators[r] for r in live]).tolist()
             state.step(tokens)
             final = {}
-            for srow, (row, token) in enumerate(zip(live, tokens)):
+            for row, token in zip(live, tokens):
                 responses[row].append(token)
                 sampled[row] += 1
                 final[row] = token in lm.eos_token_ids or len(responses[row]) >= ctx.max_new_tokens

@@ -28,7 +28,7 @@ import torch
 
 from agents.base import Method, Rollout, RunContext, split_time
 from agents.baselines import chunks, prompt_seed
-from envs.lm import DecodeState, sample_tokens
+from envs.lm import DecodeState
 from envs.lm.sampling import filter_logits
 from envs.rewrite import REFUSAL
 

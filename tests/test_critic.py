@@ -10,7 +10,6 @@ import torch
 
 from agents.base import RunContext
 from agents.registry import make_method
-from agents.search import CriticSearch
 from critics.critic import CriticConfig, LatentCritic
 from critics.rollouts import RolloutConfig, collect_rollouts
 from critics.training import CriticTrainConfig, load_steps, train_critic

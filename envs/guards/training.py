@@ -22,7 +22,13 @@ from envs.embeddings import SentenceEncoder
 from envs.guards.answers import AnswerSet, CollectConfig, collect_answers
 from envs.guards.embedding import EmbeddingGuard, embedding_features
 from envs.guards.probe_training import (
-    Features, answer_features, evaluate, fit_selected, probe_from_selection, pyrit_features, select_head,
+    Features,
+    answer_features,
+    evaluate,
+    fit_selected,
+    probe_from_selection,
+    pyrit_features,
+    select_head,
 )
 from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
 from envs.prompt_sets import PromptRecord, advbench, benign, split_of, take_split
