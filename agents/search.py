@@ -28,8 +28,7 @@ import torch
 
 from agents.base import Method, Rollout, RunContext, split_time
 from agents.baselines import chunks, prompt_seed
-from envs.lm import DecodeState
-from envs.lm.sampling import filter_logits
+from envs.lm import DecodeState, sample_tokens
 from envs.rewrite import REFUSAL
 
 FALLBACKS = ("refuse", "best")
@@ -192,8 +191,7 @@ class BlockSearch(Method):
                     banned = search[parent[c][0]].banned.get(parent[c][1])
                     if banned:
                         logits[row, list(banned)] = float("-inf")
-            probs = filter_logits(logits, ctx.sampling).softmax(-1)
-            picks = [int(torch.multinomial(probs[row : row + 1], 1, generator=gens[c])) for row, c in enumerate(live)]
+            picks = sample_tokens(logits, ctx.sampling, [gens[c] for c in live]).tolist()
             chunks_ = [[] for _ in range(state.batch_size)]
             for c, token in zip(live, picks):
                 tokens[c].append(token)

@@ -39,3 +39,23 @@ def test_sampling_follows_the_distribution():
 def test_bad_sampling_values_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplingConfig(**kwargs)
+
+
+@pytest.mark.parametrize("config", [SamplingConfig(temperature=0.7, top_p=0.9), SamplingConfig(top_k=5),
+                                    SamplingConfig(temperature=1.3, top_k=50, top_p=0.8)])
+def test_partial_sort_sampling_has_the_filtered_distribution(config):
+    logits = torch.randn(1, 1000, generator=torch.Generator().manual_seed(1)) * 3
+    expected = filter_logits(logits, config).softmax(-1)[0]
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_tokens(logits.expand(500, -1), config, gen) for _ in range(40)])
+    freq = torch.bincount(draws, minlength=1000).float() / len(draws)
+    assert set(draws.tolist()) <= set(torch.nonzero(expected).squeeze(-1).tolist())  # only allowed tokens
+    torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)
+
+
+def test_wide_nucleus_falls_back_to_the_full_sort():
+    logits = torch.zeros(2, 1000)  # uniform: the 0.9 nucleus has 900 tokens, more than the first 256
+    tokens = sample_tokens(logits, SamplingConfig(top_p=0.9), torch.Generator().manual_seed(0))
+    assert tokens.shape == (2,)
+    draws = torch.cat([sample_tokens(logits, SamplingConfig(top_p=0.9), torch.Generator().manual_seed(s)) for s in range(300)])
+    assert draws.max() > 256  # tokens beyond the first candidates are reachable

@@ -54,6 +54,20 @@ def filter_logits(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
     return logits
 
 
+NUCLEUS_CANDIDATES = 256
+"""Nucleus sampling first looks among this many most likely tokens (exact: rows whose nucleus is
+larger fall back to the full sort)."""
+
+
+def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One draw per row of ``probs`` (B, n); ``generator``: one, one per row, or None."""
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {probs.shape[0]} rows")
+        return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, generator)])
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
 def sample_tokens(
     logits: torch.Tensor,
     config: SamplingConfig,
@@ -62,16 +76,29 @@ def sample_tokens(
     """Choose one token per row of ``logits`` (B, V); returns (B,) int64 on the logits' device.
 
     ``generator`` may be one generator for the batch, or one per row: then every row's draws
-    depend only on its own seed, whatever else is in the batch.
+    depend only on its own seed, whatever else is in the batch. With top-k or top-p the draw is
+    made among the few most likely tokens (a partial sort), with exactly the probabilities of
+    :func:`filter_logits`.
     """
     if config.greedy:
         return logits.argmax(-1)
-    probs = filter_logits(logits, config).softmax(-1)  # (B, V)
-    if isinstance(generator, Sequence):
-        if len(generator) != probs.shape[0]:
-            raise ValueError(f"got {len(generator)} generators for {probs.shape[0]} rows")
-        return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, generator)])
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    vocab = logits.shape[-1]
+    limited = 0 < config.top_k < vocab
+    if not limited and config.top_p >= 1.0:  # plain temperature sampling: the whole vocabulary
+        return _draw((logits.float() / config.temperature).softmax(-1), generator)
+    n = min(vocab, config.top_k if limited else NUCLEUS_CANDIDATES)
+    scaled = logits.float() / max(config.temperature, 1e-6)  # (B, V)
+    values, ids = torch.topk(scaled, n, dim=-1)  # (B, n), most likely first
+    if limited:  # the top-k renormalised, as filter_logits does
+        probs = values.softmax(-1)
+    else:
+        probs = (values - torch.logsumexp(scaled, -1, keepdim=True)).exp()  # true probabilities
+    if config.top_p < 1.0:
+        cum = probs.cumsum(-1)
+        if not limited and bool((cum[:, -1] < config.top_p).any()) and n < vocab:  # nucleus wider than n
+            return _draw(filter_logits(logits, config).softmax(-1), generator)
+        probs = probs.masked_fill(cum - probs >= config.top_p, 0.0)  # keep the token that crosses top_p
+    return ids.gather(-1, _draw(probs / probs.sum(-1, keepdim=True), generator)[:, None]).squeeze(-1)
 
 
 def row_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
