@@ -55,7 +55,8 @@ def test_flagged_text_is_never_released_under_refuse(lm):
     for r in rollouts:
         shown = r.text[: -len(care.config.refusal)] if r.extra["refused"] else r.text
         assert not LETTER.search(shown)
-    assert any(r.extra["refused"] for r in rollouts) and all(r.interventions <= 2 or r.extra["refused"] for r in rollouts)
+    refused = [r for r in rollouts if r.extra["refused"]]
+    assert refused and all(r.interventions >= 2 for r in refused)  # N attempts were made before refusing
 
 
 def test_continue_fallback_releases_the_flagged_text(lm):
