@@ -30,7 +30,7 @@ class Care(Method):
     uses_guard = True
 
     def __init__(self, b: int = 40, N: int = 5, intervention: str = "introspect", fallback: str = "refuse",
-                 single: bool = False, check_every: int = 0, show_critique: bool = True, batch_size: int = 8,
+                 single: bool = False, check_every: int = 0, show_critique: bool = True, batch_size: int = 16,
                  name: str = "care") -> None:
         self.config = RewriteConfig(buffer=int(b), check_every=int(check_every), max_attempts=int(N),
                                     intervention=intervention, fallback=fallback, single=bool(single),

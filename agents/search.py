@@ -61,7 +61,7 @@ class BlockSearch(Method):
     uses_guard = True
 
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
-                 budget: float = 1.0, z0: float = 1.0, batch_size: int = 4) -> None:
+                 budget: float = 1.0, z0: float = 1.0, batch_size: int = 8) -> None:
         n, k, block, m = int(n), int(k), int(block), int(m)
         if k < 1 or n < 1:
             raise ValueError(f"need n >= 1 and k >= 1, got n={n}, k={k}")
