@@ -7,7 +7,7 @@ and appends an introspection to it. Every operation is one batched forward at mo
 Layout: the cache, ``ids`` and ``mask`` share one time axis of width ``T``. Prompts are left-padded
 (``mask == 0`` on the left). Tokens cropped from some rows but not others are masked out in place
 (``mask == 0`` in the middle); trailing columns masked in every row are physically cropped from the
-cache. Positions (for RoPE) are counted over real tokens only, so a masked slot changes nothing:
+cache, and a cache grown twice as wide as its longest row (restarted rows) is repacked. Positions (for RoPE) are counted over real tokens only, so a masked slot changes nothing:
 stepping after a crop gives the same logits as a fresh prefill of the shorter text.
 """
 
@@ -74,7 +74,7 @@ class DecodeState:
         with nothing to feed keep their logits and latents. Rows listed in ``restart`` forget
         everything they held and take their chunk as a new prompt (an environment reset that
         shares the forward with the other rows' steps); their old cache slots are masked out and
-        reclaimed by :meth:`compact` once they make up half the cache.
+        the cache is repacked (:meth:`compact`) once it is twice as wide as the longest row.
         """
         if len(chunks) != self.batch_size:
             raise ValueError(f"feed needs one token list per row ({self.batch_size}), got {len(chunks)}")
@@ -215,21 +215,28 @@ class DecodeState:
         self.feed(refeed)
 
     def compact(self) -> None:
-        """Drop cache columns that no row uses (masked slots left by crops and restarts).
+        """Repack the cache: each row's real tokens moved right-aligned, in order, into a width of
+        ``max(lengths)``; the masked slots left by crops and restarts are dropped.
 
-        Works on transformers' ``DynamicCache`` (full attention); other cache kinds keep their
-        slots (correct, only larger).
+        Keys already carry their rotary positions and positions are counted over real tokens, so
+        moving a token to another column changes nothing it computes. Works on transformers'
+        ``DynamicCache`` (full attention); other cache kinds keep their slots (correct, only larger).
         """
-        keep = self.mask.any(0)  # (T,)
         layers = getattr(self.cache, "layers", None)
-        if bool(keep.all()) or not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
             return
-        columns = keep.nonzero().squeeze(-1)  # (T',)
+        live = self.mask.bool()  # (B, T)
+        width = int(live.sum(-1).max())
+        if width == self.ids.shape[1]:
+            return
+        # a stable sort on the live flag puts each row's masked columns first, its tokens last, in order
+        order = torch.sort(live.to(torch.int8), dim=-1, stable=True).indices[:, -width:]  # (B, W)
         for layer in layers:  # keys/values: (B, heads, T, head_dim)
-            layer.keys = layer.keys.index_select(-2, columns)
-            layer.values = layer.values.index_select(-2, columns)
-        self.ids, self.mask = self.ids[:, columns], self.mask[:, columns]
-        self._history = {k: v.index_select(1, columns) for k, v in self._history.items()}
+            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
+            layer.keys = layer.keys.gather(2, index)
+            layer.values = layer.values.gather(2, index)
+        self.ids, self.mask = self.ids.gather(1, order), self.mask.gather(1, order)
+        self._history = {k: v.gather(1, order[:, :, None].expand(-1, -1, v.shape[-1])) for k, v in self._history.items()}
 
     def _trim_tail(self) -> None:
         """Physically crop trailing columns that no row uses."""
