@@ -5,7 +5,7 @@ latents), b = 40, N = 5, introspection and the refuse fallback; vanilla samples 
 settings and seeds. Both decode the prompts in batches of 8; times are medians over repeats with
 the two methods alternating.
 
-    python bench/care.py [--prompts 16] [--tokens 64] [--repeats 3]
+    python bench/care.py [--prompts 16] [--tokens 64] [--repeats 3] [--sets benign,harmful]
 
 Last line: one JSON object with care_vs_vanilla_benign (benign dev prompts) and
 care_vs_vanilla_harmful (AdvBench dev), plus the interventions per prompt of each.
@@ -41,14 +41,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--care", default="care:b=40:N=5:batch_size=8")
+    parser.add_argument("--sets", default="benign,harmful", help="which prompt sets to time, comma-separated")
     args = parser.parse_args()
+    sets = {"benign": "benign:dev", "harmful": "advbench:dev"}
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in names if s not in sets]
+    if unknown or not names:
+        parser.error(f"--sets takes names from {sorted(sets)}, got {args.sets!r}")
     lm = load_lm()
     guard = make_guard("latent-probe")
     guard.attach(lm)
     ctx = RunContext(lm, guard, None, args.tokens, SamplingConfig(temperature=0.7, top_p=0.9), seed=0)
     vanilla, care = make_method("vanilla:batch_size=8"), make_method(args.care)
     result = {"care": args.care, "tokens": args.tokens, "prompts": args.prompts}
-    for name, spec in (("benign", "benign:dev"), ("harmful", "advbench:dev")):
+    for name, spec in ((n, sets[n]) for n in names):
         prompts = [r.prompt for r in load_prompt_set(spec).records[: args.prompts]]
         timed(vanilla, prompts[:2], ctx), timed(care, prompts[:2], ctx)  # warm-up
         times = {"vanilla": [], "care": []}
