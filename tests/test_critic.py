@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -104,29 +105,63 @@ def test_rollout_shards_hold_every_job_once(rollouts):
     assert set(steps.step.tolist()) == set(range(13))
 
 
-def test_critic_training_writes_metrics_resumes_and_stops_on_nan(rollouts, tmp_path):
-    out = tmp_path / "critic"
-    config = CriticTrainConfig(model="tiny", rollouts=str(rollouts), out=str(out), epochs=2, batch_size=64, hidden=16)
-    critic, report = train_critic(config, progress=False)
+def copy_of(rollouts, tmp_path):
+    folder = tmp_path / "rollouts"
+    shutil.copytree(rollouts, folder)
+    return folder
+
+
+def first_shard(folder):
+    with np.load(next(folder.glob("shard-00000.npz"))) as data:
+        return {k: data[k] for k in data.files}
+
+
+def train_config(rollouts, tmp_path, epochs):
+    return CriticTrainConfig(model="tiny", rollouts=str(rollouts), out=str(tmp_path / "critic"), epochs=epochs,
+                             batch_size=64, hidden=16)
+
+
+def checkpoint_epoch(tmp_path) -> int:
+    return torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)["epoch"]
+
+
+def test_critic_training_writes_weights_and_metrics(rollouts, tmp_path):
+    _, report = train_critic(train_config(rollouts, tmp_path, epochs=2), progress=False)
     assert {"auroc_8", "auroc_16", "auroc_32", "value_mae"} <= set(report["held_out"])
-    assert (out / "critic.safetensors").exists() and (out / "metrics.json").exists()
-    state = torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)
-    assert state["epoch"] == 1
-    # resume: a third epoch starts from the checkpoint
-    train_critic(CriticTrainConfig(**{**config.__dict__, "epochs": 3}), progress=False)
-    assert torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)["epoch"] == 2
-    # a corrupt shard is skipped and counted; NaN features stop training and keep the checkpoint
-    (rollouts / "shard-90000.npz").write_bytes(b"not a zip")
-    assert load_steps(rollouts)[1]["skipped"]["corrupt"] == 1
-    with np.load(next(rollouts.glob("shard-00000.npz"))) as data:
-        arrays = {k: data[k] for k in data.files}
+    assert (tmp_path / "critic" / "critic.safetensors").exists() and (tmp_path / "critic" / "metrics.json").exists()
+    assert checkpoint_epoch(tmp_path) == 1  # epochs counted from 0
+
+
+def test_critic_training_resumes_from_its_checkpoint(rollouts, tmp_path):
+    train_critic(train_config(rollouts, tmp_path, epochs=2), progress=False)
+    train_critic(train_config(rollouts, tmp_path, epochs=3), progress=False)  # one more epoch, not three
+    assert checkpoint_epoch(tmp_path) == 2
+
+
+def test_a_corrupt_shard_is_skipped_and_counted(rollouts, tmp_path):
+    folder = copy_of(rollouts, tmp_path)
+    (folder / "shard-90000.npz").write_bytes(b"not a zip")
+    steps, report = load_steps(folder)
+    assert report["skipped"] == {"empty": 0, "corrupt": 1} and report["steps"] == len(steps.step) == 24 * 13
+
+
+def test_an_empty_shard_is_skipped_and_counted(rollouts, tmp_path):
+    folder = copy_of(rollouts, tmp_path)
+    arrays = first_shard(folder)
+    np.savez(folder / "shard-90000.npz", **{k: (v if k == "meta" else v[:0]) for k, v in arrays.items()})
+    steps, report = load_steps(folder)
+    assert report["skipped"] == {"empty": 1, "corrupt": 0} and len(steps.step) == 24 * 13
+
+
+def test_nan_features_stop_training_and_keep_the_last_good_checkpoint(rollouts, tmp_path):
+    folder = copy_of(rollouts, tmp_path)
+    train_critic(train_config(folder, tmp_path, epochs=2), progress=False)
+    arrays = first_shard(folder)
     arrays["features"] = np.full_like(arrays["features"], np.nan)
-    np.savez(rollouts / "shard-90001.npz", **arrays)
+    np.savez(folder / "shard-90001.npz", **arrays)
     with pytest.raises(FloatingPointError, match="last good checkpoint is kept"):
-        train_critic(CriticTrainConfig(**{**config.__dict__, "epochs": 5}), progress=False)
-    assert torch.load(tmp_path / "critic-checkpoint" / "state.pt", weights_only=False)["epoch"] == 2
-    (rollouts / "shard-90000.npz").unlink()
-    (rollouts / "shard-90001.npz").unlink()
+        train_critic(train_config(folder, tmp_path, epochs=4), progress=False)
+    assert checkpoint_epoch(tmp_path) == 1
 
 
 def test_critic_config_rejects_a_nonpositive_budget():
