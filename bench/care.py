@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import alternate  # noqa: E402
+
 from agents.base import RunContext  # noqa: E402
 from agents.registry import make_method  # noqa: E402
 from envs.guards import make_guard  # noqa: E402
@@ -57,16 +59,9 @@ def main() -> None:
     for name, spec in ((n, sets[n]) for n in names):
         prompts = [r.prompt for r in load_prompt_set(spec).records[: args.prompts]]
         timed(vanilla, prompts[:2], ctx), timed(care, prompts[:2], ctx)  # warm-up
-        times = {"vanilla": [], "care": []}
-        for r in range(args.repeats):
-            order = [("vanilla", vanilla), ("care", care)]
-            for key, method in order if r % 2 == 0 else order[::-1]:
-                seconds, rollouts = timed(method, prompts, ctx)
-                times[key].append(seconds)
-                if key == "care":
-                    care_rollouts = rollouts
-                else:
-                    vanilla_rollouts = rollouts
+        times, outputs = alternate([("vanilla", lambda: timed(vanilla, prompts, ctx)),
+                                    ("care", lambda: timed(care, prompts, ctx))], args.repeats)
+        care_rollouts, vanilla_rollouts = outputs[-1]["care"], outputs[-1]["vanilla"]
         ratio = statistics.median(times["care"]) / statistics.median(times["vanilla"])
         result[f"care_vs_vanilla_{name}"] = ratio
         result[f"interventions_per_prompt_{name}"] = sum(r.interventions for r in care_rollouts) / len(prompts)

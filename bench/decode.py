@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prompts import PROMPTS  # noqa: E402
+from timing import alternate  # noqa: E402
 
 from envs.lm import generate, load_lm  # noqa: E402
 
@@ -90,18 +91,9 @@ def sync(device) -> None:
 def compare(lm, batch: int, new_tokens: int, repeats: int) -> dict:
     prompts = PROMPTS[:batch]
     ours(lm, prompts, 4), hf_generate(lm, prompts, 4)  # warm-up
-    times = {"backend": [], "generate": []}
-    same = True
-    for r in range(repeats):
-        order = [("backend", ours), ("generate", hf_generate)]
-        for name, fn in order if r % 2 == 0 else order[::-1]:
-            seconds, tokens = fn(lm, prompts, new_tokens)
-            times[name].append(seconds)
-            if name == "backend":
-                ours_tokens = tokens
-            else:
-                hf_tokens = tokens
-        same = same and ours_tokens == hf_tokens
+    times, outputs = alternate([("backend", lambda: ours(lm, prompts, new_tokens)),
+                                ("generate", lambda: hf_generate(lm, prompts, new_tokens))], repeats)
+    same = all(o["backend"] == o["generate"] for o in outputs)
     n = batch * new_tokens
     tps = {k: n / statistics.median(v) for k, v in times.items()}
     print(

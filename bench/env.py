@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prompts import PROMPTS  # noqa: E402
+from timing import alternate  # noqa: E402
 
 from envs.lm import load_lm  # noqa: E402
 from envs.token_env import TokenCMDPEnv  # noqa: E402
@@ -77,16 +78,9 @@ def vecenv_loop(lm, prompts, steps):
 
 def compare(lm, name, env_fn, prompts, steps, repeats):
     env_fn(lm, prompts, 2), backend_loop(lm, prompts, 2)  # warm-up
-    times = {"env": [], "backend": []}
-    same = True
-    for r in range(repeats):
-        runs = [("env", env_fn), ("backend", backend_loop)]
-        out = {}
-        for key, fn in runs if r % 2 == 0 else runs[::-1]:
-            seconds, tokens = fn(lm, prompts, steps)
-            times[key].append(seconds)
-            out[key] = tokens
-        same = same and out["env"] == out["backend"]
+    times, outputs = alternate([("env", lambda: env_fn(lm, prompts, steps)),
+                                ("backend", lambda: backend_loop(lm, prompts, steps))], repeats)
+    same = all(o["env"] == o["backend"] for o in outputs)
     rate = {k: len(prompts) * steps / statistics.median(v) for k, v in times.items()}
     ratio = rate["env"] / rate["backend"]
     print(f"{name} (batch {len(prompts)}): env {rate['env']:.1f} steps/s, backend {rate['backend']:.1f} tok/s, "

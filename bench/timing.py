@@ -1,0 +1,27 @@
+"""The one timing loop of the benchmarks: a method and its baseline, alternating, in one run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Timed = Callable[[], tuple[float, Any]]
+"""A call that runs once and returns (seconds, what it produced)."""
+
+
+def alternate(runs: Sequence[tuple[str, Timed]], repeats: int) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Run every call once per repeat, in reverse order on odd repeats (so neither always goes first).
+
+    Returns the seconds of each call by name, and per repeat what each call produced.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    outputs: list[dict[str, Any]] = []
+    for r in range(repeats):
+        produced = {}
+        for name, call in runs if r % 2 == 0 else runs[::-1]:
+            seconds, produced[name] = call()
+            times[name].append(seconds)
+        outputs.append(produced)
+    return times, outputs

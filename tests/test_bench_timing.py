@@ -1,0 +1,32 @@
+"""The benchmarks' shared timing loop: alternating order, every output kept."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from timing import alternate  # noqa: E402
+
+
+def test_alternate_reverses_the_order_on_odd_repeats_and_keeps_each_output():
+    calls = []
+
+    def call(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds, f"{name}{calls.count(name)}"
+        return run
+
+    times, outputs = alternate([("a", call("a", 1.0)), ("b", call("b", 2.0))], repeats=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert times == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+    assert outputs == [{"a": "a1", "b": "b1"}, {"b": "b2", "a": "a2"}, {"a": "a3", "b": "b3"}]
+
+
+def test_alternate_needs_a_repeat():
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        alternate([("a", lambda: (0.0, None))], repeats=0)
