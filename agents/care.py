@@ -91,7 +91,8 @@ class Care(Method):
                 buffer.intervene(state, [s for s, _ in rollback], [r for _, r in rollback], responses, prompts,
                                  seeds=[seeds[r] + 7919 * buffer.rows[r].interventions for _, r in rollback])
             if done:
-                keep = [s for s in range(len(live)) if s not in set(done)]
+                finished = set(done)
+                keep = [s for s in range(len(live)) if s not in finished]
                 if keep:
                     state.select(keep)
                 live = [live[s] for s in keep]

@@ -63,6 +63,14 @@ def check_risk(risk, batch: int, name: str) -> np.ndarray:
     return risk
 
 
+def check_model_guard_options(threshold: float, batch_size: int, max_length: int) -> None:
+    """The options every guard backed by a second model shares: a threshold in [0, 1], positive sizes."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if batch_size < 1 or max_length < 1:
+        raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size} and {max_length}")
+
+
 class CallableGuard(Guard):
     """A guard from any function ``fn(prompts, responses) -> risks`` (batched)."""
 

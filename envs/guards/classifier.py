@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from envs.guards.base import Guard, check_risk
-from envs.lm.loading import resolve_device, resolve_dtype, resolve_model
+from envs.guards.base import Guard, check_model_guard_options, check_risk
+from envs.lm.loading import ensure_pad_token, load_failure, resolve_device, resolve_dtype, resolve_model
 
 
 def load_classifier(model: str, device: torch.device, dtype: torch.dtype):
@@ -53,15 +53,8 @@ def load_classifier(model: str, device: torch.device, dtype: torch.dtype):
         tokenizer = AutoTokenizer.from_pretrained(source.location)
         classifier = AutoModelForSequenceClassification.from_pretrained(source.location, dtype=dtype)
     except OSError as err:
-        where = "the Hugging Face hub" if source.kind == "hub" else f"the folder {source.location}"
-        raise OSError(
-            f"could not load classifier {model!r} from {where}: {str(err).strip().rstrip('.')}. latentguard "
-            "downloads nothing unless you name a hub model; check the name, or pass a local folder"
-        ) from err
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"the tokenizer of {model!r} has neither a pad nor an EOS token; give it a pad_token")
-        tokenizer.pad_token = tokenizer.eos_token
+        raise load_failure("classifier", model, source.kind, source.location, err, "pass a local folder") from err
+    ensure_pad_token(tokenizer, model)
     if classifier.config.pad_token_id is None:  # decoder classifiers need it to find the last real token
         classifier.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "right"
@@ -117,10 +110,7 @@ class ClassifierGuard(Guard):
         batch_size: int = 16,
         max_length: int = 512,
     ) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if batch_size < 1 or max_length < 1:
-            raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size} and {max_length}")
+        check_model_guard_options(threshold, batch_size, max_length)
         dev = resolve_device(device)
         self.model, self.tokenizer = load_classifier(model, dev, resolve_dtype(dtype, dev))
         self.label_ids = unsafe_label_ids(self.model.config, unsafe_labels, model)

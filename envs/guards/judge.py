@@ -48,7 +48,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from envs.guards.base import Guard, check_risk
+from envs.guards.base import Guard, check_model_guard_options, check_risk
 from envs.lm.loading import load_model_and_tokenizer, resolve_device, resolve_dtype
 
 _PROMPT_MARK, _RESPONSE_MARK = "LATENTGUARDPROMPTMARK", "LATENTGUARDRESPONSEMARK"
@@ -176,10 +176,7 @@ class JudgeGuard(Guard):
         batch_size: int = 8,
         max_length: int = 2048,
     ) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if batch_size < 1 or max_length < 1:
-            raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size} and {max_length}")
+        check_model_guard_options(threshold, batch_size, max_length)
         self.template = None if template is None else check_template(template)
         dev = resolve_device(device)
         self.model, self.tokenizer, self.source = load_model_and_tokenizer(model, dev, resolve_dtype(dtype, dev))

@@ -216,6 +216,24 @@ def _tiny_model(tokenizer, seed: int) -> torch.nn.Module:
     return model
 
 
+def load_failure(what: str, spec: str, kind: str, folder: str, err: OSError, hint: str) -> OSError:
+    """The error for a model that ``from_pretrained`` could not load: where it looked and what to do."""
+    where = "the Hugging Face hub" if kind == "hub" else f"the folder {folder}"
+    return OSError(
+        f"could not load {what} {spec!r} from {where}: {str(err).strip().rstrip('.')}. latentguard downloads "
+        f"nothing unless you name a hub model; check the name, or {hint}"
+    )
+
+
+def ensure_pad_token(tokenizer, spec: str) -> None:
+    """Batches need a pad token: use the end-of-sequence token when the tokenizer has none."""
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.eos_token is None:
+        raise ValueError(f"the tokenizer of {spec!r} has neither a pad nor an EOS token; give it a pad_token")
+    tokenizer.pad_token = tokenizer.eos_token
+
+
 def load_model_and_tokenizer(spec: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """Load ``(model, tokenizer, source)`` for a model spec (see the module docstring)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -230,13 +248,8 @@ def load_model_and_tokenizer(spec: str, device: torch.device, dtype: torch.dtype
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         except OSError as err:
-            where = "the Hugging Face hub" if source.kind == "hub" else f"the folder {folder}"
-            raise OSError(
-                f"could not load model {spec!r} from {where}: {str(err).strip().rstrip('.')}. latentguard downloads nothing "
-                "unless you name a hub model; check the name, or pass a local folder or .gguf file"
-            ) from err
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+            raise load_failure("model", spec, source.kind, folder, err, "pass a local folder or .gguf file") from err
+    ensure_pad_token(tokenizer, spec)
     model.to(device=device, dtype=dtype)
     model.eval()
     model.requires_grad_(False)
