@@ -134,7 +134,8 @@ class BlockSearch(Method):
                         search[i].banned.setdefault(j, set()).add(tokens[c][0])
                 for i in retry:
                     search[i].retries += 1
-                state.crop([len(tokens[c]) if c in set(todo) else 0 for c in range(len(parent))])
+                rolled_back = set(todo)
+                state.crop([len(tokens[c]) if c in rolled_back else 0 for c in range(len(parent))])
                 for c in todo:
                     tokens[c] = []
             for s in search:
@@ -179,7 +180,11 @@ class BlockSearch(Method):
     def _sample_block(self, state: DecodeState, parent, tokens, todo, search, ctx: RunContext, rnd: int) -> None:
         """Sample up to ``block`` tokens for the candidates in ``todo`` (others are left as they are)."""
         lm, eos = ctx.lm, ctx.lm.eos_token_ids
-        live = [c for c in todo if len(search[parent[c][0]].beams[parent[c][1]].tokens) < ctx.max_new_tokens]
+
+        def beam_len(c: int) -> int:
+            return len(search[parent[c][0]].beams[parent[c][1]].tokens) + len(tokens[c])
+
+        live = [c for c in todo if beam_len(c) < ctx.max_new_tokens]  # tokens[c] is empty here
         gens = {c: torch.Generator(device=lm.device).manual_seed(
             prompt_seed(ctx.seed, f"{parent[c]}|{rnd}|{search[parent[c][0]].retries}", c)) for c in live}
         for t in range(self.block):
@@ -200,7 +205,6 @@ class BlockSearch(Method):
                 state.step([ch[0] for ch in chunks_])
             else:
                 state.feed(chunks_)
-            beam_len = lambda c: len(search[parent[c][0]].beams[parent[c][1]].tokens) + len(tokens[c])  # noqa: E731
             live = [c for c in live if tokens[c][-1] not in eos and beam_len(c) < ctx.max_new_tokens]
 
 
