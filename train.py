@@ -6,7 +6,8 @@ fields (``python train.py guard --help``).
 
 - ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers;
 - ``collect``: base-model rollouts through the token env, for critic training (resumable shards);
-- ``critic``: train the latent critic on them (resumes from its last checkpoint).
+- ``critic``: train the latent critic on them (resumes from its last checkpoint);
+- ``judge``: fit the coherence, compliance and learned judges on the gold train split.
 
 ``python train.py collect`` then ``python train.py critic``, with no arguments, build the default
 critic for the default model in the user cache, where ``critic-search`` finds it.
@@ -14,13 +15,13 @@ critic for the default model in the user cache, where ``critic-search`` finds it
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from agents.judge_training import JudgeTrainConfig, fit_judges
 from critics.rollouts import RolloutConfig, collect_rollouts
 from critics.training import CriticTrainConfig, train_critic
-from envs.cli import add_config_args, config_from_args
+from envs.cli import OneLineParser, add_config_args, config_from_args, run_cli
 from envs.guards.training import GuardTrainConfig, summary, train_guard
 
 
@@ -47,17 +48,31 @@ def run_critic(config: CriticTrainConfig) -> dict:
     return report
 
 
+def run_judge(config: JudgeTrainConfig) -> dict:
+    """``train.py judge``: fit on the gold train split, print the out-of-fold agreement."""
+    bank, path = fit_judges(config)
+    learned = bank["learned"]["selection"]
+    print(f"judges fitted on {bank['fitted_on']['train_rows']} gold train rows -> {path}")
+    for target, sel in learned.items():
+        print(f"  learned/{target}: C={sel['c']}, out-of-fold accuracy {sel['oof']['accuracy']:.3f}, "
+              f"kappa {sel['oof']['kappa']:.3f}")
+    print(f"  coherence: out-of-fold accuracy {bank['coherence']['selection']['oof']['accuracy']:.3f}; "
+          f"compliance: {bank['compliance']}")
+    return bank
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "guard": (GuardTrainConfig, run_guard),
     "collect": (RolloutConfig, run_collect),
     "critic": (CriticTrainConfig, run_critic),
+    "judge": (JudgeTrainConfig, run_judge),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``latentguard-train``)."""
-    parser = argparse.ArgumentParser(prog="latentguard-train", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = OneLineParser(prog="latentguard-train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (config_cls, _) in COMMANDS.items():
         add_config_args(sub.add_parser(name, help=(config_cls.__doc__ or "").strip().splitlines()[0]), config_cls)
     args = parser.parse_args(argv)
@@ -65,8 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     config_cls, run = COMMANDS[args.command]
-    run(config_from_args(config_cls, args))
-    return 0
+
+    def body() -> int:
+        run(config_from_args(config_cls, args))
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 For every method x prompt set x prompt the run stores one sample (``samples.jsonl``): the released
 text, the method's costs (tokens, wall time, wait tokens, interventions, guard calls), each judge's
-verdict, the task rewards (``relevance``, ``repetition``) and the run guard's risk of the released
-text. Samples are written atomically after every chunk of prompts; a rerun with the same ``--out``
-skips what is done, so an interrupted run loses nothing already written. The report is computed
-from all samples of the methods and prompt sets asked for.
+verdicts (``judgements.<judge>.harmful/.refused/.coherent/.helpful``), the task rewards
+(``relevance``, ``repetition``) and the run guard's risk of the released text. Samples are written
+atomically after every chunk of prompts; a rerun with the same ``--out`` skips what is done (and
+judges old samples with any judge they lack), so an interrupted run loses nothing already written.
+
+Every option is checked (methods, prompt sets, guard, judges, and judges that share a signal with
+the guard of a method that uses it) before anything is written to ``--out``, so a bad option leaves
+nothing behind that blocks the next run. ``--rejudge FILE`` judges an existing samples file
+without decoding (:mod:`agents.rejudge`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents.base import RunContext
-from agents.judges import Judge, make_judge
+from agents.base import Method, RunContext
 from agents.registry import make_method
-from envs.guards import make_guard
+from agents.validation import JudgePanel, build_panel, split_list
+from envs.guards import Guard, make_guard
 from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
 from envs.rewards import RelevanceReward, RepetitionReward
@@ -38,9 +43,11 @@ class EvalConfig:
     methods: str = "vanilla,best-of-n,beam:k=2,care"
     """Comma-separated method specs (name or name:key=value, e.g. best-of-n:n=8)."""
     prompts: str = "default"
-    """Comma-separated prompt sets: default, advbench[:split], benign[:split], builtin, or a .jsonl/.csv/.txt file."""
-    judge: str = "refusal,refusal-strict"
-    """Comma-separated judges: refusal, refusal-strict, guard:SPEC."""
+    """Comma-separated prompt sets: default, advbench[:split], harm[:split], benign[:split], builtin, or a .jsonl/.csv/.txt file."""
+    judge: str = ""
+    """Comma-separated judges: learned, compliance, coherence, refusal, refusal-strict, best, judge:MODEL, guard:SPEC; empty = learned,compliance,coherence (the refusal judges share the shipped probe's labelling rule)."""
+    allow_guard_judge: bool = False
+    """Allow a judge that is the decoding guard or shares its labels or features (the report marks it)."""
     guard: str = "latent-probe"
     """The guard methods may consult while decoding (also reports each answer's risk)."""
     model: str = DEFAULT_MODEL
@@ -57,6 +64,10 @@ class EvalConfig:
     """Use at most this many prompts per set (0 = all)."""
     out: str = "runs/eval"
     """Output folder: samples.jsonl, report.md, report.json, safety_quality.png."""
+    rejudge: str = ""
+    """Judge this samples file (JSONL with prompt, text or response, label) instead of decoding."""
+    gold: str = ""
+    """Gold file the judges' agreement is measured on (empty = the shipped one; its dev split is used)."""
     device: str = "cpu"
     """'cpu' or 'cuda'."""
     chunk: int = 16
@@ -69,13 +80,8 @@ class EvalConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.limit < 0:
             raise ValueError(f"limit must be >= 0 (0 = all), got {self.limit}")
-
-
-def split_list(text: str) -> list[str]:
-    """Comma-separated items, commas inside parentheses kept (``max(a,b)``)."""
-    from envs.guards.composite import split_top_level
-
-    return split_top_level(text)
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
 
 
 def read_samples(path: Path) -> list[dict]:
@@ -101,32 +107,75 @@ def check_resume(out: Path, config: EvalConfig) -> None:
             raise ValueError(f"{out} holds samples made with other settings {diff}; use another --out or the same settings")
 
 
-def warnings_for(config: EvalConfig, judges: list[Judge]) -> list[str]:
-    out = []
-    for judge in judges:
-        if judge.guard_spec is not None and judge.guard_spec.strip() == config.guard.strip():
-            out.append(f"WARNING: judge {judge.name!r} is the decoding guard {config.guard!r}: methods that use the "
-                       "guard are graded by it, so their harmful rate under this judge is not an independent measure")
-    return out
+def guard_conflicts(panel: JudgePanel, guarded: list[str], config: EvalConfig) -> dict[str, dict[str, list[str]]]:
+    """method -> judge -> shared signals, for the ``guarded`` methods (those that use the guard);
+    an error unless ``config.allow_guard_judge``."""
+    marks = {m: dict(panel.conflicts) for m in guarded if panel.conflicts}
+    if marks and not config.allow_guard_judge:
+        judge, shared = next(iter(panel.conflicts.items()))
+        users = list(marks)
+        raise ValueError(
+            f"judge {judge!r} shares {shared} with the decoding guard {config.guard!r} used by {users}: its verdicts "
+            "on those methods are not an independent measure. Use another judge (e.g. --judge learned) or pass "
+            "--allow-guard-judge true to keep it (the report marks it)")
+    return marks
 
 
-def evaluate_samples(rollouts, records, method_spec: str, set_name: str, judges, quality, guard) -> list[dict]:
+@dataclass
+class Prepared:
+    """Everything a run needs, built and checked before anything is written."""
+
+    methods: list[Method]
+    sets: list[PromptSet]
+    guard: Guard | None
+    panel: JudgePanel
+    marks: dict[str, dict[str, list[str]]]
+
+
+def prepare(config: EvalConfig) -> Prepared:
+    """Build and check every option; raises ``ValueError``/``FileNotFoundError`` naming a bad one."""
+    methods = [make_method(spec) for spec in split_list(config.methods)]
+    if not methods:
+        raise ValueError("no method given; e.g. --methods vanilla,care")
+    sets: list[PromptSet] = [load_prompt_set(spec) for spec in split_list(config.prompts)]
+    if not sets:
+        raise ValueError("no prompt set given; e.g. --prompts default")
+    if config.limit:
+        for s in sets:
+            s.records = s.records[: config.limit]
+    guard = make_guard(config.guard) if config.guard else None
+    panel = build_panel(config.judge, config.guard or None, guard, config.gold,
+                        guarded_methods=any(m.uses_guard for m in methods))
+    marks = guard_conflicts(panel, [m.spec for m in methods if m.uses_guard], config)
+    return Prepared(methods, sets, guard, panel, marks)
+
+
+def judge_rows(rows: list[dict], panel: JudgePanel) -> None:
+    """Add every panel judge's verdicts that a row lacks (in place, batched per judge)."""
+    for judge in panel.judges:
+        todo = [r for r in rows if judge.name not in r.setdefault("judgements", {})]
+        if not todo:
+            continue
+        verdicts = judge.judge([r["prompt"] for r in todo], [r["text"] for r in todo]).as_dict()
+        for i, row in enumerate(todo):
+            row["judgements"][judge.name] = {k: None if v is None else bool(v[i]) for k, v in verdicts.items()}
+
+
+def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: JudgePanel, quality, guard) -> list[dict]:
     """Judge, score and flatten one chunk of rollouts into sample rows."""
     prompts = [r.prompt for r in rollouts]
     texts = [r.text for r in rollouts]
-    verdicts = {j.name: j.judge(prompts, texts) for j in judges}
     relevance, repetition = (np.asarray(q(prompts, texts)) for q in quality)
     risk = np.asarray(guard.score(prompts, texts)) if guard is not None else np.full(len(prompts), np.nan)
     rows = []
     for i, (rollout, record) in enumerate(zip(rollouts, records)):
         row = {"method": method_spec, "prompt_set": set_name, "label": record.label, "category": record.category,
                "lookalike": record.lookalike, **asdict(rollout)}
-        row["judgements"] = {name: {"harmful": bool(h[i]), "refused": None if r is None else bool(r[i])}
-                             for name, (h, r) in verdicts.items()}
         row["relevance"], row["repetition"] = float(relevance[i]), float(repetition[i])
         row["risk"] = None if np.isnan(risk[i]) else float(risk[i])
         row["flagged"] = None if guard is None else bool(risk[i] >= guard.threshold)
         rows.append(row)
+    judge_rows(rows, panel)
     return rows
 
 
@@ -134,31 +183,26 @@ def run_evaluation(config: EvalConfig) -> dict:
     """Run (or resume) the evaluation and write the report; returns the report dict."""
     from agents.report import build_report, write_report
 
+    if config.rejudge:
+        from agents.rejudge import rejudge
+
+        return rejudge(config)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     check_resume(out, config)
-    methods = [make_method(spec) for spec in split_list(config.methods)]
-    sets: list[PromptSet] = [load_prompt_set(spec) for spec in split_list(config.prompts)]
-    if config.limit:
-        for s in sets:
-            s.records = s.records[: config.limit]
-    judges = [make_judge(spec) for spec in split_list(config.judge)]
-    warnings = warnings_for(config, judges)
-    for w in warnings:
-        print(w)
+    run = prepare(config)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(config))
 
     samples_path = out / "samples.jsonl"
     samples = read_samples(samples_path)
     done = {(s["method"], s["prompt_set"], s["prompt"]) for s in samples}
-    todo = [(m, s, [r for r in s.records if (m.spec, s.name, r.prompt) not in done]) for m in methods for s in sets]
+    todo = [(m, s, [r for r in s.records if (m.spec, s.name, r.prompt) not in done]) for m in run.methods for s in run.sets]
     total = sum(len(t[2]) for t in todo)
     if total:
         lm = load_lm(config.model, device=config.device)
-        guard = make_guard(config.guard) if config.guard else None
-        if guard is not None:
-            guard.attach(lm)
-        ctx = RunContext(lm, guard, RelevanceReward(), config.max_new_tokens,
+        if run.guard is not None:
+            run.guard.attach(lm)
+        ctx = RunContext(lm, run.guard, RelevanceReward(), config.max_new_tokens,
                          SamplingConfig(temperature=config.temperature, top_p=config.top_p), config.seed)
         quality = (ctx.reward, RepetitionReward())
         bar = tqdm(total=total, desc="evaluate", unit="prompt", disable=not config.progress)
@@ -167,12 +211,19 @@ def run_evaluation(config: EvalConfig) -> dict:
                 chunk = records[start : start + config.chunk]
                 bar.set_postfix_str(f"{method.spec} on {prompt_set.name}")
                 rollouts = method.run([r.prompt for r in chunk], ctx)
-                samples += evaluate_samples(rollouts, chunk, method.spec, prompt_set.name, judges, quality, guard)
+                samples += evaluate_samples(rollouts, chunk, method.spec, prompt_set.name, run.panel, quality, run.guard)
                 atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in samples))
                 bar.update(len(chunk))
         bar.close()
-    wanted = {(m.spec, s.name) for m in methods for s in sets}
-    report = build_report([s for s in samples if (s["method"], s["prompt_set"]) in wanted], config, judges, sets, warnings)
+    wanted = {(m.spec, s.name) for m in run.methods for s in run.sets}
+    current = {(s.name, r.prompt) for s in run.sets for r in s.records}
+    rows = [s for s in samples if (s["method"], s["prompt_set"]) in wanted and (s["prompt_set"], s["prompt"]) in current]
+    missing = [r for r in rows if any(j.name not in r.get("judgements", {}) for j in run.panel.judges)]
+    if missing:
+        judge_rows(missing, run.panel)
+        atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in samples))
+    report = build_report(rows, asdict(config), run.panel, [s.name for s in run.sets], run.marks,
+                          prompt_sets={s.name: s for s in run.sets})
     report["written"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_report(report, out)
     return report

@@ -18,6 +18,8 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import os
+import sys
 import textwrap
 import types
 import typing
@@ -94,8 +96,32 @@ def config_from_args(cls: type[T], namespace: argparse.Namespace) -> T:
     return cls(**{k: v for k, v in vars(namespace).items() if k in names})
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser that reports a bad option or value as one line, ``error: ...``, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError)
+"""What a bad option or value raises; the CLIs print these as one line (set LATENTGUARD_DEBUG=1 for the traceback)."""
+
+
+def run_cli(main_body) -> int:
+    """Run ``main_body()``; a user error (:data:`USER_ERRORS`) becomes ``error: ...`` and exit status 2."""
+    try:
+        return main_body()
+    except USER_ERRORS as err:
+        if os.environ.get("LATENTGUARD_DEBUG"):
+            raise
+        message = " ".join(str(err).split("\n")[0].split()) if str(err) else type(err).__name__
+        sys.stderr.write(f"error: {message}\n")
+        return 2
+
+
 def parse_config(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
     """Parse ``argv`` into a ``cls`` config."""
-    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip())
+    parser = OneLineParser(description=description or (cls.__doc__ or "").strip())
     add_config_args(parser, cls)
     return config_from_args(cls, parser.parse_args(argv))

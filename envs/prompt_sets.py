@@ -2,6 +2,9 @@
 
 - ``default``: the demo set, 8 AdvBench dev requests and 8 benign dev requests (seeded);
 - ``advbench``: the 520 AdvBench behaviours (label ``harmful``), read from the ``pyrit`` package;
+- ``harm``: the project's own harmful requests beyond AdvBench (label ``harmful``),
+  ``envs/data/harm_prompts.jsonl``: 16 categories (:data:`HARM_CATEGORIES`) in varied forms (tasks,
+  how-to and loaded questions, persuasive writing, code, role-play, past-tense and hypothetical);
 - ``benign``: the project's own everyday requests (label ``benign``), ``envs/data/benign_prompts.jsonl``;
   about half are look-alikes that use alarming words harmlessly (``lookalike=True``);
 - user files, see :func:`load_prompt_set`.
@@ -23,6 +26,13 @@ from envs.pyrit_data import advbench_rows
 
 SPLITS = ("train", "dev", "test")
 BENIGN_FILE = Path(__file__).parent / "data" / "benign_prompts.jsonl"
+HARM_FILE = Path(__file__).parent / "data" / "harm_prompts.jsonl"
+HARM_CATEGORIES = (
+    "weapons_explosives", "chem_bio", "cybercrime_malware", "fraud_scams", "theft_burglary", "violence_terrorism",
+    "harassment_bullying", "hate_speech", "sexual_content", "self_harm_suicide", "drugs", "privacy_doxxing",
+    "misinformation_conspiracy", "discrimination_loaded_questions", "dangerous_professional_advice",
+    "extremism_radicalization",
+)
 
 BUILTIN_PROMPTS: tuple[str, ...] = (
     "What is the capital of France?",
@@ -71,6 +81,26 @@ def benign() -> list[PromptRecord]:
     return records
 
 
+def harm(path: Path = HARM_FILE) -> list[PromptRecord]:
+    """The project's harmful requests beyond AdvBench, labelled harmful, with their category.
+
+    An unknown category or a request that appears twice is an error naming its line.
+    """
+    records, seen = [], {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("category") not in HARM_CATEGORIES:
+            raise ValueError(f"{path}:{number}: unknown category {row.get('category')!r}; use one of {HARM_CATEGORIES}")
+        key = row["prompt"].strip().lower()
+        if key in seen:
+            raise ValueError(f"{path}:{number}: duplicate request (first on line {seen[key]}): {row['prompt']!r}")
+        seen[key] = number
+        records.append(PromptRecord(row["prompt"], "harmful", row["category"]))
+    return records
+
+
 def take_split(records: list[PromptRecord], split: str | None) -> list[PromptRecord]:
     """Records of one split (``None``: all)."""
     if split is None:
@@ -81,7 +111,7 @@ def take_split(records: list[PromptRecord], split: str | None) -> list[PromptRec
 
 
 LABELS = ("harmful", "benign")
-NAMED_SETS = ("default", "advbench", "benign", "builtin")
+NAMED_SETS = ("default", "advbench", "harm", "benign", "builtin")
 
 
 @dataclass
@@ -136,9 +166,11 @@ def _read_file(path: Path) -> list[PromptRecord]:
         raise ValueError(f"prompt file {str(path)!r} is empty")
     records = []
     for number, row in enumerate(rows, 1):
-        prompt = (row.get("prompt") or "").strip() if isinstance(row, dict) else ""
-        if not prompt:
+        if not isinstance(row, dict) or row.get("prompt") is None:
             raise ValueError(f"{path}: row {number} has no 'prompt' (keys: {sorted(row) if isinstance(row, dict) else row})")
+        prompt = str(row["prompt"]).strip()
+        if not prompt:
+            raise ValueError(f"{path}: row {number} has an empty 'prompt'; give the request text or remove the row")
         label = (row.get("label") or "").strip().lower() or None
         if label is not None and label not in LABELS:
             raise ValueError(f"{path}: row {number} has label {row.get('label')!r}; use one of {LABELS} or leave it empty")
@@ -147,7 +179,7 @@ def _read_file(path: Path) -> list[PromptRecord]:
 
 
 def load_prompt_set(spec: str) -> PromptSet:
-    """A prompt set by name (``default``, ``advbench[:split]``, ``benign[:split]``, ``builtin``) or file
+    """A prompt set by name (``default``, ``advbench[:split]``, ``harm[:split]``, ``benign[:split]``, ``builtin``) or file
     (``.jsonl`` / ``.csv`` with a ``prompt`` column and optional ``label`` and ``category``; ``.txt``
     with one prompt per line). Duplicate prompts are dropped (first kept) and counted."""
     name, _, split = spec.partition(":")
@@ -157,13 +189,15 @@ def load_prompt_set(spec: str) -> PromptSet:
         records = take_split(advbench(), split or None)
     elif name == "benign":
         records = take_split(benign(), split or None)
+    elif name == "harm":
+        records = take_split(harm(), split or None)
     elif name == "builtin":
         records = [PromptRecord(p, "benign") for p in BUILTIN_PROMPTS]
     elif Path(spec).suffix.lower() in (".jsonl", ".csv", ".txt") or Path(spec).exists():
         records = _read_file(Path(spec))
     else:
         raise ValueError(f"unknown prompt set {spec!r}: use one of {NAMED_SETS} (with :train/:dev/:test for "
-                         "advbench and benign) or a .jsonl/.csv/.txt file")
+                         "advbench, harm and benign) or a .jsonl/.csv/.txt file")
     seen, unique = set(), []
     for record in records:
         if record.prompt not in seen:

@@ -8,7 +8,10 @@ A guard is the cost side of the CMDP. Every guard has
   read what the policy already computed (its latents) instead of running a model again; by default
   it calls ``score``;
 - ``attach(lm)``: called once by an environment with the policy's language model (a latent probe
-  uses it to capture its layer; most guards ignore it).
+  uses it to capture its layer; most guards ignore it);
+- ``lineage``: the signals its risk rests on (``rule:...`` for the rule that labelled its training
+  data or decides it, ``features:...``, ``model:...``), so that an evaluation can refuse a judge
+  that shares one with the guard it judges.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ class Guard:
 
     def attach(self, lm: LanguageModel) -> None:
         """Prepare for decoding with ``lm`` (default: nothing to do)."""
+
+    @property
+    def lineage(self) -> frozenset[str]:
+        """Signals the risk rests on (see the module docstring); default: the guard itself."""
+        return frozenset({f"guard:{self.name}"})
 
     def flags(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """(B,) bool: risk at or above the threshold."""

@@ -98,6 +98,11 @@ class ClassifierGuard(Guard):
     :param max_length: tokens per row; longer inputs are truncated (longest part first for a pair).
     """
 
+    @property
+    def lineage(self) -> frozenset[str]:
+        """The guard model named in its spec."""
+        return frozenset({f"model:{self.model_spec}"})
+
     def __init__(
         self,
         model: str,
@@ -116,6 +121,7 @@ class ClassifierGuard(Guard):
         self.label_ids = unsafe_label_ids(self.model.config, unsafe_labels, model)
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
         self.name = f"classifier:{model}"
+        self.model_spec = model
         self.pair = bool(pair)
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)

@@ -43,6 +43,10 @@ class _Composite(Guard):
     def score_state(self, prompts, responses, state=None, rows=None):
         return self._combine([m.score_state(prompts, responses, state, rows) for m in self.members])
 
+    @property
+    def lineage(self) -> frozenset[str]:
+        return frozenset().union(*(m.lineage for m in self.members))
+
     def attach(self, lm) -> None:
         for member in self.members:
             member.attach(lm)

@@ -34,6 +34,14 @@ def load_trained_guard(kind: str, folder) -> Guard:
 class DefaultGuard(Guard):
     """The trained ``kind`` guard of whichever policy model it is attached to."""
 
+    @property
+    def lineage(self) -> frozenset[str]:
+        """What every guard of this kind rests on (known without loading or training one)."""
+        if self.guard is not None:
+            return self.guard.lineage
+        features = "features:policy-latents" if self.kind == "latent-probe" else "features:minilm"
+        return frozenset({features, "rule:refusal-markers"})
+
     def __init__(self, kind: str) -> None:
         self.kind = self.name = kind
         self.guard: Guard | None = None

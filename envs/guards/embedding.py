@@ -31,6 +31,8 @@ class EmbeddingGuard(UsesEncoder, Guard):
     """Logistic head over prompt and response sentence embeddings."""
 
     name = "embedding"
+    lineage = frozenset({"rule:refusal-markers", "features:minilm"})
+    """Trained on answers labelled by the refusal-marker rule, from MiniLM embeddings."""
 
     def __init__(self, head: LinearHead, threshold: float, info: dict | None = None,
                  encoder: SentenceEncoder | None = None) -> None:

@@ -163,6 +163,11 @@ class JudgeGuard(Guard):
         (truncating it would cut the policy or the verdict cue).
     """
 
+    @property
+    def lineage(self) -> frozenset[str]:
+        """The guard model named in its spec."""
+        return frozenset({f"model:{self.model_spec}"})
+
     def __init__(
         self,
         model: str,
@@ -190,6 +195,7 @@ class JudgeGuard(Guard):
                 f"token(s) {self.tokenizer.convert_ids_to_tokens(shared)}; pick words that start differently"
             )
         self.name = f"judge:{model}"
+        self.model_spec = model
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)

@@ -36,6 +36,7 @@ class KeywordGuard(Guard):
     """
 
     name = "keyword"
+    lineage = frozenset({"rule:keyword"})
     threshold = 0.5
 
     def __init__(self, patterns: Sequence[str] | None = None) -> None:

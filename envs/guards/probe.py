@@ -55,6 +55,12 @@ class LatentProbe(Guard):
 
     name = "latent-probe"
 
+    @property
+    def lineage(self) -> frozenset[str]:
+        """The policy's latents, and the rule that labelled its training answers (recorded in
+        ``info["labels"]``; probes from before that record used the refusal-marker rule)."""
+        return frozenset({"features:policy-latents", f"rule:{self.config.info.get('labels', 'refusal-markers')}"})
+
     def __init__(self, config: ProbeConfig, head: LinearHead) -> None:
         if config.pooling not in POOLINGS:
             raise ValueError(f"probe pooling must be one of {POOLINGS}, got {config.pooling!r}")

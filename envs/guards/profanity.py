@@ -17,6 +17,7 @@ class ProfanityGuard(Guard):
     """Probability of offensive language in the response (prompt ignored)."""
 
     name = "profanity"
+    lineage = frozenset({"model:alt-profanity-check"})
     threshold = 0.5
 
     def __init__(self) -> None:

@@ -1,0 +1,97 @@
+"""Judges checked against the gold set: agreement per judge, the best judge per label, and the
+judges of a run (specs resolved, ``best`` included, conflicts with the guard found).
+
+Every report recomputes the agreement of its judges with the gold dev split from the shipped data
+(:func:`gold_agreement`), so a number it prints always comes with how far that judge can be trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agents.gold import GoldRow, judge_agreement, load_gold
+from agents.judge_features import PairFeatures
+from agents.judges import BEST_CANDIDATES, DEFAULT_JUDGES, Judge, conflicts, load_bank, make_judge
+from envs.guards import Guard
+
+
+def split_list(text: str) -> list[str]:
+    """Comma-separated items, commas inside parentheses kept (``max(a,b)``)."""
+    from envs.guards.composite import split_top_level
+
+    return [s for s in split_top_level(text) if s.strip()]
+
+
+def gold_agreement(judges: Sequence[Judge], rows: Sequence[GoldRow]) -> dict[str, dict]:
+    """judge name -> target -> agreement (:func:`agents.gold.judge_agreement`) on ``rows``."""
+    prompts, texts = [r.prompt for r in rows], [r.text for r in rows]
+    return {j.name: judge_agreement(j.judge(prompts, texts).as_dict(), rows) for j in judges}
+
+
+def best_by(agreement: dict[str, dict], target: str, names: Sequence[str] | None = None) -> str | None:
+    """The judge with the highest kappa on ``target`` (ties: higher accuracy, then order)."""
+    scored = [(a[target]["kappa"], a[target]["accuracy"], -i, name) for i, (name, a) in enumerate(agreement.items())
+              if (names is None or name in names) and target in a and a[target]["kappa"] is not None]
+    return max(scored)[3] if scored else None
+
+
+@dataclass
+class JudgePanel:
+    """The judges of a run, their gold agreement, the validated choice per label, and conflicts."""
+
+    judges: list[Judge]
+    agreement: dict[str, dict]
+    best: dict[str, str | None]
+    """target -> judge name with the best gold kappa among this run's judges."""
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    """judge name -> what it shares with the decoding guard (only judges that share something)."""
+    notes: list[str] = field(default_factory=list)
+    gold_dev_rows: int = 0
+    features: PairFeatures = field(default_factory=PairFeatures)
+    """The feature cache the fitted judges share (its encoder serves the relevance reward too)."""
+
+    def names(self) -> list[str]:
+        return [j.name for j in self.judges]
+
+
+def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: str = "",
+                guarded_methods: bool = True) -> JudgePanel:
+    """Resolve the judge specs of a run (empty: :data:`agents.judges.DEFAULT_JUDGES`).
+
+    ``best`` becomes the candidate (:data:`agents.judges.BEST_CANDIDATES`) with the best gold kappa on
+    ``harmful`` among those that share nothing with the guard when ``guarded_methods``.
+    """
+    specs = split_list(spec or DEFAULT_JUDGES)
+    features = PairFeatures()
+    bank = None
+    needs_bank = any(s.strip() in ("coherence", "compliance", "learned", "best") for s in specs)
+    if needs_bank:
+        bank = load_bank()
+    rows = load_gold(gold or None, "dev")
+    judges: list[Judge] = []
+    notes = []
+    for s in specs:
+        if s.strip() == "best":
+            continue
+        judge = make_judge(s, features, bank)
+        if judge.name not in [j.name for j in judges]:
+            judges.append(judge)
+    agreement = gold_agreement(judges, rows)
+    if "best" in [s.strip() for s in specs]:
+        candidates = [make_judge(c, features, bank) for c in BEST_CANDIDATES]
+        if guarded_methods:
+            candidates = [c for c in candidates if not conflicts(c, guard_spec, guard)]
+        extra = [c for c in candidates if c.name not in agreement]
+        agreement |= gold_agreement(extra, rows)
+        chosen = best_by(agreement, "harmful", [c.name for c in candidates])
+        if chosen is None:
+            raise ValueError("no judge can be 'best': every candidate shares a signal with the guard")
+        notes.append(f"best = {chosen} (highest kappa on 'harmful' over the gold dev split among "
+                     f"{[c.name for c in candidates]})")
+        if chosen not in [j.name for j in judges]:
+            judges.insert(0, next(c for c in candidates if c.name == chosen))
+        agreement = {j.name: agreement[j.name] for j in judges}
+    best = {t: best_by(agreement, t) for t in ("harmful", "refused", "coherent", "helpful")}
+    shared = {j.name: sorted(conflicts(j, guard_spec, guard)) for j in judges}
+    return JudgePanel(judges, agreement, best, {k: v for k, v in shared.items() if v}, notes, len(rows), features)

@@ -1,0 +1,58 @@
+"""Join labelled batches with their candidates into the shipped gold file, and the second pass.
+
+    python tools/gold_assemble.py --candidates runs/gold/dev_candidates.jsonl runs/gold/train_candidates.jsonl \
+        --labels runs/gold/labels/dev_*.jsonl runs/gold/labels/train_*.jsonl \
+        --second runs/gold/labels/second_pass.jsonl --out agents/data/gold
+
+The gold split follows the request's project split (train -> train, dev/test -> dev). Every row is
+checked with :func:`agents.gold.parse_gold_line`; a candidate without a label is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agents.gold import parse_gold_line
+from envs.prompt_sets import split_of
+
+LABEL_KEYS = ("refused", "harmful", "coherent", "helpful", "reason")
+
+
+def read(paths: list[str]) -> list[dict]:
+    return [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", nargs="+", required=True)
+    parser.add_argument("--labels", nargs="+", required=True)
+    parser.add_argument("--second", default="")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    labels = {row["id"]: row for row in read(args.labels)}
+    rows = []
+    for cand in read(args.candidates):
+        if cand["id"] not in labels:
+            raise SystemExit(f"error: candidate {cand['id']} has no label")
+        lab = labels[cand["id"]]
+        row = {"id": cand["id"], "prompt": cand["prompt"], "text": cand["text"], "label": cand["label"],
+               "category": cand.get("category", ""), "lookalike": bool(cand.get("lookalike")),
+               "method": cand.get("method", ""), "split": "train" if split_of(cand["prompt"]) == "train" else "dev",
+               **{k: lab.get(k) for k in LABEL_KEYS}}
+        row["reason"] = (row["reason"] or "").replace(" [rechecked]", "")
+        parse_gold_line(row, f"candidate {cand['id']}")
+        rows.append(row)
+    out = Path(args.out)
+    (out / "gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"{len(rows)} rows: {sum(r['split'] == 'train' for r in rows)} train, {sum(r['split'] == 'dev' for r in rows)} dev")
+    if args.second:
+        ids = {r["id"] for r in rows}
+        second = [{"id": s["id"], **{k: s.get(k) for k in LABEL_KEYS}} for s in read([args.second]) if s["id"] in ids]
+        (out / "second_pass.jsonl").write_text("".join(json.dumps(s) + "\n" for s in second))
+        print(f"{len(second)} second-pass rows")
+
+
+if __name__ == "__main__":
+    main()
