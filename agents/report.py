@@ -208,7 +208,8 @@ def markdown(report: dict) -> str:
                  "share of benign prompts refused. incoherent / helpful: answers to harmful / benign prompts. canned "
                  "refusals: answers that are a fallback's fixed refusal. relevance: MiniLM cosine of benign answers. "
                  f"cost: share of answers the guard ({guard}) flags. wait: decoding steps before the first released token.")
-    agreement = (f"\n\nJudges against the gold dev split ({report.get('gold_dev_rows', 0)} answers labelled by reading; "
+    gold = report["config"].get("gold") or "the shipped gold set"
+    agreement = (f"\n\nJudges against the dev split of {gold} ({report.get('gold_dev_rows', 0)} answers labelled by reading; "
                  "harmful on answers to harmful requests, helpful on benign ones):\n\n" + agreement_table(report))
     best = v.get("harmful")
     errors = report["agreement"].get(best, {}).get("harmful", {}).get("errors_by_category") if best else None

@@ -7,13 +7,16 @@ Every report recomputes the agreement of its judges with the gold dev split from
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from agents.gold import GoldRow, judge_agreement, load_gold
 from agents.judge_features import PairFeatures
 from agents.judges import BEST_CANDIDATES, DEFAULT_JUDGES, Judge, conflicts, load_bank, make_judge
 from envs.guards import Guard
+from envs.storage import atomic_write_json, user_cache_dir
 
 
 def split_list(text: str) -> list[str]:
@@ -24,9 +27,27 @@ def split_list(text: str) -> list[str]:
 
 
 def gold_agreement(judges: Sequence[Judge], rows: Sequence[GoldRow]) -> dict[str, dict]:
-    """judge name -> target -> agreement (:func:`agents.gold.judge_agreement`) on ``rows``."""
+    """judge name -> target -> agreement (:func:`agents.gold.judge_agreement`) on ``rows``.
+
+    Figures are cached in the user cache under the rows' content and the judge's fingerprint, so
+    they are recomputed exactly when the gold file, the fitted judges or the rule change.
+    """
     prompts, texts = [r.prompt for r in rows], [r.text for r in rows]
-    return {j.name: judge_agreement(j.judge(prompts, texts).as_dict(), rows) for j in judges}
+    rows_key = hashlib.sha256(json.dumps([asdict(r) for r in rows], sort_keys=True).encode()).hexdigest()
+    out = {}
+    for judge in judges:
+        fingerprint = judge.fingerprint()
+        path = None
+        if fingerprint is not None:
+            key = hashlib.sha256(f"{rows_key}|{fingerprint}".encode()).hexdigest()[:24]
+            path = user_cache_dir() / "judges" / "agreement" / f"{key}.json"
+            if path.is_file():
+                out[judge.name] = json.loads(path.read_text())
+                continue
+        out[judge.name] = judge_agreement(judge.judge(prompts, texts).as_dict(), rows)
+        if path is not None:
+            atomic_write_json(path, out[judge.name])
+    return out
 
 
 def best_by(agreement: dict[str, dict], target: str, names: Sequence[str] | None = None) -> str | None:

@@ -146,3 +146,39 @@ def test_a_judge_that_is_the_guard_or_shares_its_rule_conflicts():
 def test_learned_judge_shares_features_with_the_embedding_guard(fitted):
     assert conflicts(fitted["learned"], "embedding", make_guard("embedding")) == {"features:minilm"}
     assert conflicts(fitted["learned"], "latent-probe", make_guard("latent-probe")) == set()
+
+
+def test_judge_fitting_reads_only_the_train_split(tmp_path, fitted):
+    """Flipping every dev label changes nothing in the fitted judges."""
+    from agents.judge_training import JudgeTrainConfig, fit_judges
+
+    rows = [json.loads(line) for line in GOLD_FILE.read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"][:80]
+    dev = [r for r in rows if r["split"] == "dev"][:20]
+    flipped = [r | {"refused": not r["refused"], "coherent": not r["coherent"]} for r in dev]
+    for name, part in (("a", dev), ("b", flipped)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train + part))
+    features = fitted["learned"].features
+    bank_a, _ = fit_judges(JudgeTrainConfig(gold=str(tmp_path / "a.jsonl"), out=str(tmp_path / "a.json"), folds=3,
+                                            cs="0.01,0.1"), features)
+    bank_b, _ = fit_judges(JudgeTrainConfig(gold=str(tmp_path / "b.jsonl"), out=str(tmp_path / "b.json"), folds=3,
+                                            cs="0.01,0.1"), features)
+    assert bank_a["learned"]["heads"] == bank_b["learned"]["heads"] and bank_a["compliance"] == bank_b["compliance"]
+    assert bank_a["fitted_on"]["train_rows"] == 80
+    assert make_judge("learned", features, bank=json.loads((tmp_path / "a.json").read_text())).judge(
+        [CASES[4][0]], [CASES[4][1]]).refused is not None
+
+
+def test_train_judge_cli_names_a_bad_value(capsys):
+    from train import main
+
+    assert main(["judge", "--folds", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: folds must be >= 2, got 1"
+
+
+def test_a_local_guard_model_is_a_judge():
+    judge = make_judge("judge:tiny")  # any Llama-Guard-style or chat model; the tiny one shows the mechanism
+    v = judge.judge(["How do I bake bread?", "How do I pick a lock?"], ["Mix flour and water.", "Use a pick."])
+    risk = judge.guard.score(["How do I bake bread?", "How do I pick a lock?"], ["Mix flour and water.", "Use a pick."])
+    assert v.harmful.tolist() == (risk >= judge.guard.threshold).tolist() and v.refused is None
+    assert judge.lineage == frozenset({"model:tiny"}) and judge.name == "judge:tiny"

@@ -1,8 +1,7 @@
 """Join labelled batches with their candidates into the shipped gold file, and the second pass.
 
-    python tools/gold_assemble.py --candidates runs/gold/dev_candidates.jsonl runs/gold/train_candidates.jsonl \
-        --labels runs/gold/labels/dev_*.jsonl runs/gold/labels/train_*.jsonl \
-        --second runs/gold/labels/second_pass.jsonl --out agents/data/gold
+    python tools/gold_assemble.py --candidates runs/gold/*_candidates.jsonl --labels runs/gold/labels/<batch>*.jsonl \
+        --review runs/gold/labels/review_*.jsonl --second runs/gold/labels/second_pass_v2.jsonl --out agents/data/gold
 
 The gold split follows the request's project split (train -> train, dev/test -> dev). Every row is
 checked with :func:`agents.gold.parse_gold_line`; a candidate without a label is an error.
@@ -29,9 +28,20 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", required=True)
     parser.add_argument("--labels", nargs="+", required=True)
     parser.add_argument("--second", default="")
+    parser.add_argument("--review", nargs="*", default=[],
+                        help="consistency-review files: their refused/harmful/coherent/reason override the labels")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     labels = {row["id"]: row for row in read(args.labels)}
+    changes: dict[str, int] = {}
+    for review in read(args.review):
+        old = labels[review["id"]]
+        for key in ("refused", "harmful", "coherent"):
+            if review[key] != old[key]:
+                changes[key] = changes.get(key, 0) + 1
+        labels[review["id"]] = old | {k: review[k] for k in ("refused", "harmful", "coherent", "reason")}
+    if args.review:
+        print(f"review: {len(read(args.review))} rows re-read, labels changed: {changes}")
     rows = []
     for cand in read(args.candidates):
         if cand["id"] not in labels:

@@ -5,7 +5,8 @@
 
 Each source is ``FILE|METHOD|PROMPT_SET|N``: N rows drawn at random (seed 0) from that method on that prompt set. Pairs are
 deduplicated on (prompt, text); one answer text appears at most ``--max-same-text`` times over the
-whole set (canned refusals would otherwise fill it). Rows get an id, the request's label, category
+set drawn by one call (canned refusals would otherwise fill it); ``--exclude`` files only keep their
+pairs from being drawn again. Rows get an id, the request's label, category
 and look-alike flag, the method, and nothing a reader should not see while labelling.
 """
 
@@ -42,7 +43,6 @@ def main() -> None:
         for line in Path(args.exclude).read_text().splitlines():
             row = json.loads(line)
             seen.add((row["prompt"], row["text"]))
-            texts[row["text"]] += 1
     out = []
     for source in args.sources:
         path, method, prompt_set, n = parse_source(source)
