@@ -5,10 +5,10 @@
 - compliance: the refusal window (words before / after the first marker) that best matches the
   ``refused`` labels, then the on-topic cosine thresholds that best match ``harmful`` (harmful
   requests) and ``helpful`` (benign requests), given that refusal rule and the coherence judge;
-- learned: one logistic head per label on :func:`agents.judges.learned_inputs` (embeddings and
-  hand-made features) or :func:`agents.judges.compact_inputs` (hand-made features alone), the
-  feature set, L2 strength and threshold chosen by cross-validation grouped by request (no request
-  in two folds).
+- learned: one logistic head per label on one of the feature sets of
+  :data:`agents.judges.HEAD_INPUTS` (embeddings and hand-made features, or the hand-made ones alone;
+  for coherence, what the answer alone says), the feature set, L2 strength and threshold chosen by
+  cross-validation grouped by request (no request in two folds).
 
 Writes ``judges.json`` atomically (default: the user cache, where the judges look first) with the
 out-of-fold agreement on the train split and the SHA-256 of the gold file it was fitted on. The dev
@@ -25,7 +25,7 @@ import numpy as np
 
 from agents.gold import GOLD_FILE, GoldRow, agreement, load_gold
 from agents.judge_features import PairFeatures
-from agents.judges import INPUTS, coherence_inputs, compliance_refused, head_to_dict
+from agents.judges import HEAD_INPUTS, INPUTS, coherence_inputs, compliance_refused, head_to_dict
 from envs.guards.linear_head import LinearHead
 from envs.storage import atomic_write_json, user_cache_dir
 
@@ -148,8 +148,8 @@ def fit_judges(config: JudgeTrainConfig, features: PairFeatures | None = None) -
     for target in ("harmful", "refused", "coherent", "helpful"):
         keep = np.array([r.target(target) is not None for r in rows])
         y = np.array([bool(r.target(target)) for r in rows])[keep]
-        fits = {name: fit_logistic(inputs(f)[keep], y, folds[keep], cs) for name, inputs in INPUTS.items()}
-        name = max(fits, key=lambda n: (fits[n][1]["oof"]["accuracy"], n == "compact"))
+        fits = {name: fit_logistic(INPUTS[name](f)[keep], y, folds[keep], cs) for name in HEAD_INPUTS[target]}
+        name = max(fits, key=lambda n: (fits[n][1]["oof"]["accuracy"], n in ("compact", "text")))
         heads[target] = fits[name][0] | {"inputs": name}
         selection[target] = fits[name][1] | {"inputs": name, "oof_accuracy_by_inputs": {
             n: fit[1]["oof"]["accuracy"] for n, fit in fits.items()}}
