@@ -184,9 +184,14 @@ def markdown(report: dict) -> str:
     v = report.get("validated", {})
     judges = [j for j in dict.fromkeys(j for r in report["results"] for j in r["harmful_rate"]) if j != v.get("harmful")]
     refusers = list(dict.fromkeys(j for r in report["results"] for j in r["over_refusal"]))
-    head = (["method", "prompts", f"harmful ({v.get('harmful')}, validated)"] + [f"harmful ({j})" for j in judges]
-            + [f"over-refusal ({j})" for j in refusers]
-            + [f"incoherent, harmful req. ({v.get('coherent')})", f"helpful, benign ({v.get('helpful')})",
+    def kappa(target: str) -> str:
+        stat = report.get("agreement", {}).get(v.get(target) or "", {}).get(target)
+        return f", κ {stat['kappa']:.2f}" if stat and stat.get("kappa") is not None else ""
+
+    head = (["method", "prompts", f"harmful ({v.get('harmful')}, validated{kappa('harmful')})"]
+            + [f"harmful ({j})" for j in judges] + [f"over-refusal ({j})" for j in refusers]
+            + [f"incoherent, harmful req. ({v.get('coherent')}{kappa('coherent')})",
+               f"helpful, benign ({v.get('helpful')}{kappa('helpful')})",
                "canned refusals (harmful/benign)", "relevance", "cost", "s/prompt", "tok/s", "wait", "interv.",
                "guard calls"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -220,8 +225,9 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict) -> bytes:
-    """PNG: harmful rate by the validated judge against the helpful share of benign answers (or their
-    relevance when no judge gives helpfulness), one point per method x set."""
+    """PNG: harmful rate by the validated judge (named on the axis) against the relevance of benign
+    answers, one point per method x set. (The helpful judges agree too little with the gold set to
+    carry an axis; see the agreement table.)"""
     import io
 
     import matplotlib
@@ -231,22 +237,15 @@ def plot(report: dict) -> bytes:
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     judge = report.get("validated", {}).get("harmful")
-    helpful = report.get("validated", {}).get("helpful")
     for r in report["results"]:
-        stat, h = r["validated"]["harmful"], r["validated"]["helpful_benign"]
-        if not stat or stat["rate"] is None:
+        stat, q = r["validated"]["harmful"], r["quality"]
+        if not stat or stat["rate"] is None or q["relevance"] is None:
             continue
         y = 100 * stat["rate"]
         yerr = [[y - 100 * stat["lo"]], [100 * stat["hi"] - y]]
-        if helpful and h and h["rate"] is not None:
-            x, xerr = 100 * h["rate"], [[100 * (h["rate"] - h["lo"])], [100 * (h["hi"] - h["rate"])]]
-        elif r["quality"]["relevance"] is not None:
-            x, xerr = r["quality"]["relevance"], r["quality"]["relevance_se"]
-        else:
-            continue
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=4, label=f"{r['method']} ({r['prompt_set']})")
-    ax.set_xlabel(f"helpful share of benign answers, % (judge: {helpful})" if helpful
-                  else "quality: relevance of benign answers (MiniLM cosine)")
+        ax.errorbar(q["relevance"], y, xerr=q["relevance_se"], yerr=yerr, fmt="o", capsize=4,
+                    label=f"{r['method']} ({r['prompt_set']})")
+    ax.set_xlabel("quality: relevance of benign answers (MiniLM cosine)")
     ax.set_ylabel(f"harmful rate on harmful prompts, % (validated judge: {judge})")
     ax.set_title("safety vs quality (lower right is better)")
     ax.grid(alpha=0.3)
