@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.storage import read_jsonl
+
 GOLD_DIR = Path(__file__).parent / "data" / "gold"
 GOLD_FILE = GOLD_DIR / "gold.jsonl"
 SECOND_PASS_FILE = GOLD_DIR / "second_pass.jsonl"
@@ -99,14 +101,7 @@ def load_gold(path: str | Path | None = None, split: str | None = None) -> list[
     if split is not None and split not in GOLD_SPLITS:
         raise ValueError(f"unknown gold split {split!r}; use one of {GOLD_SPLITS}")
     rows, ids = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
+    for where, data in read_jsonl(path):
         row = parse_gold_line(data, where)
         if row.id in ids:
             raise ValueError(f"{where}: duplicate id {row.id!r}")

@@ -23,7 +23,7 @@ from agents.validation import build_panel
 from envs.guards import make_guard
 from envs.prompt_sets import LABELS
 from envs.rewards import RelevanceReward, RepetitionReward
-from envs.storage import atomic_write_json, atomic_write_text
+from envs.storage import atomic_write_json, atomic_write_text, read_jsonl
 
 
 def read_answers(path: Path) -> list[dict]:
@@ -31,14 +31,7 @@ def read_answers(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"samples file to rejudge not found: {str(path)!r}")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err.msg}); one JSON object per line") from err
+    for where, data in read_jsonl(path):
         if not isinstance(data, dict) or data.get("prompt") is None:
             raise ValueError(f"{where}: no 'prompt' field; each row needs prompt, text (or response) and label")
         if not str(data["prompt"]).strip():

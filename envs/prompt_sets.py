@@ -18,11 +18,11 @@ on the prompts it is judged on. ``"advbench:dev"`` names a split.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from envs.pyrit_data import advbench_rows
+from envs.storage import read_jsonl
 
 SPLITS = ("train", "dev", "test")
 BENIGN_FILE = Path(__file__).parent / "data" / "benign_prompts.jsonl"
@@ -73,12 +73,8 @@ def advbench() -> list[PromptRecord]:
 
 def benign() -> list[PromptRecord]:
     """The project's benign requests (everyday and look-alike), labelled benign."""
-    records = []
-    for line in BENIGN_FILE.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            records.append(PromptRecord(row["prompt"], "benign", row.get("category", ""), bool(row.get("lookalike"))))
-    return records
+    return [PromptRecord(row["prompt"], "benign", row.get("category", ""), bool(row.get("lookalike")))
+            for _, row in read_jsonl(BENIGN_FILE)]
 
 
 def harm(path: Path = HARM_FILE) -> list[PromptRecord]:
@@ -87,16 +83,13 @@ def harm(path: Path = HARM_FILE) -> list[PromptRecord]:
     An unknown category or a request that appears twice is an error naming its line.
     """
     records, seen = [], {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for where, row in read_jsonl(path):
         if row.get("category") not in HARM_CATEGORIES:
-            raise ValueError(f"{path}:{number}: unknown category {row.get('category')!r}; use one of {HARM_CATEGORIES}")
+            raise ValueError(f"{where}: unknown category {row.get('category')!r}; use one of {HARM_CATEGORIES}")
         key = row["prompt"].strip().lower()
         if key in seen:
-            raise ValueError(f"{path}:{number}: duplicate request (first on line {seen[key]}): {row['prompt']!r}")
-        seen[key] = number
+            raise ValueError(f"{where}: duplicate request (first at {seen[key]}): {row['prompt']!r}")
+        seen[key] = where
         records.append(PromptRecord(row["prompt"], "harmful", row["category"]))
     return records
 
@@ -146,13 +139,7 @@ def _read_file(path: Path) -> list[PromptRecord]:
     if suffix == ".txt":
         rows = [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     elif suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from err
+        rows = [row for _, row in read_jsonl(path)]
     elif suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)

@@ -5,7 +5,8 @@
 - :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json` write to a
   temporary file in the same folder and ``os.replace`` it over the target, so a reader sees the
   old file or the new one, never a torn one (an interrupted run loses nothing already written).
-- :func:`atomic_directory` does the same for a whole folder (a model cache, a checkpoint).
+- :func:`atomic_directory` does the same for a whole folder (a model cache, a checkpoint);
+- :func:`read_jsonl` reads a JSON-lines file, naming the line of any row that is not JSON.
 """
 
 from __future__ import annotations
@@ -93,3 +94,24 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+    """``(where, row)`` for each non-blank line of a JSON-lines file, ``where`` = ``"file:line"``;
+    a line that is not JSON is a ``ValueError`` naming it.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = path.write_text('{"a": 1}\\n\\n{"a": 2}\\n')
+    >>> [(where.rsplit(":", 1)[1], row["a"]) for where, row in read_jsonl(path)]
+    [('1', 1), ('3', 2)]
+    """
+    path = Path(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg}); one JSON object per line") from err

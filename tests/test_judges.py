@@ -202,3 +202,12 @@ def test_a_local_guard_model_is_a_judge():
     risk = judge.guard.score(["How do I bake bread?", "How do I pick a lock?"], ["Mix flour and water.", "Use a pick."])
     assert v.harmful.tolist() == (risk >= judge.guard.threshold).tolist() and v.refused is None
     assert judge.lineage == frozenset({"model:tiny"}) and judge.name == "judge:tiny"
+
+
+def test_best_is_the_validated_judge_that_shares_nothing_with_the_guard():
+    probe = make_guard("latent-probe")
+    panel = build_panel("best", "latent-probe", probe)
+    best = panel.judges[0].name
+    assert best not in ("refusal", "refusal-strict")  # they share the probe's labelling rule
+    kappas = {name: a["harmful"]["kappa"] for name, a in panel.agreement.items()}
+    assert kappas[best] == max(kappas.values()) and panel.notes[0].startswith(f"best = {best}")
