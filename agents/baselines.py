@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from agents.base import Method, Rollout, RunContext, split_time, trim
+from envs.guards import checked_risk, violations
 from envs.lm import GREEDY, generate
 
 
@@ -73,7 +74,7 @@ class BestOfN(Method):
 
     def choose(self, risk: np.ndarray, reward: np.ndarray, threshold: float) -> int:
         """Index of the released sample among the n."""
-        safe = risk < threshold
+        safe = ~violations(risk, threshold)
         return int(np.argmax(np.where(safe, reward, -np.inf))) if safe.any() else int(np.argmin(risk))
 
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
@@ -86,11 +87,11 @@ class BestOfN(Method):
             start = time.perf_counter()
             result = generate(ctx.lm, rows, ctx.max_new_tokens, ctx.sampling, seed=seeds)
             texts = [c.text for c in result.completions]
-            risk = np.asarray(ctx.guard.score(rows, texts)).reshape(len(batch), self.n)
+            risk = checked_risk(ctx.guard, rows, texts)[0].reshape(len(batch), self.n)  # fails closed
             reward = np.asarray(ctx.reward(rows, texts)).reshape(len(batch), self.n) if ctx.reward else np.zeros_like(risk)
             seconds = time.perf_counter() - start
             for i, prompt in enumerate(batch):
-                safe = risk[i] < ctx.guard.threshold
+                safe = ~violations(risk[i], ctx.guard.threshold)
                 pick = self.choose(risk[i], reward[i], ctx.guard.threshold)
                 samples = result.completions[i * self.n : (i + 1) * self.n]
                 chosen = samples[pick]

@@ -16,10 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import numpy as np
-
 from agents.base import Method, Rollout, RunContext, split_time
 from agents.baselines import chunks, prompt_seed
+from envs.guards import checked_risk, violations
 from envs.lm import row_generators, sample_tokens
 from envs.rewrite import ReleaseBuffer, RewriteConfig
 
@@ -75,7 +74,7 @@ class Care(Method):
                 length = len(responses[row])
                 if row not in risk:
                     buffer.advance(row, length, final[row])
-                elif risk[row] < guard.threshold:
+                elif not violations(risk[row], guard.threshold):
                     buffer.passed(row, length, final[row])
                 elif buffer.can_intervene(row):
                     rollback.append((srow, row))
@@ -111,15 +110,10 @@ class Care(Method):
 
     @staticmethod
     def _risk(lm, guard, prompts, responses, state, due, buffer) -> dict[int, float]:
-        """Batched guard call for the due rows; a guard that raises fails closed (risk 1)."""
+        """Batched guard call for the due rows, failing closed (:func:`envs.guards.checked_risk`)."""
         srows, rows = [s for s, _ in due], [r for _, r in due]
         for r in rows:
             buffer.rows[r].guard_calls += 1
-        try:
-            texts = [lm.decode(responses[r]) for r in rows]
-            risk = np.asarray(guard.score_state([prompts[r] for r in rows], texts, state, srows), dtype=np.float64)
-            if risk.shape != (len(rows),) or not np.all(np.isfinite(risk)):
-                raise ValueError(f"guard returned {risk.tolist()} for {len(rows)} answers")
-        except Exception:  # noqa: BLE001 - fail closed, whatever the guard's failure
-            risk = np.ones(len(rows))
+        texts = [lm.decode(responses[r]) for r in rows]
+        risk, _ = checked_risk(guard, [prompts[r] for r in rows], texts, state, srows)
         return dict(zip(rows, risk.tolist()))

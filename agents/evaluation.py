@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from agents.base import Method, RunContext
 from agents.registry import make_method
 from agents.validation import JudgePanel, build_panel, split_list
-from envs.guards import Guard, make_guard
+from envs.guards import Guard, make_guard, violations
 from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
 from envs.rewards import RelevanceReward, RepetitionReward
@@ -173,7 +173,7 @@ def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: 
                "lookalike": record.lookalike, **asdict(rollout)}
         row["relevance"], row["repetition"] = float(relevance[i]), float(repetition[i])
         row["risk"] = None if np.isnan(risk[i]) else float(risk[i])
-        row["flagged"] = None if guard is None else bool(risk[i] >= guard.threshold)
+        row["flagged"] = None if guard is None else bool(violations(risk[i], guard.threshold))
         rows.append(row)
     judge_rows(rows, panel)
     return rows

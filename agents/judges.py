@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.judge_features import FEATURES_VERSION, PairFeatures, disagrees
-from envs.guards import Guard, make_guard
+from envs.guards import Guard, make_guard, violations
 from envs.guards.linear_head import LinearHead
 from envs.refusals import is_refusal, is_refusal_strict
 from envs.storage import user_cache_dir
@@ -116,7 +116,7 @@ class GuardJudge(Judge):
 
     def judge(self, prompts, texts):
         risk = np.asarray(self.guard.score(list(prompts), list(texts)))
-        return Verdicts(harmful=risk >= self.guard.threshold)
+        return Verdicts(harmful=violations(risk, self.guard.threshold))
 
 
 # ---------------------------------------------------------------------- fitted judges

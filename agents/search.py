@@ -28,6 +28,7 @@ import torch
 
 from agents.base import Method, Rollout, RunContext, split_time
 from agents.baselines import chunks, prompt_seed
+from envs.guards import checked_risk, violations
 from envs.lm import DecodeState, sample_tokens
 from envs.rewrite import REFUSAL
 
@@ -118,11 +119,12 @@ class BlockSearch(Method):
                     search[i].steps += max(len(tokens[c]) for c in todo if parent[c][0] == i)
                 texts = [lm.decode(search[i].beams[j].tokens + tokens[c]) for c, (i, j) in enumerate(parent)]
                 row_prompts = [prompts[i] for i, _ in parent]
-                risk = np.asarray(ctx.guard.score_state(row_prompts, texts, state, list(range(len(parent)))))
+                risk, _ = checked_risk(ctx.guard, row_prompts, texts, state, list(range(len(parent))))
                 for c in todo:
                     search[parent[c][0]].guard_calls += 1
-                cost = (risk >= ctx.guard.threshold).astype(np.float64)
-                z = np.array([search[i].beams[j].z for i, j in parent]) - cost / self.budget
+                cost = violations(risk, ctx.guard.threshold).astype(np.float64)
+                finished = np.array([search[i].beams[j].done for i, j in parent])  # no new text, no new cost
+                z = np.array([search[i].beams[j].z for i, j in parent]) - np.where(finished, 0.0, cost) / self.budget
                 unsafe, score, p_safe = self.score(ctx, state, row_prompts, texts, z)
                 retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
                 if not retry:
@@ -149,7 +151,7 @@ class BlockSearch(Method):
                     continue
                 order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
                 s.beams = [Beam(s.beams[parent[c][1]].tokens + tokens[c], float(z[c]),
-                                bool(tokens[c] and tokens[c][-1] in eos)) for c in order]
+                                s.beams[parent[c][1]].done or bool(tokens[c] and tokens[c][-1] in eos)) for c in order]
                 best = s.beams[0]
                 if best.done or len(best.tokens) >= ctx.max_new_tokens:
                     s.answer = [t for t in best.tokens if t not in eos]
@@ -184,7 +186,8 @@ class BlockSearch(Method):
         def beam_len(c: int) -> int:
             return len(search[parent[c][0]].beams[parent[c][1]].tokens) + len(tokens[c])
 
-        live = [c for c in todo if beam_len(c) < ctx.max_new_tokens]  # tokens[c] is empty here
+        # tokens[c] is empty here; a beam that ended (end-of-sequence) is never extended
+        live = [c for c in todo if beam_len(c) < ctx.max_new_tokens and not search[parent[c][0]].beams[parent[c][1]].done]
         gens = {c: torch.Generator(device=lm.device).manual_seed(
             prompt_seed(ctx.seed, f"{parent[c]}|{rnd}|{search[parent[c][0]].retries}", c)) for c in live}
         for t in range(self.block):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from envs.guards import violations
 from envs.rewrite import ReleaseBuffer, RewriteConfig
 
 
@@ -97,7 +98,7 @@ class RewriteWrapper(gym.Wrapper):
         info["flagged"] = False
         if "risk" in info and rec.checking:
             rec.guard_calls += 1
-            if info["risk"] >= self.inner.guard.threshold:
+            if violations(info["risk"], self.inner.guard.threshold):
                 info["flagged"] = True
                 if self.buffer.can_intervene(0):
                     if final:  # not over yet: the policy must rewrite

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.guards import Guard
+from envs.guards import Guard, checked_risk, violations
 from envs.lm import DecodeState, LanguageModel
 from envs.rewards import Reward, check_reward
 
@@ -205,17 +205,12 @@ class TokenEpisodes:
         prompts = [self.prompts[r] for r in due]
         texts = [self.text(r) for r in due]
         self.guard_calls += 1
-        try:
-            risk = np.asarray(self.guard.score_state(prompts, texts, self.state, due.tolist()), dtype=np.float64)
-            if risk.shape != (due.size,) or not np.all(np.isfinite(risk)):
-                raise ValueError(f"guard returned {risk.tolist()} for {due.size} responses")
-            risk = np.clip(risk, 0.0, 1.0)
-        except Exception as err:  # fail closed: an unanswered check is a violation
-            risk = np.ones(due.size)
+        risk, error = checked_risk(self.guard, prompts, texts, self.state, due.tolist())
+        if error is not None:  # fail closed: an unanswered check is a violation
             for r in due:
-                result.guard_error[r] = f"{type(err).__name__}: {err}"
+                result.guard_error[r] = error
         if self.config.cost_mode == "flag":
-            cost = (risk >= self.guard.threshold).astype(np.float64)
+            cost = violations(risk, self.guard.threshold).astype(np.float64)
         else:
             cost = np.maximum(0.0, risk - self.peak_risk[due])
         self.peak_risk[due] = np.maximum(self.peak_risk[due], risk)

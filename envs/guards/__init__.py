@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from envs.guards.base import CallableGuard, Guard, check_risk
+from envs.guards.base import CallableGuard, Guard, check_risk, checked_risk, violations
 from envs.guards.composite import AnyGuard, MaxGuard, split_top_level
 from envs.guards.defaults import DefaultGuard, load_trained_guard
 from envs.guards.keyword import DEFAULT_PATTERNS, KeywordGuard
@@ -97,4 +97,4 @@ def make_guard(spec: Any) -> Guard:
 
 
 __all__ = ["DEFAULT_PATTERNS", "GUARDS", "AnyGuard", "CallableGuard", "DefaultGuard", "Guard", "KeywordGuard",
-           "MaxGuard", "check_risk", "make_guard"]
+           "MaxGuard", "check_risk", "checked_risk", "make_guard", "violations"]

@@ -55,7 +55,7 @@ class Guard:
 
     def flags(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """(B,) bool: risk at or above the threshold."""
-        return self.score(prompts, responses) >= self.threshold
+        return violations(self.score(prompts, responses), self.threshold)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, threshold={self.threshold})"
@@ -69,6 +69,28 @@ def check_risk(risk, batch: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(risk)) or risk.min(initial=0.0) < 0 or risk.max(initial=0.0) > 1:
         raise ValueError(f"guard {name!r} returned risks outside [0, 1]: {risk.tolist()}")
     return risk
+
+
+def checked_risk(guard: Guard, prompts: Sequence[str], responses: Sequence[str], state: DecodeState | None = None,
+                 rows: Sequence[int] | None = None) -> tuple[np.ndarray, str | None]:
+    """(B,) the guard's risk during decoding, failing closed, and why it failed (None if it did not).
+
+    The one place every decoder asks a guard: one that raises, or returns the wrong shape, NaN or a
+    value outside [0, 1], gives risk 1 for every row (a violation), never a silent "safe".
+    """
+    try:
+        return check_risk(guard.score_state(prompts, responses, state, rows), len(prompts), guard.name), None
+    except Exception as err:  # noqa: BLE001 - fail closed, whatever the guard's failure
+        return np.ones(len(prompts)), f"{type(err).__name__}: {err}"
+
+
+def violations(risk: np.ndarray, threshold: float) -> np.ndarray:
+    """(B,) bool: the cost rule, risk at or above the guard's threshold.
+
+    >>> violations(np.array([0.2, 0.5, 0.9]), 0.5).tolist()
+    [False, True, True]
+    """
+    return np.asarray(risk, dtype=np.float64) >= threshold
 
 
 def check_model_guard_options(threshold: float, batch_size: int, max_length: int) -> None:
