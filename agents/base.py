@@ -49,6 +49,8 @@ class RunContext:
     max_new_tokens: int = 64
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9))
     seed: int = 0
+    guard_spec: str | None = None
+    """The spec the guard was built from (e.g. ``"latent-probe"``); ``None``: the guard's name."""
 
 
 class Method:

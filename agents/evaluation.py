@@ -64,6 +64,8 @@ class EvalConfig:
     """Use at most this many prompts per set (0 = all)."""
     out: str = "runs/eval"
     """Output folder: samples.jsonl, report.md, report.json, safety_quality.png."""
+    restart: bool = False
+    """When the model, guard or critic files changed since the samples in --out were made: set the old samples aside (samples.<time>.jsonl) and start again, instead of refusing."""
     rejudge: str = ""
     """Judge this samples file (JSONL with prompt, text or response, label) instead of decoding."""
     gold: str = ""
@@ -105,6 +107,32 @@ def check_resume(out: Path, config: EvalConfig) -> None:
         diff = {k: (old.get(k), getattr(config, k)) for k in RESULT_FIELDS if old.get(k) != getattr(config, k)}
         if diff:
             raise ValueError(f"{out} holds samples made with other settings {diff}; use another --out or the same settings")
+
+
+def check_files(out: Path, files: dict, config: EvalConfig) -> None:
+    """Refuse (or, with ``restart``, set aside) samples made with other model, guard or critic files."""
+    from agents.fingerprints import changed
+
+    saved = out / "config.json"
+    if not saved.exists():
+        return
+    diff = changed(json.loads(saved.read_text()).get("files", {}), files)
+    if not diff:
+        return
+    samples = out / "samples.jsonl"
+    if not config.restart:
+        raise ValueError(f"{out} holds samples made with other files {diff} (retrained or replaced since); use another "
+                         "--out, or --restart true to set the old samples aside and start again")
+    if samples.exists():
+        samples.rename(out / f"samples.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+
+
+def stale_judgements(samples: list[dict], old: dict, panel: JudgePanel) -> None:
+    """Drop the verdicts of judges whose fitted files or rule changed since they were made (in place)."""
+    stale = [j.name for j in panel.judges if j.name in old and old[j.name] != j.fingerprint()]
+    for row in samples:
+        for name in stale:
+            row.get("judgements", {}).pop(name, None)
 
 
 def guard_conflicts(panel: JudgePanel, guarded: list[str], config: EvalConfig) -> dict[str, dict[str, list[str]]]:
@@ -187,14 +215,21 @@ def run_evaluation(config: EvalConfig) -> dict:
         from agents.rejudge import rejudge
 
         return rejudge(config)
+    from agents.fingerprints import run_fingerprints
+
     out = Path(config.out)
     check_resume(out, config)
     run = prepare(config)
+    files = run_fingerprints(config, run.methods)
+    check_files(out, files, config)
+    old_judges = json.loads((out / "config.json").read_text()).get("judges", {}) if (out / "config.json").exists() else {}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(config))
+    atomic_write_json(out / "config.json", asdict(config) | {
+        "files": files, "judges": {j.name: j.fingerprint() for j in run.panel.judges}})
 
     samples_path = out / "samples.jsonl"
     samples = read_samples(samples_path)
+    stale_judgements(samples, old_judges, run.panel)
     done = {(s["method"], s["prompt_set"], s["prompt"]) for s in samples}
     todo = [(m, s, [r for r in s.records if (m.spec, s.name, r.prompt) not in done]) for m in run.methods for s in run.sets]
     total = sum(len(t[2]) for t in todo)
@@ -203,7 +238,8 @@ def run_evaluation(config: EvalConfig) -> dict:
         if run.guard is not None:
             run.guard.attach(lm)
         ctx = RunContext(lm, run.guard, RelevanceReward(), config.max_new_tokens,
-                         SamplingConfig(temperature=config.temperature, top_p=config.top_p), config.seed)
+                         SamplingConfig(temperature=config.temperature, top_p=config.top_p), config.seed,
+                         guard_spec=config.guard or None)
         quality = (ctx.reward, RepetitionReward())
         bar = tqdm(total=total, desc="evaluate", unit="prompt", disable=not config.progress)
         for method, prompt_set, records in todo:

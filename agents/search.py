@@ -222,12 +222,17 @@ class CriticSearch(BlockSearch):
         self.critic = None
         self.name = "critic-search"
 
-    def prepare(self, ctx: RunContext) -> None:
-        from critics.critic import LatentCritic
+    def critic_folder(self, model_id: str) -> Path:
+        """Where this search's critic is read from (``critic=PATH`` or the default for ``model_id``)."""
         from critics.training import default_critic_dir
 
+        return Path(self.critic_path) if self.critic_path else default_critic_dir(model_id)
+
+    def prepare(self, ctx: RunContext) -> None:
+        from critics.critic import LatentCritic
+
         if self.critic is None:
-            folder = Path(self.critic_path) if self.critic_path else default_critic_dir(ctx.lm.model_id)
+            folder = self.critic_folder(ctx.lm.model_id)
             try:
                 self.critic = LatentCritic.load(folder)
             except FileNotFoundError as err:
@@ -237,7 +242,24 @@ class CriticSearch(BlockSearch):
                     f"    python train.py critic --model {ctx.lm.model_id}\n"
                     "or pass one: critic-search:critic=PATH") from err
         self.critic.check(ctx.lm)
+        self.check_convention(ctx)
         ctx.lm.capture_layer(self.critic.config.layer, history=self.critic.config.pooling == "mean")
+
+    def check_convention(self, ctx: RunContext) -> None:
+        """Refuse a critic whose safety head predicts under another guard, budget or cost rule than
+        this search's: its P(safe) would answer another question."""
+        cfg = self.critic.config
+        run_guard = ctx.guard_spec or ctx.guard.name
+        trained_guard = cfg.convention.get("guard")
+        fix = "train a critic for this run (python train.py collect --guard ... && python train.py critic) or match it"
+        if trained_guard is not None and str(trained_guard).strip() != str(run_guard).strip():
+            raise ValueError(f"the critic was trained with guard {trained_guard!r}, this run uses {run_guard!r}; {fix}")
+        if abs(cfg.budget - self.budget) > 1e-9:
+            raise ValueError(f"the critic was trained with budget {cfg.budget}, this run uses budget={self.budget}; {fix}")
+        cost = str(cfg.convention.get("cost", "flag"))
+        if not cost.startswith("flag"):
+            raise ValueError(f"the critic was trained with cost rule {cost!r}, search charges 'flag' (1 per flagged "
+                             f"check); {fix}")
 
     def score(self, ctx, state, prompts, texts, z):
         cfg = self.critic.config

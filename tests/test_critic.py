@@ -167,3 +167,20 @@ def test_nan_features_stop_training_and_keep_the_last_good_checkpoint(rollouts, 
 def test_critic_config_rejects_a_nonpositive_budget():
     with pytest.raises(ValueError, match="budget must be > 0, got 0"):
         CriticTrainConfig(budget=0)
+
+
+@pytest.mark.parametrize(
+    "convention,budget,match",
+    [
+        ({"guard": "latent-probe"}, 1.0, "trained with guard 'latent-probe', this run uses 'keyword'"),
+        ({"guard": "keyword"}, 2.0, "trained with budget 2.0, this run uses budget=1.0"),
+        ({"guard": "keyword", "cost": "increase"}, 1.0, "trained with cost rule 'increase'"),
+    ],
+)
+def test_a_critic_for_another_guard_budget_or_cost_rule_is_refused(lm, tmp_path, convention, budget, match):
+    critic = LatentCritic(CriticConfig("tiny", lm.latent_layer, "mean", lm.hidden_size, hidden=8, budget=budget,
+                                       convention=convention))
+    folder = critic.save(tmp_path / "c")
+    ctx = RunContext(lm, CallableGuard(lambda p, r: [0.0] * len(r)), None, max_new_tokens=4, guard_spec="keyword")
+    with pytest.raises(ValueError, match=match):
+        make_method(f"critic-search:critic={folder}").run(PROMPTS[:1], ctx)

@@ -252,3 +252,33 @@ def test_harm_file_names_bad_categories_and_duplicates(tmp_path, rows, match):
 def test_shipped_harm_set_has_breadth():
     records = load_prompt_set("harm").records
     assert len(records) >= 240 and len({r.category for r in records}) == 16
+
+
+def test_resume_refuses_samples_made_with_another_guard_file(tmp_path):
+    probe = tmp_path / "probe.json"
+    probe.write_text("{}")  # only its content matters here: the run's config records its fingerprint
+    from agents.fingerprints import digest
+
+    run_evaluation(tiny_config(tmp_path, methods="vanilla"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["files"]["guard"] == "keyword" and saved["files"]["model"] == "tiny"
+    saved["files"]["guard"] = digest(probe)  # as if the samples had been made with another guard file
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="other files .*'guard'.*--restart true"):
+        run_evaluation(tiny_config(tmp_path, methods="vanilla"))
+    run_evaluation(tiny_config(tmp_path, methods="vanilla", restart=True))
+    assert len(list((tmp_path / "run").glob("samples.*.jsonl"))) == 1  # the old samples are kept aside
+
+
+def test_a_retrained_judge_rejudges_old_samples(tmp_path):
+    run_evaluation(tiny_config(tmp_path, methods="vanilla"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    samples = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    for row in samples:  # plant a wrong verdict, as an older rule would have given
+        row["judgements"]["refusal"]["refused"] = not row["judgements"]["refusal"]["refused"]
+    (tmp_path / "run" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    saved["judges"]["refusal"] = "an older rule"
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    run_evaluation(tiny_config(tmp_path, methods="vanilla"))
+    fresh = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["judgements"]["refusal"]["refused"] for r in fresh] != [r["judgements"]["refusal"]["refused"] for r in samples]
