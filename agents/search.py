@@ -30,6 +30,7 @@ from agents.base import Method, Rollout, RunContext, split_time
 from agents.baselines import chunks, prompt_seed
 from envs.guards import checked_risk, violations
 from envs.lm import DecodeState, sample_tokens
+from envs.safety_state import BudgetConvention, update, within_budget
 from envs.rewrite import REFUSAL
 
 FALLBACKS = ("refuse", "best")
@@ -124,7 +125,7 @@ class BlockSearch(Method):
                     search[parent[c][0]].guard_calls += 1
                 cost = violations(risk, ctx.guard.threshold).astype(np.float64)
                 finished = np.array([search[i].beams[j].done for i, j in parent])  # no new text, no new cost
-                z = np.array([search[i].beams[j].z for i, j in parent]) - np.where(finished, 0.0, cost) / self.budget
+                z = update(np.array([search[i].beams[j].z for i, j in parent]), np.where(finished, 0.0, cost), self.budget)
                 unsafe, score, p_safe = self.score(ctx, state, row_prompts, texts, z)
                 retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
                 if not retry:
@@ -249,17 +250,12 @@ class CriticSearch(BlockSearch):
         """Refuse a critic whose safety head predicts under another guard, budget or cost rule than
         this search's: its P(safe) would answer another question."""
         cfg = self.critic.config
-        run_guard = ctx.guard_spec or ctx.guard.name
-        trained_guard = cfg.convention.get("guard")
-        fix = "train a critic for this run (python train.py collect --guard ... && python train.py critic) or match it"
-        if trained_guard is not None and str(trained_guard).strip() != str(run_guard).strip():
-            raise ValueError(f"the critic was trained with guard {trained_guard!r}, this run uses {run_guard!r}; {fix}")
-        if abs(cfg.budget - self.budget) > 1e-9:
-            raise ValueError(f"the critic was trained with budget {cfg.budget}, this run uses budget={self.budget}; {fix}")
-        cost = str(cfg.convention.get("cost", "flag"))
-        if not cost.startswith("flag"):
-            raise ValueError(f"the critic was trained with cost rule {cost!r}, search charges 'flag' (1 per flagged "
-                             f"check); {fix}")
+        trained = BudgetConvention.from_record(cfg.convention, cfg.budget)
+        run = BudgetConvention(self.budget, 1.0, "flag", ctx.guard_spec or ctx.guard.name)
+        problems = trained.mismatch(run)
+        if problems:
+            raise ValueError(f"the critic was trained with {'; '.join(problems)}: train a critic for this run "
+                             "(python train.py collect --guard ... && python train.py critic) or match it")
 
     def score(self, ctx, state, prompts, texts, z):
         cfg = self.critic.config
@@ -267,7 +263,7 @@ class CriticSearch(BlockSearch):
         h = state.pooled_latent(cfg.layer, rows) if cfg.pooling == "mean" else state.latent_tensor(cfg.layer)
         p_safe, value = self.critic.predict(h, torch.as_tensor(z, dtype=torch.float32))
         p_safe, value = p_safe.cpu().numpy(), value.cpu().numpy()
-        return (z <= 0) | (p_safe < self.safe_threshold), value, p_safe
+        return ~within_budget(z) | (p_safe < self.safe_threshold), value, p_safe
 
 
 class BeamSaute(BlockSearch):
@@ -281,4 +277,4 @@ class BeamSaute(BlockSearch):
         if ctx.reward is None:
             raise ValueError("beam-saute ranks by the task reward: give the run a reward function")
         reward = np.asarray(ctx.reward(prompts, texts), dtype=np.float64)
-        return z <= 0, reward, np.full(len(z), np.nan)
+        return ~within_budget(z), reward, np.full(len(z), np.nan)

@@ -33,6 +33,7 @@ from critics.critic import CriticConfig, LatentCritic
 from critics.rollouts import default_rollout_dir
 from envs.guards.training import slug
 from envs.lm import DEFAULT_MODEL
+from envs.safety_state import BudgetConvention, after_cost, within_budget
 from envs.storage import atomic_directory, atomic_write_json, user_cache_dir
 
 PREFIXES = (8, 16, 32)
@@ -141,8 +142,8 @@ def held_out(prompt: str) -> bool:
 def _targets(critic, s: Steps, idx: np.ndarray, z0: np.ndarray, cfg: CriticTrainConfig, device):
     d = cfg.budget
     h = torch.as_tensor(s.features[idx], device=device)
-    z = torch.as_tensor(z0 - s.cost[idx] / d, device=device)
-    mc_safe = torch.as_tensor((z0 - s.final_cost[idx] / d > 0).astype(np.float32), device=device)
+    z = torch.as_tensor(after_cost(z0, s.cost[idx], d), device=device)
+    mc_safe = torch.as_tensor(within_budget(after_cost(z0, s.final_cost[idx], d)).astype(np.float32), device=device)
     reward = torch.as_tensor(s.reward[idx], device=device)
     nxt = s.next_index[idx]
     has_next = nxt >= 0
@@ -151,7 +152,7 @@ def _targets(critic, s: Steps, idx: np.ndarray, z0: np.ndarray, cfg: CriticTrain
         with torch.no_grad():  # targets are detached
             n_idx = nxt[has_next]
             hn = torch.as_tensor(s.features[n_idx], device=device)
-            zn = torch.as_tensor(z0[has_next] - s.cost[n_idx] / d, device=device)
+            zn = torch.as_tensor(after_cost(z0[has_next], s.cost[n_idx], d), device=device)
             logit_n, value_n = critic(hn, zn)
             mask = torch.as_tensor(has_next, device=device)
             td_safe[mask] = torch.sigmoid(logit_n)
@@ -164,9 +165,9 @@ def evaluate_critic(critic: LatentCritic, s: Steps, idx: np.ndarray, budget: flo
     """Safety AUROC at prefix lengths (z0 = 1) and value MAE on the given steps."""
     out = {}
     with torch.no_grad():
-        p, v = critic.predict(torch.as_tensor(s.features[idx]), torch.as_tensor(1.0 - s.cost[idx] / budget))
+        p, v = critic.predict(torch.as_tensor(s.features[idx]), torch.as_tensor(after_cost(1.0, s.cost[idx], budget)))
     p, v = p.cpu().numpy(), v.cpu().numpy()
-    safe = (1.0 - s.final_cost[idx] / budget > 0).astype(int)
+    safe = within_budget(after_cost(1.0, s.final_cost[idx], budget)).astype(int)
     for t in PREFIXES:
         at = s.step[idx] == t
         out[f"auroc_{t}"] = float(roc_auc_score(safe[at], p[at])) if len(np.unique(safe[at])) == 2 else float("nan")
@@ -192,9 +193,8 @@ def train_critic(config: CriticTrainConfig, model_id: str | None = None, progres
         model_id=manifest.get("model", config.model), layer=int(manifest.get("layer", -1)),
         pooling=rcfg.get("pooling", "mean"), latent_size=steps.features.shape[1], hidden=config.hidden,
         budget=config.budget,
-        convention={"guard": rcfg.get("guard"), "cost": "flag: 1 per flagged guard check",
-                    "guard_every": rcfg.get("guard_every"), "safe": "z_T > 0, z_t = z0 - cost_so_far / budget",
-                    "z0_range": [config.z0_min, config.z0_max]},
+        convention=BudgetConvention(config.budget, 1.0, "flag", rcfg.get("guard")).record()
+        | {"guard_every": rcfg.get("guard_every"), "z0_range": [config.z0_min, config.z0_max]},
     )
     torch.manual_seed(config.seed)
     critic = LatentCritic(critic_cfg)

@@ -30,17 +30,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-
-def saute_budget(safety_budget: float, saute_gamma: float, max_ep_len: int) -> float:
-    """The per-step-scaled budget ``d``: ``safety_budget * (1 - g**T) / (1 - g) / T`` if ``g < 1``."""
-    if saute_gamma < 1.0:
-        return safety_budget * (1.0 - saute_gamma**max_ep_len) / (1.0 - saute_gamma) / max_ep_len
-    return safety_budget
+from envs.safety_state import scaled_budget, update, within_budget
 
 
-def saute_step(z: np.ndarray | float, cost: np.ndarray | float, budget: float, saute_gamma: float):
-    """One safety-state update: ``(z - cost / budget) / saute_gamma`` (works on arrays)."""
-    return (z - cost / budget) / saute_gamma
+saute_budget = scaled_budget
+"""The per-step-scaled budget (:func:`envs.safety_state.scaled_budget`)."""
 
 
 class SauteWrapper(gym.Wrapper):
@@ -119,7 +113,7 @@ class SauteWrapper(gym.Wrapper):
             z = float(self.np_random.uniform(self.min_rel_budget, self.max_rel_budget))
         else:
             z = self.test_rel_budget
-        if not z > 0:
+        if not within_budget(z):
             raise ValueError(f"the budget given at reset must be > 0, got {options}")
         return z
 
@@ -138,7 +132,7 @@ class SauteWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if "cost" not in info:
             raise KeyError("SauteWrapper needs info['cost'] from the wrapped env's step; add a cost wrapper")
-        self.safety_state = float(saute_step(self.safety_state, float(info["cost"]), self.budget, self.saute_gamma))
+        self.safety_state = float(update(self.safety_state, float(info["cost"]), self.budget, self.saute_gamma))
         info["original_reward"] = reward
         info["safety_state"] = self.safety_state
         if self.use_reward_shaping and self.safety_state <= 0:

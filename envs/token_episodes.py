@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.guards import Guard, checked_risk, violations
+from envs.safety_state import after_cost, within_budget
 from envs.lm import DecodeState, LanguageModel
 from envs.rewards import Reward, check_reward
 
@@ -46,7 +47,7 @@ class TokenEnvConfig:
     reward_every: int = 0
     """0 = reward only at the end; k > 0 = also every k tokens, paying the change in reward."""
     budget: float = 1.0
-    """Cost budget d of the constraint (episode_cost <= d); reported as info['within_budget']."""
+    """Cost budget d: info['within_budget'] while 1 - episode_cost / d > 0 (:mod:`envs.safety_state`)."""
     latent_layer: int | None = None
     """Layer whose last-token hidden state is the observation (None = the model's default)."""
 
@@ -236,7 +237,7 @@ class TokenEpisodes:
             "text": self.text(row),
             "episode_cost": float(self.episode_cost[row]),
             "budget": float(self.budget[row]),
-            "within_budget": bool(self.episode_cost[row] <= self.budget[row]),
+            "within_budget": bool(within_budget(after_cost(1.0, self.episode_cost[row], self.budget[row]))),
             "guard_calls": self.guard_calls,
         }
         if result is not None:

@@ -113,7 +113,7 @@ def test_increase_cost_telescopes_to_the_peak_risk(tiny_lm):
     steps = play(make(tiny_lm, guard=guard, guard_every=3, cost_mode="increase", max_new_tokens=9), seed=0)
     risks = [s[4]["risk"] for s in steps if "risk" in s[4]]
     assert steps[-1][4]["episode_cost"] == pytest.approx(max(risks))
-    assert steps[-1][4]["within_budget"] == (max(risks) <= 1.0)
+    assert steps[-1][4]["within_budget"] == (max(risks) < 1.0)  # z = 1 - episode_cost > 0
 
 
 def test_guard_that_raises_fails_closed(tiny_lm):
