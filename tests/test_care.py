@@ -169,7 +169,7 @@ def test_rewrite_env_requires_a_rewrite_after_a_flagged_end(lm):
     assert info["fallback"] == "refuse" and info["released_text"] == "I'm sorry, but I can't help with that."
 
 
-def test_maskable_ppo_learns_when_to_rewrite(lm):
+def test_maskable_ppo_trains_on_the_rewrite_env_through_its_masks(lm):
     from sb3_contrib import MaskablePPO
 
     env = rewrite_env(lm, contains_word, buffer=6, max_attempts=2, tokens=12)
