@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from agents.evaluation import EvalConfig, run_evaluation
+from agents.rejudge import rejudge
 from agents.report import markdown
 from envs.cli import parse_config, run_cli
 
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         config = parse_config(EvalConfig, argv, description=__doc__.splitlines()[0])
-        report = run_evaluation(config)
+        report = rejudge(config) if config.rejudge else run_evaluation(config)
         print("\n" + markdown(report))
         print(f"report: {config.out}/report.md, {config.out}/report.json, {config.out}/safety_quality.png")
         return 0

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from agents.base import Method, RunContext
 from agents.registry import make_method
-from agents.validation import JudgePanel, build_panel, split_list
+from agents.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 from envs.guards import Guard, make_guard, violations
 from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
@@ -135,20 +135,6 @@ def stale_judgements(samples: list[dict], old: dict, panel: JudgePanel) -> None:
             row.get("judgements", {}).pop(name, None)
 
 
-def guard_conflicts(panel: JudgePanel, guarded: list[str], config: EvalConfig) -> dict[str, dict[str, list[str]]]:
-    """method -> judge -> shared signals, for the ``guarded`` methods (those that use the guard);
-    an error unless ``config.allow_guard_judge``."""
-    marks = {m: dict(panel.conflicts) for m in guarded if panel.conflicts}
-    if marks and not config.allow_guard_judge:
-        judge, shared = next(iter(panel.conflicts.items()))
-        users = list(marks)
-        raise ValueError(
-            f"judge {judge!r} shares {shared} with the decoding guard {config.guard!r} used by {users}: its verdicts "
-            "on those methods are not an independent measure. Use another judge (e.g. --judge learned) or pass "
-            "--allow-guard-judge true to keep it (the report marks it)")
-    return marks
-
-
 @dataclass
 class Prepared:
     """Everything a run needs, built and checked before anything is written."""
@@ -174,19 +160,8 @@ def prepare(config: EvalConfig) -> Prepared:
     guard = make_guard(config.guard) if config.guard else None
     panel = build_panel(config.judge, config.guard or None, guard, config.gold,
                         guarded_methods=any(m.uses_guard for m in methods))
-    marks = guard_conflicts(panel, [m.spec for m in methods if m.uses_guard], config)
+    marks = guard_conflicts(panel, [m.spec for m in methods if m.uses_guard], config.guard, config.allow_guard_judge)
     return Prepared(methods, sets, guard, panel, marks)
-
-
-def judge_rows(rows: list[dict], panel: JudgePanel) -> None:
-    """Add every panel judge's verdicts that a row lacks (in place, batched per judge)."""
-    for judge in panel.judges:
-        todo = [r for r in rows if judge.name not in r.setdefault("judgements", {})]
-        if not todo:
-            continue
-        verdicts = judge.judge([r["prompt"] for r in todo], [r["text"] for r in todo]).as_dict()
-        for i, row in enumerate(todo):
-            row["judgements"][judge.name] = {k: None if v is None else bool(v[i]) for k, v in verdicts.items()}
 
 
 def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: JudgePanel, quality, guard) -> list[dict]:
@@ -212,9 +187,7 @@ def run_evaluation(config: EvalConfig) -> dict:
     from agents.report import build_report, write_report
 
     if config.rejudge:
-        from agents.rejudge import rejudge
-
-        return rejudge(config)
+        raise ValueError("--rejudge judges a samples file without decoding: use agents.rejudge.rejudge(config)")
     from agents.fingerprints import run_fingerprints
 
     out = Path(config.out)

@@ -17,9 +17,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from agents.evaluation import EvalConfig, guard_conflicts, judge_rows
+from agents.evaluation import EvalConfig
 from agents.registry import make_method
-from agents.validation import build_panel
+from agents.validation import build_panel, guard_conflicts, judge_rows
 from envs.guards import make_guard
 from envs.prompt_sets import LABELS
 from envs.rewards import RelevanceReward, RepetitionReward
@@ -71,7 +71,7 @@ def rejudge(config: EvalConfig) -> dict:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     guarded = [m for m in methods if _uses_guard(m)]
     panel = build_panel(config.judge, config.guard or None, guard, config.gold, guarded_methods=bool(guarded))
-    marks = guard_conflicts(panel, guarded, config)
+    marks = guard_conflicts(panel, guarded, config.guard, config.allow_guard_judge)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     judge_rows(rows, panel)

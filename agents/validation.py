@@ -116,3 +116,28 @@ def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: st
     best = {t: best_by(agreement, t) for t in ("harmful", "refused", "coherent", "helpful")}
     shared = {j.name: sorted(conflicts(j, guard_spec, guard)) for j in judges}
     return JudgePanel(judges, agreement, best, {k: v for k, v in shared.items() if v}, notes, len(rows), features)
+
+
+def guard_conflicts(panel: JudgePanel, guarded: list[str], guard_spec: str, allow: bool) -> dict[str, dict[str, list[str]]]:
+    """method -> judge -> shared signals, for the ``guarded`` methods (those that use the guard
+    ``guard_spec``); an error naming the judge and the fix unless ``allow``."""
+    marks = {m: dict(panel.conflicts) for m in guarded if panel.conflicts}
+    if marks and not allow:
+        judge, shared = next(iter(panel.conflicts.items()))
+        users = list(marks)
+        raise ValueError(
+            f"judge {judge!r} shares {shared} with the decoding guard {guard_spec!r} used by {users}: its verdicts "
+            "on those methods are not an independent measure. Use another judge (e.g. --judge learned) or pass "
+            "--allow-guard-judge true to keep it (the report marks it)")
+    return marks
+
+
+def judge_rows(rows: list[dict], panel: JudgePanel) -> None:
+    """Add every panel judge's verdicts that a row lacks (in place, batched per judge)."""
+    for judge in panel.judges:
+        todo = [r for r in rows if judge.name not in r.setdefault("judgements", {})]
+        if not todo:
+            continue
+        verdicts = judge.judge([r["prompt"] for r in todo], [r["text"] for r in todo]).as_dict()
+        for i, row in enumerate(todo):
+            row["judgements"][judge.name] = {k: None if v is None else bool(v[i]) for k, v in verdicts.items()}
