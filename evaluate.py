@@ -6,7 +6,7 @@ from the guard.
     python evaluate.py --rejudge runs/eval/samples.jsonl --out runs/rejudged [--judge best]
 
 Writes ``report.md``, ``report.json``, ``samples.jsonl`` and ``safety_quality.png`` into ``--out``;
-rerunning with the same ``--out`` resumes. Options mirror :class:`agents.evaluation.EvalConfig`; a bad
+rerunning with the same ``--out`` resumes. Options mirror :class:`evaluation.runner.EvalConfig`; a bad
 option or value is one line ``error: ...`` with exit status 2.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from agents.evaluation import EvalConfig, run_evaluation
-from agents.rejudge import rejudge
-from agents.report import markdown
 from envs.cli import parse_config, run_cli
+from evaluation.rejudge import rejudge
+from evaluation.report import markdown
+from evaluation.runner import EvalConfig, run_evaluation
 
 
 def main(argv: Sequence[str] | None = None) -> int:

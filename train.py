@@ -18,11 +18,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from agents.judge_training import JudgeTrainConfig, fit_judges
 from critics.rollouts import RolloutConfig, collect_rollouts
 from critics.training import CriticTrainConfig, train_critic
 from envs.cli import OneLineParser, add_config_args, config_from_args, run_cli
 from envs.guards.training import GuardTrainConfig, summary, train_guard
+from evaluation.judge_training import JudgeTrainConfig, fit_judges
 
 
 def run_guard(config: GuardTrainConfig) -> dict:

@@ -1,1 +1,3 @@
-"""Who acts in the token environment: baselines, critic-guided search, CARE, SB3 policies."""
+"""Who acts: the decoding methods (``agents.registry`` lists them): sampling and greedy, best-of-N
+(plain and Lagrangian), beam search, CARE's fixed rule, critic search and beam-saute. Each answers a
+batch of prompts with one :class:`agents.base.Rollout` per prompt."""

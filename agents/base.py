@@ -7,6 +7,7 @@ method, so methods are compared on equal terms.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,3 +77,13 @@ def trim(tokens: Sequence[int], eos: frozenset[int]) -> list[int]:
     """Tokens up to (excluding) the first end-of-sequence token."""
     end = next((i for i, t in enumerate(tokens) if t in eos), None)
     return list(tokens if end is None else tokens[:end])
+
+
+def prompt_seed(seed: int, prompt: str, sample: int = 0) -> int:
+    """A stable 63-bit seed for one sample of one prompt."""
+    digest = hashlib.sha256(f"{seed}|{sample}|{prompt}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -7,26 +7,15 @@ prompts share its batch, and resuming an evaluation reproduces it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from agents.base import Method, Rollout, RunContext, split_time, trim
+from agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time, trim
 from envs.guards import checked_risk, violations
 from envs.lm import GREEDY, generate
-
-
-def prompt_seed(seed: int, prompt: str, sample: int = 0) -> int:
-    """A stable 63-bit seed for one sample of one prompt."""
-    digest = hashlib.sha256(f"{seed}|{sample}|{prompt}".encode()).hexdigest()
-    return int(digest[:15], 16)
-
-
-def chunks(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class Sampling(Method):

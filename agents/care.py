@@ -16,8 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agents.base import Method, Rollout, RunContext, split_time
-from agents.baselines import chunks, prompt_seed
+from agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time
 from envs.guards import checked_risk, violations
 from envs.lm import row_generators, sample_tokens
 from envs.rewrite import ReleaseBuffer, RewriteConfig

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.base import Method, Rollout, RunContext, split_time
-from agents.baselines import chunks, prompt_seed
+from agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time
 from envs.guards import checked_risk, violations
 from envs.lm import DecodeState, sample_tokens
-from envs.safety_state import BudgetConvention, update, within_budget
 from envs.rewrite import REFUSAL
+from envs.safety_state import BudgetConvention, update, within_budget
 
 FALLBACKS = ("refuse", "best")
 

@@ -32,7 +32,6 @@ import numpy as np
 
 from envs.safety_state import scaled_budget, update, within_budget
 
-
 saute_budget = scaled_budget
 """The per-step-scaled budget (:func:`envs.safety_state.scaled_budget`)."""
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.guards import Guard, checked_risk, violations
-from envs.safety_state import after_cost, within_budget
 from envs.lm import DecodeState, LanguageModel
 from envs.rewards import Reward, check_reward
+from envs.safety_state import after_cost, within_budget
 
 
 @dataclass

@@ -9,13 +9,13 @@ import pytest
 
 from agents.base import RunContext
 from agents.baselines import BeamSearch, BestOfN, Sampling
-from agents.evaluation import EvalConfig, run_evaluation
-from agents.rejudge import rejudge
 from agents.registry import make_method
-from agents.report import wilson
 from envs.guards import CallableGuard
 from envs.lm import generate
 from envs.prompt_sets import advbench, load_prompt_set, split_of
+from evaluation.rejudge import rejudge
+from evaluation.report import wilson
+from evaluation.runner import EvalConfig, run_evaluation
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 
@@ -258,7 +258,7 @@ def test_shipped_harm_set_has_breadth():
 def test_resume_refuses_samples_made_with_another_guard_file(tmp_path):
     probe = tmp_path / "probe.json"
     probe.write_text("{}")  # only its content matters here: the run's config records its fingerprint
-    from agents.fingerprints import digest
+    from evaluation.fingerprints import digest
 
     run_evaluation(tiny_config(tmp_path, methods="vanilla"))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from agents.gold import GOLD_FILE, agreement, judge_agreement, load_gold, second_pass_agreement
-from agents.judges import conflicts, make_judge
-from agents.validation import build_panel
 from envs.guards import make_guard
+from evaluation.gold import GOLD_FILE, agreement, judge_agreement, load_gold, second_pass_agreement
+from evaluation.judges import conflicts, make_judge
+from evaluation.validation import build_panel
 
 REFUSAL = "I'm sorry, but I can't help with that."
 # a refusal followed by a real answer; a correction of a loaded question; word salad after CARE's
@@ -40,7 +40,7 @@ EXPECTED = [(True, False, True), (False, False, True), (False, False, False), (T
 @pytest.fixture(scope="module")
 def fitted():
     """The shipped fitted judges, sharing one feature cache."""
-    from agents.judge_features import PairFeatures
+    from evaluation.judge_features import PairFeatures
 
     features = PairFeatures()
     return {name: make_judge(name, features) for name in ("learned", "compliance", "coherence")}
@@ -170,7 +170,7 @@ def test_learned_judge_shares_features_with_the_embedding_guard(fitted):
 
 def test_judge_fitting_reads_only_the_train_split(tmp_path, fitted):
     """Flipping every dev label changes nothing in the fitted judges."""
-    from agents.judge_training import JudgeTrainConfig, fit_judges
+    from evaluation.judge_training import JudgeTrainConfig, fit_judges
 
     rows = [json.loads(line) for line in GOLD_FILE.read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"][:80]

@@ -17,13 +17,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from agents.evaluation import EvalConfig
 from agents.registry import make_method
-from agents.validation import build_panel, guard_conflicts, judge_rows
 from envs.guards import make_guard
 from envs.prompt_sets import LABELS
 from envs.rewards import RelevanceReward, RepetitionReward
 from envs.storage import atomic_write_json, atomic_write_text, read_jsonl
+from evaluation.runner import EvalConfig
+from evaluation.validation import build_panel, guard_conflicts, judge_rows
 
 
 def read_answers(path: Path) -> list[dict]:
@@ -60,7 +60,7 @@ def _uses_guard(spec: str) -> bool:
 
 def rejudge(config: EvalConfig) -> dict:
     """Judge ``config.rejudge`` into ``config.out`` (see the module docstring); returns the report."""
-    from agents.report import build_report, write_report
+    from evaluation.report import build_report, write_report
 
     source = Path(config.rejudge)
     rows = read_answers(source)

@@ -1,7 +1,7 @@
 """The gold set: (request, answer) pairs of the default model labelled by reading, and how well a
 judge agrees with it.
 
-``agents/data/gold/gold.jsonl`` holds one labelled pair per line (rubric: ``RUBRIC.md`` beside it)::
+``evaluation/data/gold/gold.jsonl`` holds one labelled pair per line (rubric: ``RUBRIC.md`` beside it)::
 
     {"id": "d0001", "prompt": ..., "text": ..., "label": "harmful"|"benign", "category": ...,
      "lookalike": bool, "method": ..., "split": "train"|"dev",

@@ -1,12 +1,12 @@
 """``train.py judge``: fit the coherence, compliance and learned judges on the gold train split.
 
-- coherence: a logistic head on :func:`agents.judges.coherence_inputs`, its threshold chosen on
+- coherence: a logistic head on :func:`evaluation.judges.coherence_inputs`, its threshold chosen on
   out-of-fold predictions;
 - compliance: the refusal window (words before / after the first marker) that best matches the
   ``refused`` labels, then the on-topic cosine thresholds that best match ``harmful`` (harmful
   requests) and ``helpful`` (benign requests), given that refusal rule and the coherence judge;
 - learned: one logistic head per label on one of the feature sets of
-  :data:`agents.judges.HEAD_INPUTS` (embeddings and hand-made features, or the hand-made ones alone;
+  :data:`evaluation.judges.HEAD_INPUTS` (embeddings and hand-made features, or the hand-made ones alone;
   for coherence, what the answer alone says), the feature set, L2 strength and threshold chosen by
   cross-validation grouped by request (no request in two folds).
 
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.gold import GOLD_FILE, GoldRow, agreement, load_gold
-from agents.judge_features import PairFeatures
-from agents.judges import HEAD_INPUTS, INPUTS, coherence_inputs, compliance_refused, head_to_dict
 from envs.guards.linear_head import LinearHead
 from envs.storage import atomic_write_json, user_cache_dir
+from evaluation.gold import GOLD_FILE, GoldRow, agreement, load_gold
+from evaluation.judge_features import PairFeatures
+from evaluation.judges import HEAD_INPUTS, INPUTS, coherence_inputs, compliance_refused, head_to_dict
 
 
 @dataclass
@@ -35,7 +35,7 @@ class JudgeTrainConfig:
     """Fit the judges on the gold train split."""
 
     gold: str = ""
-    """Gold file (empty = the shipped agents/data/gold/gold.jsonl)."""
+    """Gold file (empty = the shipped evaluation/data/gold/gold.jsonl)."""
     out: str = ""
     """Output file (empty = <cache>/judges/judges.json, which the judges read before the shipped one)."""
     cs: str = "0.001,0.003,0.01,0.03,0.1,0.3,1"

@@ -10,7 +10,7 @@ judges old samples with any judge they lack), so an interrupted run loses nothin
 Every option is checked (methods, prompt sets, guard, judges, and judges that share a signal with
 the guard of a method that uses it) before anything is written to ``--out``, so a bad option leaves
 nothing behind that blocks the next run. ``--rejudge FILE`` judges an existing samples file
-without decoding (:mod:`agents.rejudge`).
+without decoding (:mod:`evaluation.rejudge`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 
 from agents.base import Method, RunContext
 from agents.registry import make_method
-from agents.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 from envs.guards import Guard, make_guard, violations
 from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
 from envs.rewards import RelevanceReward, RepetitionReward
 from envs.storage import atomic_write_json, atomic_write_text
+from evaluation.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 
 # settings that change what a sample contains: a resumed run must agree on them
 RESULT_FIELDS = ("model", "guard", "max_new_tokens", "temperature", "top_p", "seed")
@@ -111,7 +111,7 @@ def check_resume(out: Path, config: EvalConfig) -> None:
 
 def check_files(out: Path, files: dict, config: EvalConfig) -> None:
     """Refuse (or, with ``restart``, set aside) samples made with other model, guard or critic files."""
-    from agents.fingerprints import changed
+    from evaluation.fingerprints import changed
 
     saved = out / "config.json"
     if not saved.exists():
@@ -184,11 +184,11 @@ def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: 
 
 def run_evaluation(config: EvalConfig) -> dict:
     """Run (or resume) the evaluation and write the report; returns the report dict."""
-    from agents.report import build_report, write_report
+    from evaluation.report import build_report, write_report
 
     if config.rejudge:
-        raise ValueError("--rejudge judges a samples file without decoding: use agents.rejudge.rejudge(config)")
-    from agents.fingerprints import run_fingerprints
+        raise ValueError("--rejudge judges a samples file without decoding: use evaluation.rejudge.rejudge(config)")
+    from evaluation.fingerprints import run_fingerprints
 
     out = Path(config.out)
     check_resume(out, config)

@@ -48,7 +48,7 @@ def guard_files(spec: str, model_id: str) -> Path | None:
 
 
 def run_fingerprints(config, methods) -> dict[str, str | None]:
-    """``{"model": ..., "guard": ..., "critic:<method>": ...}`` for an :class:`~agents.evaluation.EvalConfig`."""
+    """``{"model": ..., "guard": ..., "critic:<method>": ...}`` for an :class:`~evaluation.runner.EvalConfig`."""
     from envs.lm import resolve_model
 
     source = resolve_model(config.model)

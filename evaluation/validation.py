@@ -12,11 +12,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from agents.gold import GoldRow, judge_agreement, load_gold
-from agents.judge_features import PairFeatures
-from agents.judges import BEST_CANDIDATES, DEFAULT_JUDGES, Judge, conflicts, load_bank, make_judge
 from envs.guards import Guard
 from envs.storage import atomic_write_json, user_cache_dir
+from evaluation.gold import GoldRow, judge_agreement, load_gold
+from evaluation.judge_features import PairFeatures
+from evaluation.judges import BEST_CANDIDATES, DEFAULT_JUDGES, Judge, conflicts, load_bank, make_judge
 
 
 def split_list(text: str) -> list[str]:
@@ -27,7 +27,7 @@ def split_list(text: str) -> list[str]:
 
 
 def gold_agreement(judges: Sequence[Judge], rows: Sequence[GoldRow]) -> dict[str, dict]:
-    """judge name -> target -> agreement (:func:`agents.gold.judge_agreement`) on ``rows``.
+    """judge name -> target -> agreement (:func:`evaluation.gold.judge_agreement`) on ``rows``.
 
     Figures are cached in the user cache under the rows' content and the judge's fingerprint, so
     they are recomputed exactly when the gold file, the fitted judges or the rule change.
@@ -78,9 +78,9 @@ class JudgePanel:
 
 def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: str = "",
                 guarded_methods: bool = True) -> JudgePanel:
-    """Resolve the judge specs of a run (empty: :data:`agents.judges.DEFAULT_JUDGES`).
+    """Resolve the judge specs of a run (empty: :data:`evaluation.judges.DEFAULT_JUDGES`).
 
-    ``best`` becomes the candidate (:data:`agents.judges.BEST_CANDIDATES`) with the best gold kappa on
+    ``best`` becomes the candidate (:data:`evaluation.judges.BEST_CANDIDATES`) with the best gold kappa on
     ``harmful`` among those that share nothing with the guard when ``guarded_methods``.
     """
     specs = split_list(spec or DEFAULT_JUDGES)
