@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from critics.rollouts import RolloutConfig, collect_rollouts
 from critics.training import CriticTrainConfig, train_critic
 from envs.cli import OneLineParser, add_config_args, config_from_args, run_cli
-from envs.guards.training import GuardTrainConfig, summary, train_guard
 from evaluation.judge_training import JudgeTrainConfig, fit_judges
+from training.guard_training import GuardTrainConfig, summary, train_guard
 
 
 def run_guard(config: GuardTrainConfig) -> dict:

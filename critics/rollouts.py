@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from envs.guards.training import slug
 from envs.lm import DEFAULT_MODEL, load_lm
 from envs.prompt_sets import PromptRecord, advbench, benign, take_split
-from envs.storage import atomic_write_bytes, atomic_write_json, user_cache_dir
+from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
 from envs.token_vector_env import TokenCMDPVectorEnv
 
 

@@ -31,10 +31,9 @@ from tqdm.auto import tqdm
 
 from critics.critic import CriticConfig, LatentCritic
 from critics.rollouts import default_rollout_dir
-from envs.guards.training import slug
 from envs.lm import DEFAULT_MODEL
 from envs.safety_state import BudgetConvention, after_cost, within_budget
-from envs.storage import atomic_directory, atomic_write_json, user_cache_dir
+from envs.storage import atomic_directory, atomic_write_json, slug, user_cache_dir
 
 PREFIXES = (8, 16, 32)
 

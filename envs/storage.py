@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -115,3 +116,12 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
             yield where, json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{where}: not valid JSON ({err.msg}); one JSON object per line") from err
+
+
+def slug(model_id: str) -> str:
+    """A folder-safe name for a model id.
+
+    >>> slug("HuggingFaceTB/SmolLM2-135M-Instruct")
+    'HuggingFaceTB_SmolLM2-135M-Instruct'
+    """
+    return re.sub(r"[^\w.-]+", "_", model_id).strip("_")[-80:]

@@ -35,8 +35,8 @@ def digest(path: str | Path) -> str | None:
 
 def guard_files(spec: str, model_id: str) -> Path | None:
     """The file or folder a guard spec loads for ``model_id`` (None: a guard with no files of ours)."""
+    from envs.guards.defaults import default_guard_dir
     from envs.guards.pretrained import pretrained_path
-    from envs.guards.training import default_guard_dir
 
     name, _, arg = spec.strip().partition(":")
     if name not in ("latent-probe", "embedding"):

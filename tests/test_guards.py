@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from envs.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, make_guard
+from envs.guards.defaults import default_guard_dir
 from envs.guards.embedding import EmbeddingGuard
 from envs.guards.linear_head import LinearHead
 from envs.guards.probe import LatentProbe, ProbeConfig
-from envs.guards.training import GuardTrainConfig, default_guard_dir, train_guard
 from envs.lm import load_lm
 from envs.pyrit_data import HarmData, read_harm_csv
 from envs.token_env import TokenCMDPEnv
+from training.guard_training import GuardTrainConfig, train_guard
 
 
 def random_probe(lm, layer=1, pooling="mean", seed=0, model_id=None):
@@ -189,3 +190,9 @@ def test_shipped_probe_flags_a_compliant_harmful_answer_and_not_a_lookalike(defa
          "Find its process ID with ps aux, then run kill -9 followed by the ID to stop it."],
     )
     assert risk[0] >= guard.threshold > risk[1]
+
+
+def test_default_guard_for_a_model_without_one_names_the_training_command(tiny_lm, monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))  # no trained probe for "tiny", none shipped
+    with pytest.raises(FileNotFoundError, match="python train.py guard --kind latent-probe --model tiny"):
+        make_guard("latent-probe").attach(tiny_lm)

@@ -7,17 +7,21 @@ when used standalone), in this order:
 1. ``<cache>/guards/<model>/<kind>/``, written by ``python train.py guard`` (your own training);
 2. the guard shipped with the package for that model (:mod:`envs.guards.pretrained`; only the
    embedded default model has one);
-3. otherwise it runs ``train.py guard`` for that model once (progress bars; written atomically into
-   the cache; the answer shards make an interrupted run resumable).
+3. otherwise it is an error that names the command to run (``python train.py guard``): the runtime
+   never starts a 30-minute training run by itself.
 """
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 from envs.guards.base import Guard
+from envs.storage import slug, user_cache_dir
 
-log = logging.getLogger(__name__)
+
+def default_guard_dir(model_id: str, kind: str) -> Path:
+    """Where ``python train.py guard`` writes the default guard of ``kind`` for ``model_id``."""
+    return user_cache_dir() / "guards" / slug(model_id) / kind
 
 
 def load_trained_guard(kind: str, folder) -> Guard:
@@ -47,10 +51,10 @@ class DefaultGuard(Guard):
         self.guard: Guard | None = None
 
     def resolve(self, lm=None) -> Guard:
-        """Load (or train once) the guard for ``lm``'s model, or the default model if ``lm`` is None."""
+        """Load the guard for ``lm``'s model (the default model if ``lm`` is None): the user's own,
+        else the shipped one; with neither, say which command trains it (the runtime never trains)."""
         if self.guard is None:
             from envs.guards.pretrained import load_pretrained
-            from envs.guards.training import GuardTrainConfig, default_guard_dir, train_guard
             from envs.lm import DEFAULT_MODEL
 
             model_id = lm.model_id if lm is not None else DEFAULT_MODEL
@@ -60,9 +64,10 @@ class DefaultGuard(Guard):
             except FileNotFoundError:
                 self.guard = load_pretrained(model_id, self.kind)
             if self.guard is None:
-                log.warning("no %s guard for %s yet: training it once into %s", self.kind, model_id, folder)
-                print(f"latentguard: training the {self.kind} guard for {model_id} once (cached in {folder})")
-                self.guard, _ = train_guard(GuardTrainConfig(kind=self.kind, model=model_id), lm=lm)
+                raise FileNotFoundError(
+                    f"no {self.kind} guard for model {model_id!r}: none in {folder} and none shipped. Train it once "
+                    f"(about 30 min for a 135M model on 2 cores) with: python train.py guard --kind {self.kind} "
+                    f"--model {model_id}")
         return self.guard
 
     @property

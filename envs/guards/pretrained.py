@@ -5,33 +5,29 @@ of the policy), too long for a first run of the demo. So the probe (and the embe
 ``python train.py guard`` produced for ``smollm2-135m-instruct`` ship as plain JSON in
 ``envs/guards/pretrained/<model>/<kind>.json``: the head's weights, its config and the dev metrics
 it was shipped with. Resolution order of ``make_guard("latent-probe")`` for a model: the user
-cache (your own ``train.py guard`` run), then this shipped file, then training once.
+cache (your own ``train.py guard`` run), then this shipped file.
 
-Re-export after retraining with ``python -m envs.guards.pretrained`` (copies the cached guards of
-the default model here).
+Re-export after retraining with ``python -m training.guard_training export`` (copies the cached
+guards of the default model here).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from envs.guards.base import Guard
 from envs.guards.linear_head import LinearHead
-from envs.storage import atomic_write_text
+from envs.storage import slug
 
 FOLDER = Path(__file__).parent / "pretrained"
 
 
 def pretrained_path(model_id: str, kind: str) -> Path:
-    from envs.guards.training import slug
-
     return FOLDER / slug(model_id) / f"{kind}.json"
 
 
-def _head_dict(head: LinearHead) -> dict:
+def head_dict(head: LinearHead) -> dict:
     return {k: getattr(head, k).detach().cpu().reshape(-1).tolist() for k in ("weight", "bias", "mean", "scale")}
 
 
@@ -50,31 +46,3 @@ def load_pretrained(model_id: str, kind: str) -> Guard | None:
     from envs.guards.embedding import EmbeddingGuard
 
     return EmbeddingGuard(head, data["config"]["threshold"], data["config"].get("info"))
-
-
-def export(model_id: str, kind: str) -> Path:
-    """Write the cached trained guard of ``kind`` for ``model_id`` as the shipped JSON."""
-    from envs.guards.defaults import load_trained_guard
-    from envs.guards.training import default_guard_dir
-
-    folder = default_guard_dir(model_id, kind)
-    guard = load_trained_guard(kind, folder)
-    metrics = json.loads((folder / "metrics.json").read_text())
-    if kind == "latent-probe":
-        config = asdict(guard.config)
-    else:
-        config = {"encoder": "all-MiniLM-L6-v2", "threshold": guard.threshold, "info": guard.info}
-    payload = {"kind": kind, "model_id": model_id, "config": config, "head": _head_dict(guard.head),
-               "dev_metrics": metrics["dev"], "selection": metrics["selection"],
-               "recipe": "python train.py guard --kind " + kind + " (defaults); see envs/guards/training.py"}
-    path = pretrained_path(model_id, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(payload) + "\n")
-    return path
-
-
-if __name__ == "__main__":
-    from envs.lm import DEFAULT_MODEL
-
-    for kind in sys.argv[1:] or ["latent-probe", "embedding"]:
-        print(export(DEFAULT_MODEL, kind))

@@ -2,7 +2,7 @@
 
 1. Answers of the policy to the train and dev splits of AdvBench (harmful) and the project's benign
    set (everyday + look-alikes), with features at response prefixes of 16/32/64 tokens
-   (:mod:`envs.guards.answers`).
+   (:mod:`training.guard_answers`).
 2. PyRIT's human-labelled responses (score >= 0.5 = unsafe) as extra training rows with weight
    ``pyrit_weight``; their dev-split rows measure the MAE against the human 0-1 scores.
 3. Layer, pooling and L2 strength chosen by grouped cross-validation on the **train split only**
@@ -22,11 +22,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
-from envs.guards.answers import POOLINGS, AnswerSet
 from envs.guards.linear_head import LinearHead
 from envs.guards.probe import LatentProbe, ProbeConfig, prefill_answers
 from envs.lm import LanguageModel
 from envs.pyrit_data import HarmRow
+from training.guard_answers import POOLINGS, AnswerSet
 
 
 @dataclass

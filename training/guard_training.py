@@ -11,7 +11,7 @@ second run of the other guard kind, reuses them.
 from __future__ import annotations
 
 import hashlib
-import re
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,9 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from envs.embeddings import SentenceEncoder
-from envs.guards.answers import AnswerSet, CollectConfig, collect_answers
+from envs.guards.defaults import default_guard_dir
 from envs.guards.embedding import EmbeddingGuard, embedding_features
-from envs.guards.probe_training import (
+from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
+from envs.prompt_sets import PromptRecord, advbench, benign, split_of, take_split
+from envs.pyrit_data import harm_rows, published_maes
+from envs.storage import atomic_write_json, slug, user_cache_dir
+from training.guard_answers import AnswerSet, CollectConfig, collect_answers
+from training.probe_training import (
     Features,
     answer_features,
     evaluate,
@@ -30,10 +35,6 @@ from envs.guards.probe_training import (
     pyrit_features,
     select_head,
 )
-from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
-from envs.prompt_sets import PromptRecord, advbench, benign, split_of, take_split
-from envs.pyrit_data import harm_rows, published_maes
-from envs.storage import atomic_write_json, user_cache_dir
 
 KINDS = ("latent-probe", "embedding")
 
@@ -85,16 +86,6 @@ class GuardTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pyrit_weight < 0:
             raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
-
-
-def slug(model_id: str) -> str:
-    """A folder-safe name for a model id."""
-    return re.sub(r"[^\w.-]+", "_", model_id).strip("_")[-80:]
-
-
-def default_guard_dir(model_id: str, kind: str) -> Path:
-    """Where the default guard of ``kind`` for ``model_id`` lives."""
-    return user_cache_dir() / "guards" / slug(model_id) / kind
 
 
 def _records(split: str, limit: int) -> list[PromptRecord]:
@@ -223,3 +214,36 @@ def summary(metrics: dict) -> str:
         lines.append(f"  PyRIT {cat}: MAE {row['mae']:.3f} on {row['rows']} rows (published: {pub or 'none'})")
     return "\n".join(lines)
 
+
+def export(model_id: str, kind: str) -> Path:
+    """Write the cached trained guard of ``kind`` for ``model_id`` as the shipped JSON
+    (``envs/guards/pretrained/``): ``python -m training.guard_training export [KIND ...]``."""
+    from dataclasses import asdict
+
+    from envs.guards.defaults import load_trained_guard
+    from envs.guards.pretrained import head_dict, pretrained_path
+    from envs.storage import atomic_write_text
+
+    folder = default_guard_dir(model_id, kind)
+    guard = load_trained_guard(kind, folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if kind == "latent-probe":
+        config = asdict(guard.config)
+    else:
+        config = {"encoder": "all-MiniLM-L6-v2", "threshold": guard.threshold, "info": guard.info}
+    payload = {"kind": kind, "model_id": model_id, "config": config, "head": head_dict(guard.head),
+               "dev_metrics": metrics["dev"], "selection": metrics["selection"],
+               "recipe": "python train.py guard --kind " + kind + " (defaults); see training/guard_training.py"}
+    path = pretrained_path(model_id, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["export"]:
+        sys.exit("usage: python -m training.guard_training export [latent-probe|embedding ...]")
+    for kind in sys.argv[2:] or ["latent-probe", "embedding"]:
+        print(export(DEFAULT_MODEL, kind))
