@@ -6,7 +6,7 @@ Specs:
 - ``"profanity"``: alt-profanity-check's offensive-language model;
 - ``"latent-probe"`` / ``"latent-probe:PATH"``: a logistic head on the policy's own latents (zero
   extra forwards during decoding); without a path, the one trained for the policy model (user
-  cache, or trained once on first use);
+  cache, else the one shipped; with neither, an error naming ``python train.py guard``);
 - ``"embedding"`` / ``"embedding:PATH"``: a logistic head on MiniLM sentence embeddings;
 - ``"judge:MODEL"``: a Llama-Guard-style generative guard, P(unsafe verdict) from one forward;
 - ``"classifier:MODEL"``: any ``AutoModelForSequenceClassification``;

@@ -1,4 +1,4 @@
-"""The default trained guards: the user's own, the shipped one, or trained once on first use.
+"""The default trained guards: the user's own or the shipped one (the runtime never trains one).
 
 ``make_guard("latent-probe")`` and ``make_guard("embedding")`` return a :class:`DefaultGuard`: it
 resolves to the guard trained for the policy model it is attached to (or the embedded default model
