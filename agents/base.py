@@ -7,6 +7,7 @@ method, so methods are compared on equal terms.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,15 +55,16 @@ class RunContext:
     """The spec the guard was built from (e.g. ``"latent-probe"``); ``None``: the guard's name."""
 
 
-class Method:
+class Method(abc.ABC):
     """A decoding method: ``run(prompts, ctx) -> [Rollout]``, one per prompt, in order."""
 
     name: str = "method"
     uses_guard: bool = False
     """Whether the method consults the guard while decoding (the report warns if a judge is it)."""
 
+    @abc.abstractmethod
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
-        raise NotImplementedError
+        """One rollout per prompt, in order."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

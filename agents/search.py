@@ -18,6 +18,8 @@ ended (end-of-sequence) or the length limit is reached.
 
 from __future__ import annotations
 
+import abc
+
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,10 +83,10 @@ class BlockSearch(Method):
     def prepare(self, ctx: RunContext) -> None:
         """Called once per run before any prefill (e.g. to capture the critic's layer)."""
 
+    @abc.abstractmethod
     def score(self, ctx: RunContext, state: DecodeState, prompts: list[str], texts: list[str],
               z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every state row: (unsafe, rank score, P(safe) or NaN)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ search
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:

@@ -16,6 +16,7 @@ A guard is the cost side of the CMDP. Every guard has
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -25,15 +26,15 @@ if TYPE_CHECKING:
     from envs.lm import DecodeState, LanguageModel
 
 
-class Guard:
+class Guard(abc.ABC):
     """Base class for guards; subclasses implement :meth:`score`."""
 
     name: str = "guard"
     threshold: float = 0.5
 
+    @abc.abstractmethod
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """(B,) risk in [0, 1] that each response (to its prompt) is unsafe."""
-        raise NotImplementedError
 
     def score_state(
         self,

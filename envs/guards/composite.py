@@ -12,6 +12,8 @@ every member to the policy model.
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,8 +36,9 @@ class _Composite(Guard):
         self.members = list(members)
         self.name = f"{self.kind}({','.join(m.name for m in self.members)})"
 
+    @abc.abstractmethod
     def _combine(self, risks: list[np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        """(B,) composite risk from the members' risks."""
 
     def score(self, prompts, responses):
         return self._combine([m.score(prompts, responses) for m in self.members])

@@ -6,19 +6,21 @@ finite values. :class:`Reward` is the base class for built-ins; :class:`Weighted
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 
-class Reward:
+class Reward(abc.ABC):
     """Base class for rewards; subclasses implement :meth:`__call__`."""
 
     name: str = "reward"
 
+    @abc.abstractmethod
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """(B,) reward of each response to its prompt."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
