@@ -19,7 +19,6 @@ ended (end-of-sequence) or the length limit is reached.
 from __future__ import annotations
 
 import abc
-
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -13,7 +13,6 @@ every member to the policy model.
 from __future__ import annotations
 
 import abc
-
 from collections.abc import Sequence
 
 import numpy as np

@@ -7,7 +7,6 @@ finite values. :class:`Reward` is the base class for built-ins; :class:`Weighted
 from __future__ import annotations
 
 import abc
-
 from collections.abc import Callable, Sequence
 
 import numpy as np
