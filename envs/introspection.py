@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from envs.lm import LanguageModel, SamplingConfig, row_generators, sample_tokens
+from envs.lm import LanguageModel, SamplingConfig, row_generators, sample_steps
 
 OPENING = "...oh I'm sorry, I just realized"
 
@@ -49,18 +47,11 @@ def critique_ids(
     if room <= 0:
         return out
     state = lm.prefill(token_ids=prompts)
-    sampling = SamplingConfig(temperature=temperature)
     generators = row_generators(seeds if seeds is not None else range(len(prompts)), lm.device)
-    done = [False] * len(prompts)
-    for step in range(room):
-        tokens = sample_tokens(state.logits, sampling, generators).tolist()
-        for row, token in enumerate(tokens):
-            if not done[row]:
-                if token in lm.eos_token_ids:
-                    done[row] = True
-                else:
-                    out[row].append(token)
-        if all(done) or step == room - 1:
-            break
-        state.step(torch.as_tensor([lm.pad_token_id if d else t for d, t in zip(done, tokens)], device=lm.device))
+    steps = sample_steps(state, room, SamplingConfig(temperature=temperature), generators).tolist()
+    for row, tokens in zip(out, steps):
+        for token in tokens:
+            if token in lm.eos_token_ids:
+                break
+            row.append(token)
     return out

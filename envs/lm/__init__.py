@@ -1,7 +1,7 @@
 """Language-model backend: load any causal LM (embedded default, hub, folder, GGUF, tiny) and
 decode batches with the KV cache inside (:class:`DecodeState`)."""
 
-from envs.lm.generate import Completion, Generation, generate
+from envs.lm.generate import Completion, Generation, generate, sample_steps
 from envs.lm.loading import DEFAULT_MODEL, resolve_model
 from envs.lm.model import LanguageModel, load_lm
 from envs.lm.sampling import GREEDY, SamplingConfig, row_generators, sample_tokens
@@ -19,5 +19,6 @@ __all__ = [
     "load_lm",
     "resolve_model",
     "row_generators",
+    "sample_steps",
     "sample_tokens",
 ]

@@ -15,6 +15,7 @@ import torch
 
 from envs.lm.model import LanguageModel, Prompt
 from envs.lm.sampling import GREEDY, SamplingConfig, row_generators, sample_tokens
+from envs.lm.state import DecodeState
 
 
 @dataclass
@@ -71,10 +72,30 @@ def generate(
         generator = torch.Generator(device=lm.device).manual_seed(seed)
     else:
         generator = row_generators(seed, lm.device)
+    steps = sample_steps(state, max_new_tokens, sampling, generator, min_new_tokens)
+    seconds = time.perf_counter() - start
+    return Generation(_completions(lm, steps.tolist()), seconds)
+
+
+def sample_steps(
+    state: DecodeState,
+    max_steps: int,
+    sampling: SamplingConfig,
+    generator: torch.Generator | Sequence[torch.Generator],
+    min_new_tokens: int = 0,
+) -> torch.Tensor:
+    """(B, T <= max_steps) tokens chosen for each row of ``state``, one batched forward per step.
+
+    A row that emits an end-of-sequence token gets the pad token from then on; the loop stops when
+    every row has ended or after ``max_steps`` tokens (the last one is chosen, not fed). End-of-
+    sequence tokens are forbidden before ``min_new_tokens``. The one sampling loop of the plain
+    decoders (:func:`generate`, CARE's introspection).
+    """
+    lm = state.lm
     eos = torch.tensor(sorted(lm.eos_token_ids), device=lm.device)
     done = torch.zeros(state.batch_size, dtype=torch.bool, device=lm.device)  # (B,)
     steps: list[torch.Tensor] = []
-    for t in range(max_new_tokens):
+    for t in range(max_steps):
         logits = state.logits  # (B, V)
         if t < min_new_tokens:
             logits = logits.index_fill(-1, eos, float("-inf"))
@@ -82,11 +103,10 @@ def generate(
         tokens = torch.where(done, lm.pad_token_id, tokens)
         steps.append(tokens)
         done = done | torch.isin(tokens, eos)
-        if t == max_new_tokens - 1 or bool(done.all()):
+        if t == max_steps - 1 or bool(done.all()):
             break
         state.step(tokens)
-    seconds = time.perf_counter() - start
-    return Generation(_completions(lm, torch.stack(steps, dim=1).tolist()), seconds)
+    return torch.stack(steps, dim=1)
 
 
 def _completions(lm: LanguageModel, rows: list[list[int]]) -> list[Completion]:
