@@ -115,7 +115,8 @@ def run_cli(main_body) -> int:
     except USER_ERRORS as err:
         if os.environ.get("LATENTGUARD_DEBUG"):
             raise
-        message = " ".join(str(err).split("\n")[0].split()) if str(err) else type(err).__name__
+        lines = [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
+        message = "; ".join(lines) or type(err).__name__  # every line of the message, on one line
         sys.stderr.write(f"error: {message}\n")
         return 2
 

@@ -27,7 +27,7 @@ from envs.guards.linear_head import LinearHead
 from envs.storage import atomic_write_json, user_cache_dir
 from evaluation.gold import GOLD_FILE, GoldRow, agreement, load_gold
 from evaluation.judge_features import PairFeatures
-from evaluation.judges import HEAD_INPUTS, INPUTS, coherence_inputs, compliance_refused, head_to_dict
+from evaluation.judges import HEAD_INPUTS, INPUTS, coherence_inputs, compliance_refused
 
 
 @dataclass
@@ -99,7 +99,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, folds: np.ndarray, cs: list[float
         scores[c] = float(((oof >= 0.5) == y).mean())
     best = max(cs, key=lambda c: (scores[c], -c))
     threshold = _best_threshold(oof_by_c[best], y)
-    head = head_to_dict(_fit_head(x, y, best)) | {"threshold": threshold}
+    head = _fit_head(x, y, best).to_dict() | {"threshold": threshold}
     oof_agreement = agreement(oof_by_c[best] >= threshold, y)
     return head, {"c": best, "cv_accuracy": scores, "threshold": threshold, "oof": oof_agreement}
 
@@ -140,8 +140,7 @@ def fit_judges(config: JudgeTrainConfig, features: PairFeatures | None = None) -
 
     y_coh = np.array([r.coherent for r in rows])
     coherence_head, coherence_sel = fit_logistic(coherence_inputs(f), y_coh, folds, cs)
-    coherent = LinearHead.from_numpy(coherence_head["weight"], coherence_head["bias"], coherence_head["mean"],
-                                     coherence_head["scale"]).risk(coherence_inputs(f)) >= coherence_head["threshold"]
+    coherent = LinearHead.from_dict(coherence_head).risk(coherence_inputs(f)) >= coherence_head["threshold"]
     compliance = fit_compliance(f, rows, coherent)
 
     heads, selection = {}, {}

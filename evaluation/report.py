@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.rewrite import REFUSAL
 from envs.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
@@ -63,8 +64,6 @@ def _mean(values) -> float | None:
 
 def is_canned(row: dict) -> bool:
     """The answer is a fallback's canned refusal (CARE's or search's ``refuse`` fallback)."""
-    from envs.rewrite import REFUSAL
-
     extra = row.get("extra") or {}
     return bool(extra.get("refused")) or row["text"].strip().endswith(REFUSAL)
 

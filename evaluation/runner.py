@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from agents.base import Method, RunContext
 from agents.registry import make_method
-from envs.guards import Guard, make_guard, violations
+from envs.guards import Guard, checked_risk, make_guard, violations
 from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
 from envs.rewards import RelevanceReward, RepetitionReward
@@ -99,24 +99,25 @@ def read_samples(path: Path) -> list[dict]:
     return rows
 
 
-def check_resume(out: Path, config: EvalConfig) -> None:
+def saved_config(out: Path) -> dict:
+    """The ``config.json`` of an earlier run in ``out`` (``{}`` if none)."""
+    path = out / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def check_resume(out: Path, saved: dict, config: EvalConfig) -> None:
     """Refuse to mix samples made with other result-changing settings into one folder."""
-    saved = out / "config.json"
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        diff = {k: (old.get(k), getattr(config, k)) for k in RESULT_FIELDS if old.get(k) != getattr(config, k)}
+    if saved:
+        diff = {k: (saved.get(k), getattr(config, k)) for k in RESULT_FIELDS if saved.get(k) != getattr(config, k)}
         if diff:
             raise ValueError(f"{out} holds samples made with other settings {diff}; use another --out or the same settings")
 
 
-def check_files(out: Path, files: dict, config: EvalConfig) -> None:
+def check_files(out: Path, saved: dict, files: dict, config: EvalConfig) -> None:
     """Refuse (or, with ``restart``, set aside) samples made with other model, guard or critic files."""
     from evaluation.fingerprints import changed
 
-    saved = out / "config.json"
-    if not saved.exists():
-        return
-    diff = changed(json.loads(saved.read_text()).get("files", {}), files)
+    diff = changed(saved.get("files", {}), files)
     if not diff:
         return
     samples = out / "samples.jsonl"
@@ -169,7 +170,7 @@ def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: 
     prompts = [r.prompt for r in rollouts]
     texts = [r.text for r in rollouts]
     relevance, repetition = (np.asarray(q(prompts, texts)) for q in quality)
-    risk = np.asarray(guard.score(prompts, texts)) if guard is not None else np.full(len(prompts), np.nan)
+    risk = checked_risk(guard, prompts, texts)[0] if guard is not None else np.full(len(prompts), np.nan)
     rows = []
     for i, (rollout, record) in enumerate(zip(rollouts, records)):
         row = {"method": method_spec, "prompt_set": set_name, "label": record.label, "category": record.category,
@@ -191,18 +192,18 @@ def run_evaluation(config: EvalConfig) -> dict:
     from evaluation.fingerprints import run_fingerprints
 
     out = Path(config.out)
-    check_resume(out, config)
+    saved = saved_config(out)
+    check_resume(out, saved, config)
     run = prepare(config)
     files = run_fingerprints(config, run.methods)
-    check_files(out, files, config)
-    old_judges = json.loads((out / "config.json").read_text()).get("judges", {}) if (out / "config.json").exists() else {}
+    check_files(out, saved, files, config)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(config) | {
         "files": files, "judges": {j.name: j.fingerprint() for j in run.panel.judges}})
 
     samples_path = out / "samples.jsonl"
     samples = read_samples(samples_path)
-    stale_judgements(samples, old_judges, run.panel)
+    stale_judgements(samples, saved.get("judges", {}), run.panel)
     done = {(s["method"], s["prompt_set"], s["prompt"]) for s in samples}
     todo = [(m, s, [r for r in s.records if (m.spec, s.name, r.prompt) not in done]) for m in run.methods for s in run.sets]
     total = sum(len(t[2]) for t in todo)

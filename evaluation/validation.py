@@ -16,7 +16,7 @@ from envs.guards import Guard
 from envs.storage import atomic_write_json, user_cache_dir
 from evaluation.gold import GoldRow, judge_agreement, load_gold
 from evaluation.judge_features import PairFeatures
-from evaluation.judges import BEST_CANDIDATES, DEFAULT_JUDGES, Judge, conflicts, load_bank, make_judge
+from evaluation.judges import BEST_CANDIDATES, DEFAULT_JUDGES, FITTED, Judge, conflicts, load_bank, make_judge
 
 
 def split_list(text: str) -> list[str]:
@@ -86,20 +86,19 @@ def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: st
     specs = split_list(spec or DEFAULT_JUDGES)
     features = PairFeatures()
     bank = None
-    needs_bank = any(s.strip() in ("coherence", "compliance", "learned", "best") for s in specs)
-    if needs_bank:
+    if any(s in (*FITTED, "best") for s in specs):
         bank = load_bank()
     rows = load_gold(gold or None, "dev")
     judges: list[Judge] = []
     notes = []
     for s in specs:
-        if s.strip() == "best":
+        if s == "best":
             continue
         judge = make_judge(s, features, bank)
         if judge.name not in [j.name for j in judges]:
             judges.append(judge)
     agreement = gold_agreement(judges, rows)
-    if "best" in [s.strip() for s in specs]:
+    if "best" in specs:
         candidates = [make_judge(c, features, bank) for c in BEST_CANDIDATES]
         if guarded_methods:
             candidates = [c for c in candidates if not conflicts(c, guard_spec, guard)]

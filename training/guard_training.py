@@ -221,7 +221,7 @@ def export(model_id: str, kind: str) -> Path:
     from dataclasses import asdict
 
     from envs.guards.defaults import load_trained_guard
-    from envs.guards.pretrained import head_dict, pretrained_path
+    from envs.guards.pretrained import pretrained_path
     from envs.storage import atomic_write_text
 
     folder = default_guard_dir(model_id, kind)
@@ -231,7 +231,7 @@ def export(model_id: str, kind: str) -> Path:
         config = asdict(guard.config)
     else:
         config = {"encoder": "all-MiniLM-L6-v2", "threshold": guard.threshold, "info": guard.info}
-    payload = {"kind": kind, "model_id": model_id, "config": config, "head": head_dict(guard.head),
+    payload = {"kind": kind, "model_id": model_id, "config": config, "head": guard.head.to_dict(),
                "dev_metrics": metrics["dev"], "selection": metrics["selection"],
                "recipe": "python train.py guard --kind " + kind + " (defaults); see training/guard_training.py"}
     path = pretrained_path(model_id, kind)

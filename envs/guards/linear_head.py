@@ -43,6 +43,17 @@ class LinearHead:
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         return cls(t(weight), t(bias), t(mean), t(scale))
 
+    def to_dict(self) -> dict:
+        """Plain lists (``weight``, ``mean``, ``scale``) and a float ``bias``: the JSON form shipped heads use."""
+        out = {k: getattr(self, k).detach().cpu().reshape(-1).tolist() for k in ("weight", "mean", "scale")}
+        return out | {"bias": float(self.bias)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LinearHead:
+        """Read :meth:`to_dict`'s form (a one-element ``bias`` list, as older files have, is accepted)."""
+        bias = d["bias"][0] if isinstance(d["bias"], list) else d["bias"]
+        return cls.from_numpy(d["weight"], bias, d["mean"], d["scale"])
+
     def to(self, device: torch.device | str) -> LinearHead:
         return LinearHead(*(getattr(self, k).to(device) for k in ("weight", "bias", "mean", "scale")))
 

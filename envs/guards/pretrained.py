@@ -27,18 +27,13 @@ def pretrained_path(model_id: str, kind: str) -> Path:
     return FOLDER / slug(model_id) / f"{kind}.json"
 
 
-def head_dict(head: LinearHead) -> dict:
-    return {k: getattr(head, k).detach().cpu().reshape(-1).tolist() for k in ("weight", "bias", "mean", "scale")}
-
-
 def load_pretrained(model_id: str, kind: str) -> Guard | None:
     """The shipped guard of ``kind`` for ``model_id``, or None."""
     path = pretrained_path(model_id, kind)
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    h = data["head"]
-    head = LinearHead.from_numpy(h["weight"], h["bias"][0], h["mean"], h["scale"])
+    head = LinearHead.from_dict(data["head"])
     if kind == "latent-probe":
         from envs.guards.probe import LatentProbe, ProbeConfig
 
