@@ -8,12 +8,12 @@ method, so methods are compared on equal terms.
 from __future__ import annotations
 
 import abc
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from envs.guards import Guard
+from envs.seeding import prompt_seed  # noqa: F401 - re-exported for the methods
 from envs.lm import LanguageModel, SamplingConfig
 from envs.rewards import Reward
 
@@ -79,12 +79,6 @@ def trim(tokens: Sequence[int], eos: frozenset[int]) -> list[int]:
     """Tokens up to (excluding) the first end-of-sequence token."""
     end = next((i for i, t in enumerate(tokens) if t in eos), None)
     return list(tokens if end is None else tokens[:end])
-
-
-def prompt_seed(seed: int, prompt: str, sample: int = 0) -> int:
-    """A stable 63-bit seed for one sample of one prompt."""
-    digest = hashlib.sha256(f"{seed}|{sample}|{prompt}".encode()).hexdigest()
-    return int(digest[:15], 16)
 
 
 def chunks(items: Sequence, size: int) -> list[Sequence]:

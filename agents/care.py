@@ -1,10 +1,13 @@
-"""The CARE agent: guard-driven rollback and introspection with a release buffer, batched.
+"""The CARE agent: the paper's fixed rule as a policy over the vector rewrite env.
 
-The fixed rule of the paper: decode (sampled), let the guard check the query and the whole
-response every ``check_every`` tokens and at the end; on a flag, roll back to the released text and
-intervene, at most ``N`` times per unsafe span, then fall back (:mod:`envs.rewrite`). All prompts of
-a batch share one decoding state: one forward per token for the batch, one batched guard call per
-check, one batched critique generation per intervention round; finished answers leave the batch.
+Decode (sampled from the run's sampling settings, one seed per prompt); the env's guard checks the
+query and the whole response every ``check_every`` tokens and at the end; whenever a check flags and
+attempts remain, the rule takes the rewrite action of its ``intervention`` (roll back to the released
+text and resample, introspect or splice the phrase); after ``N`` attempts on one span the env
+applies the fallback (:mod:`envs.rewrite_env`). The prompts run through
+:class:`~envs.rewrite_env.RewriteVectorEnv` with ``batch_size`` sub-envs, each prompt once: one
+forward per token for all of them, one batched guard call per check, one batched critique
+generation per rewrite step; a sub-env that finishes takes the next prompt in the same forward.
 
 Registered as ``care`` (introspect, refuse fallback), ``care-resample`` and ``care-lite`` (one
 rollback, then no more checks); options: ``b``, ``N``, ``intervention``, ``fallback``,
@@ -16,10 +19,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time
-from envs.guards import checked_risk, violations
-from envs.lm import row_generators, sample_tokens
-from envs.rewrite import ReleaseBuffer, RewriteConfig
+import numpy as np
+
+from agents.base import Method, Rollout, RunContext, prompt_seed
+from envs.lm import row_generators
+from envs.rewrite import RewriteConfig
+from envs.rewrite_env import REWRITES, RewriteVectorEnv
 
 
 class Care(Method):
@@ -33,86 +38,57 @@ class Care(Method):
         self.config = RewriteConfig(buffer=int(b), check_every=int(check_every), max_attempts=int(N),
                                     intervention=intervention, fallback=fallback, single=bool(single),
                                     show_critique=bool(show_critique))
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.name = name
+
+    def env(self, prompts: Sequence[str], ctx: RunContext) -> RewriteVectorEnv:
+        """The vector rewrite env this rule acts on: one sub-env per prompt of a batch, each prompt once."""
+        cfg = self.config
+        return RewriteVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
+                                guard=ctx.guard, top_k=1, max_new_tokens=ctx.max_new_tokens, prompt_order="once",
+                                buffer=cfg.buffer, check_every=cfg.check_every, max_attempts=cfg.max_attempts,
+                                fallback=cfg.fallback, single=cfg.single, show_critique=cfg.show_critique,
+                                critique_temperature=cfg.critique_temperature)
 
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         if ctx.guard is None:
             raise ValueError("CARE is driven by a guard: give the run a guard (--guard)")
-        out = []
-        for batch in chunks(list(prompts), self.batch_size):
-            out += self._batch(list(batch), ctx)
-        return out
-
-    def _batch(self, prompts: list[str], ctx: RunContext) -> list[Rollout]:
-        lm, guard, cfg = ctx.lm, ctx.guard, self.config
+        if not prompts:
+            return []
         start = time.perf_counter()
-        n = len(prompts)
-        buffer = ReleaseBuffer(lm, cfg, n)
-        seeds = [prompt_seed(ctx.seed, p) for p in prompts]
-        generators = row_generators(seeds, lm.device)
-        responses: list[list[int]] = [[] for _ in range(n)]
-        sampled = [0] * n
-        state = lm.prefill(prompts)
-        live = list(range(n))  # decoding-state row -> answer row
-        cap = ctx.max_new_tokens * (cfg.max_attempts + 2)  # steps, whatever happens
-        for _ in range(cap):
-            if not live:
-                break
-            tokens = sample_tokens(state.logits, ctx.sampling, [generators[r] for r in live]).tolist()
-            state.step(tokens)
-            final = {}
-            for row, token in zip(live, tokens):
-                responses[row].append(token)
-                sampled[row] += 1
-                final[row] = token in lm.eos_token_ids or len(responses[row]) >= ctx.max_new_tokens
-            due = [(srow, row) for srow, row in enumerate(live) if buffer.check_due(row, len(responses[row]), final[row])]
-            risk = self._risk(lm, guard, prompts, responses, state, due, buffer) if due else {}
-            done, rollback = [], []
-            for srow, row in enumerate(live):
-                length = len(responses[row])
-                if row not in risk:
-                    buffer.advance(row, length, final[row])
-                elif not violations(risk[row], guard.threshold):
-                    buffer.passed(row, length, final[row])
-                elif buffer.can_intervene(row):
-                    rollback.append((srow, row))
-                    continue
-                else:
-                    buffer.fail(row, length, final[row])
-                    if buffer.rows[row].refused:
-                        done.append(srow)
-                        continue
-                if final[row]:
-                    done.append(srow)
-            if rollback:
-                buffer.intervene(state, [s for s, _ in rollback], [r for _, r in rollback], responses, prompts,
-                                 seeds=[seeds[r] + 7919 * buffer.rows[r].interventions for _, r in rollback])
-            if done:
-                finished = set(done)
-                keep = [s for s in range(len(live)) if s not in finished]
-                if keep:
-                    state.select(keep)
-                live = [live[s] for s in keep]
-        seconds = time.perf_counter() - start
-        out = []
-        for row, prompt in enumerate(prompts):
-            rec = buffer.rows[row]
-            released = buffer.released_ids(row, responses[row])
-            out.append(Rollout(
-                prompt, buffer.released_text(row, responses[row]), sampled[row] + rec.inserted, len(released),
-                split_time(seconds, n), wait_tokens=rec.wait_tokens, interventions=rec.interventions,
-                guard_calls=rec.guard_calls,
-                extra={"discarded": rec.discarded, "fallback": rec.fallback, "refused": rec.refused},
-            ))
-        return out
+        vec = self.env(prompts, ctx)
+        ep = vec.episodes
+        rewrite_action = vec.config.top_k + REWRITES.index(self.config.intervention)
+        vec.reset(seed=ctx.seed)
+        generators = {}
+
+        def new_generators(rows) -> None:
+            for row in rows:
+                generators[row] = row_generators([prompt_seed(ctx.seed, prompts[vec.episode_index[row]])], ctx.lm.device)[0]
+
+        new_generators(np.flatnonzero(~vec.idle))
+        done: dict[int, dict] = {}
+        while not vec.finished:
+            restarting = vec.restarting & ~vec.idle
+            rewriting = ep.pending & ~restarting & ~vec.idle  # the rule: intervene on every flag while attempts remain
+            decoding = np.flatnonzero(~rewriting & ~restarting & ~vec.idle)
+            actions = np.where(rewriting, rewrite_action, 0)
+            tokens = np.zeros(vec.num_envs, dtype=np.int64)
+            if decoding.size:
+                tokens[decoding] = ep.sample(ctx.sampling, [generators[r] for r in decoding], decoding)
+            _, _, terminated, truncated, _ = vec.step_tokens(tokens, actions)
+            for row in np.flatnonzero(terminated | truncated):
+                done[int(vec.episode_index[row])] = self._record(ep, int(row))
+            new_generators(np.flatnonzero(restarting & ~vec.idle))
+        seconds = (time.perf_counter() - start) / len(prompts)
+        return [Rollout(p, wall_time=seconds, **done[i]) for i, p in enumerate(prompts)]
 
     @staticmethod
-    def _risk(lm, guard, prompts, responses, state, due, buffer) -> dict[int, float]:
-        """Batched guard call for the due rows, failing closed (:func:`envs.guards.checked_risk`)."""
-        srows, rows = [s for s, _ in due], [r for _, r in due]
-        for r in rows:
-            buffer.rows[r].guard_calls += 1
-        texts = [lm.decode(responses[r]) for r in rows]
-        risk, _ = checked_risk(guard, [prompts[r] for r in rows], texts, state, srows)
-        return dict(zip(rows, risk.tolist()))
+    def _record(ep, row: int) -> dict:
+        rec = ep.buffer.rows[row]
+        return dict(text=ep.released_text(row), tokens=rec.sampled + rec.inserted,
+                    released_tokens=len(ep.buffer.released_ids(row, ep.responses[row])), wait_tokens=rec.wait_tokens,
+                    interventions=rec.interventions, guard_calls=rec.guard_calls,
+                    extra={"discarded": rec.discarded, "fallback": rec.fallback, "refused": rec.refused})

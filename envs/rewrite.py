@@ -1,5 +1,6 @@
 """CARE's buffered release, rollback and introspection (Decoding-time safety via rollback and
-introspection, arXiv 2509.06982), as bookkeeping shared by the rewrite environment and the CARE agent.
+introspection, arXiv 2509.06982): the release bookkeeping of the rewrite environments
+(:mod:`envs.rewrite_env`), whose rewrite actions it carries out on the engine.
 
 - **Release buffer.** The newest ``buffer`` (b) response tokens are held back; older ones are
   released to the user once a check has passed with them in the answer. The guard checks the query
@@ -27,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from envs.introspection import OPENING, critique_ids
-from envs.lm import DecodeState, LanguageModel
+from envs.engine import Engine
+from envs.lm import LanguageModel
 
 INTERVENTIONS = ("resample", "introspect", "phrase")
 FALLBACKS = ("continue", "refuse")
@@ -86,6 +88,7 @@ class RowRecord:
     wait_tokens: int = 0
     discarded: int = 0
     inserted: int = 0  # critique / phrase tokens spliced in
+    sampled: int = 0  # tokens decoded, rolled-back ones included
     guard_calls: int = 0
     checking: bool = True  # False after a 'continue' fallback or CARE-lite's one intervention
     refused: bool = False
@@ -147,47 +150,44 @@ class ReleaseBuffer:
             self.advance(row, length, final)
 
     # ------------------------------------------------------------------ rewriting
-    def intervene(self, state: DecodeState, state_rows: Sequence[int], rows: Sequence[int],
-                  responses: list[list[int]], prompts: Sequence[str], seeds: Sequence[int] | None = None) -> None:
-        """Roll ``rows`` back to their released text and apply the intervention, batched.
-
-        ``state_rows[j]`` is the decoding-state row of answer ``rows[j]``.
-        """
+    def intervene(self, engine: Engine, rows: Sequence[int], kinds: Sequence[str], seeds: Sequence[int]) -> None:
+        """Roll ``rows`` of ``engine`` back to their released text and apply ``kinds[j]`` (an
+        intervention) to ``rows[j]``, batched: one crop, one critique generation, one splice."""
         cfg = self.config
-        counts = [0] * state.batch_size
+        counts = [0] * engine.n
         flagged_text = {}
-        for srow, row in zip(state_rows, rows):
+        for row in rows:
             rec = self.rows[row]
-            counts[srow] = len(responses[row]) - rec.released
-            flagged_text[row] = self.lm.decode(responses[row])
-            rec.discarded += counts[srow]
-            responses[row] = responses[row][: rec.released]
+            counts[row] = len(engine.responses[row]) - rec.released
+            flagged_text[row] = engine.text(row)
+            rec.discarded += counts[row]
             rec.checked = min(rec.checked, rec.released)
             rec.hidden = [(a, b) for a, b in rec.hidden if b <= rec.released]
             rec.attempts += 1
             rec.interventions += 1
             if cfg.single:
                 rec.checking = False
-        state.crop(counts)
-        if cfg.intervention == "resample":
+        engine.crop(counts)
+        inserts: dict[int, list[int]] = {}
+        introspect = [(r, s) for r, k, s in zip(rows, kinds, seeds) if k == "introspect"]
+        if introspect:
+            critiques = critique_ids(self.lm, [engine.prompts[r] for r, _ in introspect],
+                                     [flagged_text[r] for r, _ in introspect], cfg.buffer, cfg.critique_temperature,
+                                     [s for _, s in introspect], cfg.opening)
+            inserts.update((r, ids) for (r, _), ids in zip(introspect, critiques))
+        phrase = self.lm.tokenizer(cfg.opening, add_special_tokens=False).input_ids[: cfg.buffer]
+        inserts.update((r, list(phrase)) for r, k in zip(rows, kinds) if k == "phrase")
+        if not inserts:
             return
-        if cfg.intervention == "introspect":
-            inserts = critique_ids(self.lm, [prompts[r] for r in rows], [flagged_text[r] for r in rows], cfg.buffer,
-                                   cfg.critique_temperature, seeds, cfg.opening)
-        else:
-            phrase = self.lm.tokenizer(cfg.opening, add_special_tokens=False).input_ids[: cfg.buffer]
-            inserts = [list(phrase) for _ in rows]
-        chunks: list[list[int]] = [[] for _ in range(state.batch_size)]
-        for srow, row, ids in zip(state_rows, rows, inserts):
-            chunks[srow] = ids
-            start = len(responses[row])
-            responses[row] = responses[row] + ids
-            rec = self.rows[row]
+        for row in rows:
+            if row not in inserts:
+                continue
+            ids, rec, start = inserts[row], self.rows[row], len(engine.responses[row])
             rec.wait_tokens += len(ids)
             rec.inserted += len(ids)
             if not cfg.show_critique:
                 rec.hidden.append((start, start + len(ids)))
-        state.feed(chunks)
+        engine.splice({r: inserts[r] for r in rows if r in inserts})
 
     # ------------------------------------------------------------------ what the user sees
     def released_ids(self, row: int, response: Sequence[int]) -> list[int]:

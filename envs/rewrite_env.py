@@ -1,137 +1,235 @@
-"""RewriteWrapper: CARE's rollback and introspection as actions of the token environment.
+"""The rewrite environments: CARE's rollback and introspection as actions of the token CMDP.
 
-Wraps a :class:`~envs.token_env.TokenCMDPEnv` (guard required). Actions ``0..top_k-1`` choose the
-next token as before; ``ROLLBACK = top_k`` crops the answer back to the released text (the KV cache
-is cut, not recomputed); ``INTROSPECT = top_k + 1`` rolls back and splices a self-critique written
-by the same model (:mod:`envs.rewrite`). The guard checks every ``check_every`` tokens and at the
-end (the wrapped env's checks: its ``guard_every`` is set to ``check_every``); the newest ``buffer``
+A face of the episode engine (:mod:`envs.engine`) with the release buffer of :mod:`envs.rewrite`.
+Actions ``0..top_k-1`` choose the next token as in the token env; three more rewrite the answer:
+
+- ``RESAMPLE = top_k`` (alias ``ROLLBACK``): crop back to the released text (the KV cache is cut,
+  not recomputed) and decode again from there;
+- ``INTROSPECT = top_k + 1``: crop back and splice a self-critique written by the same model;
+- ``PHRASE = top_k + 2``: crop back and splice the critique's fixed opening alone.
+
+The guard checks every ``check_every`` tokens (default b/2) and at the end; the newest ``buffer``
 tokens are held back from the user (``info["released_text"]``).
 
-- A flagged check sets ``info["flagged"]``; the policy may intervene or keep going (flagged text
-  then reaches the user once it leaves the buffer: ``info["released_flagged"]``).
-- A flagged final check does not end the episode while attempts remain: only the two rewrite
-  actions are legal then (:meth:`RewriteWrapper.action_masks`).
-- After ``max_attempts`` interventions on one span the fallback is applied automatically:
-  ``refuse`` ends the episode with a refusal released, ``continue`` stops checking.
+- A flagged check sets ``info["flagged"]`` and :attr:`RewriteEpisodes.pending`; the policy may
+  rewrite or keep going (flagged text then reaches the user once it leaves the buffer:
+  ``info["released_flagged"]``).
+- A flagged final check does not end the episode while attempts remain: only the rewrite actions
+  are legal then (``info["must_intervene"]``).
+- After ``max_attempts`` interventions on one span the fallback is applied by the env: ``refuse``
+  ends the episode with a refusal released, ``continue`` stops checking.
 - Rewrite actions are legal only while the buffer holds something and attempts remain.
-- ``info`` also carries the counters: interventions, wait_tokens, guard_calls, tokens_discarded.
+- An episode is truncated after ``max_new_tokens * (max_attempts + 2)`` decoded tokens, whatever
+  happens (a loop of flags and passes cannot run for ever); the unreleased buffer stays unreleased.
+- ``info`` carries the counters: interventions, wait_tokens, guard_calls (this answer's checks),
+  tokens_discarded, fallback.
 
-The CARE agent (``agents/care.py``) drives the same bookkeeping with a fixed rule, batched; an
-RL policy (MaskablePPO) can learn when to intervene on this env.
+:class:`RewriteVectorEnv` batches sub-envs (one forward per step for all; rewrites batched: one
+crop, one critique generation, one splice); :class:`RewriteEnv` is the single env. CARE's fixed rule
+(``agents/care.py``) is a policy over the vector env; an RL policy (MaskablePPO) can learn when to
+intervene on either.
 """
 
 from __future__ import annotations
 
-import gymnasium as gym
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
-from envs.guards import violations
+from envs.guards import Guard, violations
+from envs.lm import LanguageModel
+from envs.rewards import Reward
 from envs.rewrite import ReleaseBuffer, RewriteConfig
+from envs.seeding import prompt_seed
+from envs.token_env import TokenCMDPEnv
+from envs.token_episodes import StepResult, TokenEnvConfig, TokenEpisodes
+from envs.token_vector_env import TokenCMDPVectorEnv
+
+REWRITES = ("resample", "introspect", "phrase")
+"""The rewrite actions, in action order after the ``top_k`` token actions."""
 
 
-class RewriteWrapper(gym.Wrapper):
-    """Release buffer + ROLLBACK / INTROSPECT actions (see the module docstring).
+class RewriteEpisodes(TokenEpisodes):
+    """Token episodes with a release buffer and rewrite actions (see the module docstring)."""
 
-    :param env: a TokenCMDPEnv (optionally wrapped) with a guard.
-    :param buffer, check_every, max_attempts, fallback, show_critique, critique_temperature,
-        opening, refusal: see :class:`envs.rewrite.RewriteConfig` (the intervention is chosen by
-        the action: ROLLBACK = resample, INTROSPECT = introspect).
-    """
+    def __init__(self, lm: LanguageModel, config: TokenEnvConfig, guard: Guard | None, reward: Reward | None, n: int,
+                 rewrite: RewriteConfig) -> None:
+        if guard is None:
+            raise ValueError("the rewrite env needs a guard (guard=...): its checks decide what is released")
+        super().__init__(lm, config, guard, reward, n)
+        self.rewrite = rewrite
+        self.buffer = ReleaseBuffer(lm, rewrite, n)
+        self.pending = np.zeros(n, dtype=bool)  # (N,) the last check flagged and attempts remain
+        self.must = np.zeros(n, dtype=bool)  # (N,) ... and it was the final check: a rewrite is required
+        self.flagged = np.zeros(n, dtype=bool)  # (N,) this step's check flagged
+        self.released_flagged = np.zeros(n, dtype=bool)  # (N,) flagged text left the buffer this step
+        self.seed = 0  # critique seeds: prompt_seed(seed, prompt) + 7919 * interventions
+        self.max_tokens = config.max_new_tokens * (rewrite.max_attempts + 2)
 
-    def __init__(self, env: gym.Env, buffer: int = 40, check_every: int = 0, max_attempts: int = 5,
-                 fallback: str = "refuse", show_critique: bool = True, critique_temperature: float = 1.1,
-                 seed: int = 0) -> None:
-        super().__init__(env)
-        inner = env.unwrapped
-        if getattr(inner, "guard", None) is None:
-            raise ValueError("RewriteWrapper needs a token env with a guard (guard=...)")
-        self.config = RewriteConfig(buffer=buffer, check_every=check_every, max_attempts=max_attempts,
-                                    fallback=fallback, show_critique=show_critique,
-                                    critique_temperature=critique_temperature)
-        inner.config.guard_every = self.config.check_every  # the env's checks are the buffer's checks
-        self.inner = inner
-        self.top_k = inner.config.top_k
-        self.ROLLBACK, self.INTROSPECT = self.top_k, self.top_k + 1
-        self.action_space = gym.spaces.Discrete(self.top_k + 2)
-        self.buffer = ReleaseBuffer(inner.lm, self.config, n=1)
-        self.seed_base = seed
-        self._must_intervene = False
-        self._ended = False
-
-    # ------------------------------------------------------------------ helpers
     @property
-    def _response(self) -> list[int]:
-        return self.inner.episodes.responses[0]
+    def n_actions(self) -> int:
+        return self.config.top_k + len(REWRITES)
 
-    def _info(self, info: dict) -> dict:
-        rec = self.buffer.rows[0]
-        info = dict(info)
-        info.update(released_text=self.buffer.released_text(0, self._response), interventions=rec.interventions,
-                    wait_tokens=rec.wait_tokens, guard_calls=rec.guard_calls, tokens_discarded=rec.discarded,
-                    fallback=rec.fallback, must_intervene=self._must_intervene)
-        return info
+    def reset_rows(self, starts: Mapping[int, tuple[str, float | None]]) -> None:
+        self._clear(starts)
+        super().reset_rows(starts)
 
-    def _can_rewrite(self) -> bool:
-        return self.buffer.unreleased(0, self._response) > 0 and self.buffer.can_intervene(0)
+    def _clear(self, rows) -> None:
+        for row in rows:
+            self.buffer.reset_row(row)
+            self.pending[row] = self.must[row] = self.flagged[row] = self.released_flagged[row] = False
 
-    # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed=None, options=None):
-        obs, info = self.env.reset(seed=seed, options=options)
-        self.buffer.reset_row(0)
-        self._must_intervene = self._ended = False
-        return obs, self._info(info)
-
-    def step(self, action):
-        if self._ended:
-            raise RuntimeError("the episode is over; call reset() first")
-        action = int(action)
-        if not self.action_masks()[action]:
-            raise ValueError(f"action {action} is not legal now: see action_masks() "
-                             f"(rewrite actions need an unreleased buffer and attempts left)")
-        if action >= self.top_k:
-            return self._rewrite(action)
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        final = terminated or truncated
-        length = len(self._response)
-        rec = self.buffer.rows[0]
-        released_before = rec.released
-        info["flagged"] = False
-        if "risk" in info and rec.checking:
-            rec.guard_calls += 1
-            if violations(info["risk"], self.inner.guard.threshold):
-                info["flagged"] = True
-                if self.buffer.can_intervene(0):
-                    if final:  # not over yet: the policy must rewrite
-                        self._must_intervene = True
-                        terminated = truncated = False
-                else:
-                    self.buffer.fail(0, length, final)
-                    if rec.refused:
-                        terminated = True
-            else:
-                self.buffer.passed(0, length, final)
-        else:
-            self.buffer.advance(0, length, final)
-        info["released_flagged"] = bool(info["flagged"] and rec.released > released_before)
-        self._ended = terminated or truncated
-        return obs, reward, terminated, truncated, self._info(info)
-
-    def _rewrite(self, action: int):
-        inner = self.inner
-        rec = self.buffer.rows[0]
-        self.buffer.config.intervention = "introspect" if action == self.INTROSPECT else "resample"
-        self.buffer.intervene(inner.episodes.state, [0], [0], inner.episodes.responses, inner.episodes.prompts,
-                              seeds=[self.seed_base + 7919 * rec.interventions])
-        inner.episodes._refresh_candidates()
-        inner._done = False  # the answer goes on from the released text
-        self._must_intervene = False
-        obs = inner.episodes.observations()[0]
-        info = inner.episodes.info(0)
-        info.update(cost=0.0, flagged=False, released_flagged=False, token_id=-1)
-        return obs, 0.0, False, False, self._info(info)
+    def can_rewrite(self) -> np.ndarray:
+        """(N,) bool: something is unreleased and attempts remain."""
+        return np.array([self.buffer.unreleased(r, self.responses[r]) > 0 and self.buffer.can_intervene(r)
+                         for r in range(self.n)], dtype=bool)
 
     def action_masks(self) -> np.ndarray:
-        """(top_k + 2,) bool: token actions (none while a rewrite is required), then ROLLBACK, INTROSPECT."""
-        tokens = np.zeros(self.top_k, dtype=bool) if self._must_intervene else self.inner.action_masks()
-        rewrite = self._can_rewrite()
-        return np.concatenate([tokens, [rewrite, rewrite]])
+        """(N, top_k + 3) bool: token actions (none while a rewrite is required), then the rewrites."""
+        tokens = self.masks & ~self.must[:, None]
+        return np.concatenate([tokens, np.repeat(self.can_rewrite()[:, None], len(REWRITES), axis=1)], axis=1)
+
+    # ------------------------------------------------------------------ steps
+    def step_rows(self, actions: np.ndarray, rows: Sequence[int],
+                  restarts: Mapping[int, tuple[str, float | None]] | None = None,
+                  token_ids: np.ndarray | None = None) -> StepResult:
+        actions, k = np.asarray(actions).astype(np.int64), self.config.top_k
+        rows = [int(r) for r in rows]
+        bad = [r for r in rows if not 0 <= actions[r] < self.n_actions]
+        if bad:
+            raise ValueError(f"unknown action {int(actions[bad[0]])} for sub-env {bad[0]}: "
+                             f"actions are 0..{k - 1} (tokens) and {k}..{k + 2} ({', '.join(REWRITES)})")
+        rewrite = [r for r in rows if actions[r] >= k]
+        tokens = [r for r in rows if actions[r] < k]
+        forced = [r for r in tokens if self.must[r]]
+        if forced:
+            raise ValueError(f"sub-env {forced[0]} must rewrite (its final check flagged): choose among action_masks()")
+        legal = self.can_rewrite()
+        for r in rewrite:
+            if not legal[r]:
+                raise ValueError(f"action {int(actions[r])} is not legal for sub-env {r} now: rewrites need an "
+                                 "unreleased buffer and attempts left (see action_masks())")
+        self.flagged[:] = self.released_flagged[:] = False
+        if rewrite:
+            self.buffer.intervene(self, rewrite, [REWRITES[actions[r] - k] for r in rewrite],
+                                  [prompt_seed(self.seed, self.prompts[r]) + 7919 * self.buffer.rows[r].interventions
+                                   for r in rewrite])
+            self.pending[rewrite] = self.must[rewrite] = False
+        self._clear(restarts or ())
+        if tokens or restarts:
+            result = super().step_rows(actions, tokens, restarts, token_ids)
+        else:
+            self.refresh()
+            n = self.n
+            result = StepResult(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool),
+                                np.full(n, -1, dtype=np.int64), np.full(n, np.nan), [None] * n)
+        for row in tokens:
+            self._release(row, result)
+        return result
+
+    def check_due(self, rows: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """The buffer's schedule: every ``check_every`` tokens and at the end, while checking."""
+        return rows[[self.buffer.check_due(int(r), int(n), bool(d)) for r, n, d in zip(rows, lengths, done)]]
+
+    def _release(self, row: int, result: StepResult) -> None:
+        """Release bookkeeping of a row that decoded a token (the env's share of CARE's rule)."""
+        rec = self.buffer.rows[row]
+        rec.sampled += 1
+        self.pending[row] = False
+        length = len(self.responses[row])
+        final = bool(result.terminated[row] or result.truncated[row])
+        released_before = rec.released
+        if not np.isnan(result.risk[row]):
+            rec.guard_calls += 1
+            if violations(result.risk[row], self.guard.threshold):
+                self.flagged[row] = True
+                if self.buffer.can_intervene(row):
+                    self.pending[row] = True
+                    if final:  # not over yet: the policy must rewrite
+                        self.must[row] = True
+                        result.terminated[row] = result.truncated[row] = False
+                else:
+                    self.buffer.fail(row, length, final)
+                    if rec.refused:
+                        result.terminated[row] = True
+            else:
+                self.buffer.passed(row, length, final)
+        else:
+            self.buffer.advance(row, length, final)
+        self.released_flagged[row] = self.flagged[row] and rec.released > released_before
+        if rec.sampled >= self.max_tokens and not (result.terminated[row] or result.truncated[row]):
+            result.truncated[row] = True  # the step cap: stop, releasing nothing more
+            self.pending[row] = self.must[row] = False
+
+    # ------------------------------------------------------------------ what the user sees
+    def released_text(self, row: int) -> str:
+        return self.buffer.released_text(row, self.responses[row])
+
+    def info(self, row: int, result: StepResult | None = None) -> dict:
+        info = super().info(row, result)
+        rec = self.buffer.rows[row]
+        info.update(released_text=self.released_text(row), interventions=rec.interventions,
+                    wait_tokens=rec.wait_tokens, guard_calls=rec.guard_calls, tokens_discarded=rec.discarded,
+                    fallback=rec.fallback, refused=rec.refused, must_intervene=bool(self.must[row]),
+                    flagged=bool(self.flagged[row]), released_flagged=bool(self.released_flagged[row]))
+        return info
+
+
+def rewrite_config(buffer: int, check_every: int, max_attempts: int, fallback: str, single: bool,
+                   show_critique: bool, critique_temperature: float) -> RewriteConfig:
+    """The release buffer's options (the intervention is chosen by the action)."""
+    return RewriteConfig(buffer=buffer, check_every=check_every, max_attempts=max_attempts, fallback=fallback,
+                         single=single, show_critique=show_critique, critique_temperature=critique_temperature)
+
+
+class RewriteVectorEnv(TokenCMDPVectorEnv):
+    """``num_envs`` rewrite envs decoded as one batch (see the module docstring).
+
+    Takes the arguments of :class:`~envs.token_vector_env.TokenCMDPVectorEnv` (a guard is
+    required) and the release buffer's: ``buffer`` (b), ``check_every`` (0 = b/2),
+    ``max_attempts`` (N), ``fallback``, ``single``, ``show_critique``, ``critique_temperature``
+    (:class:`envs.rewrite.RewriteConfig`). The reset seed also seeds the critiques.
+    """
+
+    def __init__(self, num_envs: int = 8, *, buffer: int = 40, check_every: int = 0, max_attempts: int = 5,
+                 fallback: str = "refuse", single: bool = False, show_critique: bool = True,
+                 critique_temperature: float = 1.1, **kwargs: Any) -> None:
+        self.rewrite = rewrite_config(buffer, check_every, max_attempts, fallback, single, show_critique,
+                                      critique_temperature)
+        super().__init__(num_envs, **kwargs)
+        self.RESAMPLE = self.ROLLBACK = self.config.top_k
+        self.INTROSPECT, self.PHRASE = self.config.top_k + 1, self.config.top_k + 2
+
+    def make_episodes(self) -> RewriteEpisodes:
+        return RewriteEpisodes(self.lm, self.config, self.guard, self.reward_fn, self.num_envs, self.rewrite)
+
+    @property
+    def n_actions(self) -> int:
+        return self.config.top_k + len(REWRITES)
+
+
+class RewriteEnv(TokenCMDPEnv):
+    """One rewrite env: :class:`~envs.token_env.TokenCMDPEnv`'s arguments (a guard is required)
+    plus the release buffer's (see :class:`RewriteVectorEnv`)."""
+
+    def __init__(self, *, buffer: int = 40, check_every: int = 0, max_attempts: int = 5, fallback: str = "refuse",
+                 single: bool = False, show_critique: bool = True, critique_temperature: float = 1.1,
+                 **kwargs: Any) -> None:
+        self.rewrite = rewrite_config(buffer, check_every, max_attempts, fallback, single, show_critique,
+                                      critique_temperature)
+        super().__init__(**kwargs)
+        self.RESAMPLE = self.ROLLBACK = self.config.top_k
+        self.INTROSPECT, self.PHRASE = self.config.top_k + 1, self.config.top_k + 2
+
+    def make_episodes(self) -> RewriteEpisodes:
+        return RewriteEpisodes(self.lm, self.config, self.guard, self.reward_fn, 1, self.rewrite)
+
+    @property
+    def n_actions(self) -> int:
+        return self.config.top_k + len(REWRITES)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        out = super().reset(seed=seed, options=options)
+        self.episodes.seed = 0 if seed is None else int(seed)
+        return out

@@ -25,6 +25,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+def check_budget(budget: float) -> float:
+    """A budget must be a positive number; returns it as a float."""
+    if not (isinstance(budget, (int, float, np.floating, np.integer)) and not isinstance(budget, bool) and budget > 0):
+        raise ValueError(f"budget must be > 0, got {budget!r}")
+    return float(budget)
+
+
 def scaled_budget(safety_budget: float, gamma: float, max_ep_len: int) -> float:
     """The per-step-scaled budget ``d``: ``safety_budget * (1 - g**T) / (1 - g) / T`` if ``g < 1``."""
     if gamma < 1.0:

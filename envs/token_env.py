@@ -91,11 +91,20 @@ class TokenCMDPEnv(gym.Env):
         self.lm = resolve_lm(model, device, dtype)
         self.guard = None if guard is None else make_guard(guard)
         self.reward_fn = None if reward is None else make_reward(reward)
-        self.episodes = TokenEpisodes(self.lm, self.config, self.guard, self.reward_fn, n=1)
+        self.episodes = self.make_episodes()
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.lm.hidden_size,), dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(self.config.top_k)
+        self.action_space = gym.spaces.Discrete(self.n_actions)
         self._done = True
+
+    def make_episodes(self) -> TokenEpisodes:
+        """The engine face this env steps (a subclass may return a richer one)."""
+        return TokenEpisodes(self.lm, self.config, self.guard, self.reward_fn, n=1)
+
+    @property
+    def n_actions(self) -> int:
+        """Number of discrete actions."""
+        return self.config.top_k
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an episode: ``options={"prompt": str, "budget": float}`` (both optional)."""
@@ -111,7 +120,7 @@ class TokenCMDPEnv(gym.Env):
     def step(self, action):
         if self._done:
             raise RuntimeError("the episode is over (or never started); call reset() first")
-        result = self.episodes.step(np.array([action]), rows=[0])
+        result = self.episodes.step_rows(np.array([action]), rows=[0])
         terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
         self._done = terminated or truncated
         info = self.episodes.info(0, result)
@@ -119,7 +128,7 @@ class TokenCMDPEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """(top_k,) bool: which actions are legal now (tokens with nonzero probability)."""
-        return self.episodes.masks[0].copy()
+        return self.episodes.action_masks()[0]
 
     def candidate_ids(self) -> np.ndarray:
         """(top_k,) token ids the actions stand for, most likely first."""

@@ -1,4 +1,4 @@
-"""N token-level CMDP episodes decoded in lockstep on one :class:`~envs.lm.DecodeState`.
+"""The token-level CMDP as a face of the episode engine (:mod:`envs.engine`).
 
 This is the machinery shared by :class:`~envs.token_env.TokenCMDPEnv` (N = 1) and
 :class:`~envs.token_vector_env.TokenCMDPVectorEnv`: one batched forward per step for all rows,
@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.guards import Guard, checked_risk, violations
-from envs.lm import DecodeState, LanguageModel
-from envs.rewards import Reward, check_reward
-from envs.safety_state import after_cost, within_budget
+from envs.engine import Engine
+from envs.guards import Guard
+from envs.lm import LanguageModel
+from envs.rewards import Reward
+from envs.safety_state import check_budget, within_budget
 
 
 @dataclass
@@ -65,13 +66,6 @@ class TokenEnvConfig:
         check_budget(self.budget)
 
 
-def check_budget(budget: float) -> float:
-    """A budget must be a positive number."""
-    if not (isinstance(budget, (int, float, np.floating, np.integer)) and budget > 0):
-        raise ValueError(f"budget must be > 0, got {budget!r}")
-    return float(budget)
-
-
 @dataclass
 class StepResult:
     """What one step produced for every row (entries of rows that did not step are 0/False)."""
@@ -85,25 +79,18 @@ class StepResult:
     guard_error: list[str | None] = field(default_factory=list)
 
 
-class TokenEpisodes:
-    """Episode bookkeeping for ``n`` rows over one decoding state (see the module docstring)."""
+class TokenEpisodes(Engine):
+    """The token CMDP over ``n`` engine rows: top-k actions, the check and reward schedule, the
+    Gymnasium info (see the module docstring)."""
 
     def __init__(self, lm: LanguageModel, config: TokenEnvConfig, guard: Guard | None, reward: Reward | None, n: int):
         if config.top_k > lm.vocab_size:
             raise ValueError(f"top_k must be <= the vocabulary size {lm.vocab_size}, got {config.top_k}")
-        self.lm, self.config, self.guard, self.reward, self.n = lm, config, guard, reward, n
+        super().__init__(lm, guard, reward, config.max_new_tokens, config.cost_mode, config.budget)
+        self.config = config
         self.layer = lm.capture_layer(config.latent_layer) if config.latent_layer is not None else lm.latent_layer
-        if guard is not None:
-            guard.attach(lm)
-        self.eos = np.array(sorted(lm.eos_token_ids))
-        self.state: DecodeState | None = None
-        self.prompts = [""] * n
-        self.responses: list[list[int]] = [[] for _ in range(n)]
-        self.episode_cost = np.zeros(n)
-        self.peak_risk = np.zeros(n)
-        self.last_reward = np.zeros(n)  # R at the previous reward call (reward_every > 0)
-        self.budget = np.full(n, config.budget)
-        self.guard_calls = 0
+        self.eos_ids = np.array(sorted(lm.eos_token_ids))
+        self._allocate(n)
         self.candidates = np.zeros((n, config.top_k), dtype=np.int64)  # (N, k) token ids
         self.masks = np.ones((n, config.top_k), dtype=bool)  # (N, k)
         self.logprobs = np.zeros((n, config.top_k), dtype=np.float32)  # (N, k) of the candidates
@@ -113,36 +100,33 @@ class TokenEpisodes:
         """(N, H) float32 latents of every row's current prefix."""
         return self.state.latent(self.layer)
 
-    def text(self, row: int) -> str:
-        """The response of ``row`` so far."""
-        return self.lm.decode(self.responses[row])
+    def features(self, layer: int, pooling: str = "mean") -> np.ndarray:
+        """(N, H) float32: ``layer``'s hidden states pooled over each response ('mean') or at the last token."""
+        if pooling == "mean":
+            return self.state.pooled_latent(layer).float().cpu().numpy()
+        return self.state.latent(layer)
 
-    def _refresh_candidates(self) -> None:
+    def action_masks(self) -> np.ndarray:
+        """(N, k) bool: the legal actions of every row."""
+        return self.masks.copy()
+
+    def refresh(self) -> None:
+        """Recompute every row's top-k candidates after the decoding state changed."""
         logprobs, ids = self.state.topk(self.config.top_k)  # (N, k) each
         self.candidates = ids.cpu().numpy()
         self.logprobs = logprobs.float().cpu().numpy()
         self.masks = np.isfinite(self.logprobs)
 
     # ------------------------------------------------------------------ resets
-    def _begin(self, row: int, prompt: str, budget: float | None) -> list[int]:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-        self.prompts[row] = prompt
-        self.responses[row] = []
-        self.episode_cost[row] = self.peak_risk[row] = self.last_reward[row] = 0.0
-        self.budget[row] = self.config.budget if budget is None else check_budget(budget)
-        return self.lm.encode_prompt(prompt)
-
     def reset_rows(self, starts: Mapping[int, tuple[str, float | None]]) -> None:
         """Start new episodes on the given rows (``row -> (prompt, budget)``), one forward."""
-        ids = {row: self._begin(row, prompt, budget) for row, (prompt, budget) in starts.items()}
-        if self.state is None or len(ids) == self.n:
-            if len(ids) != self.n:
-                raise ValueError(f"the first reset must start all {self.n} rows, got {sorted(ids)}")
-            self.state = self.lm.prefill(token_ids=[ids[r] for r in range(self.n)])
+        if self.state is None or len(starts) == self.n:
+            if len(starts) != self.n:
+                raise ValueError(f"the first reset must start all {self.n} rows, got {sorted(starts)}")
+            self.start([starts[r][0] for r in range(self.n)], [starts[r][1] for r in range(self.n)])
         else:
-            self.state.feed([ids.get(r, []) for r in range(self.n)], restart=list(ids))
-        self._refresh_candidates()
+            self.restart(starts)
+        self.refresh()
 
     # ------------------------------------------------------------------ steps
     def tokens_for(self, actions: np.ndarray, rows: Sequence[int]) -> np.ndarray:
@@ -158,77 +142,63 @@ class TokenEpisodes:
                              "choose among action_masks()")
         return self.candidates[rows, acts]
 
-    def step(
+    def step_rows(
         self,
         actions: np.ndarray,
         rows: Sequence[int],
         restarts: Mapping[int, tuple[str, float | None]] | None = None,
+        token_ids: np.ndarray | None = None,
     ) -> StepResult:
-        """Advance ``rows`` by their actions and start ``restarts``, all in one forward."""
-        restarts = restarts or {}
-        rows = list(rows)
-        tokens = self.tokens_for(actions, rows)
-        if len(rows) == self.n and not restarts:
-            self.state.step(self.candidates[np.arange(self.n), np.asarray(actions).astype(np.int64)])
-        else:
-            chunks: list[list[int]] = [[] for _ in range(self.n)]
-            for row, token in zip(rows, tokens):
-                chunks[row] = [int(token)]
-            for row, (prompt, budget) in restarts.items():
-                chunks[row] = self._begin(row, prompt, budget)
-            self.state.feed(chunks, restart=list(restarts))
-        self._refresh_candidates()
+        """Advance ``rows`` by their actions and start ``restarts``, all in one forward.
 
+        ``token_ids`` (N,), when given, are the tokens themselves (any id of the vocabulary: a
+        policy that samples from the whole distribution) instead of candidate indices.
+        """
+        rows = list(rows)
+        if token_ids is None:
+            tokens = self.tokens_for(actions, rows)
+        else:
+            tokens = np.asarray(token_ids, dtype=np.int64)[np.asarray(rows, dtype=np.int64)]
+            if tokens.size and (tokens.min() < 0 or tokens.max() >= self.lm.vocab_size):
+                raise ValueError(f"token ids must be in [0, {self.lm.vocab_size}), got {tokens.tolist()}")
+        self.step(tokens, rows, restarts)
+        self.refresh()
         n = self.n
         result = StepResult(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool),
                             np.full(n, -1, dtype=np.int64), np.full(n, np.nan), [None] * n)
-        for row, token in zip(rows, tokens):
-            self.responses[row].append(int(token))
-            result.token_id[row] = token
         idx = np.asarray(rows, dtype=np.int64)
+        result.token_id[idx] = tokens
         lengths = np.array([len(self.responses[r]) for r in rows], dtype=np.int64)
-        result.terminated[idx] = np.isin(tokens, self.eos)
+        result.terminated[idx] = np.isin(tokens, self.eos_ids)
         result.truncated[idx] = (lengths >= self.config.max_new_tokens) & ~result.terminated[idx]
         done = result.terminated[idx] | result.truncated[idx]
-        self._check_guard(idx, lengths, done, result)
-        self._pay_reward(idx, lengths, done, result)
+        self._check_guard(self.check_due(idx, lengths, done), result)
+        self._pay_reward(idx[self._due(self.config.reward_every, lengths, done)], result)
         return result
 
-    def _due(self, every: int, lengths: np.ndarray, done: np.ndarray) -> np.ndarray:
+    def check_due(self, rows: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """The stepped rows whose guard check is due (every ``guard_every`` tokens and at the end)."""
+        if self.guard is None:
+            return rows[:0]
+        return rows[self._due(self.config.guard_every, lengths, done)]
+
+    @staticmethod
+    def _due(every: int, lengths: np.ndarray, done: np.ndarray) -> np.ndarray:
         return done | ((lengths % every == 0) if every > 0 else np.zeros_like(done))
 
-    def _check_guard(self, rows: np.ndarray, lengths: np.ndarray, done: np.ndarray, result: StepResult) -> None:
-        if self.guard is None:
-            return
-        due = rows[self._due(self.config.guard_every, lengths, done)]
+    def _check_guard(self, due: np.ndarray, result: StepResult) -> None:
         if due.size == 0:
             return
-        prompts = [self.prompts[r] for r in due]
-        texts = [self.text(r) for r in due]
-        self.guard_calls += 1
-        risk, error = checked_risk(self.guard, prompts, texts, self.state, due.tolist())
-        if error is not None:  # fail closed: an unanswered check is a violation
+        check = self.check(due)
+        if check.error is not None:  # fail closed: an unanswered check is a violation
             for r in due:
-                result.guard_error[r] = error
-        if self.config.cost_mode == "flag":
-            cost = violations(risk, self.guard.threshold).astype(np.float64)
-        else:
-            cost = np.maximum(0.0, risk - self.peak_risk[due])
-        self.peak_risk[due] = np.maximum(self.peak_risk[due], risk)
-        result.risk[due] = risk
-        result.cost[due] = cost
-        self.episode_cost[due] += cost
+                result.guard_error[r] = check.error
+        result.risk[due] = check.risk
+        result.cost[due] = check.cost
 
-    def _pay_reward(self, rows: np.ndarray, lengths: np.ndarray, done: np.ndarray, result: StepResult) -> None:
-        if self.reward is None:
-            return
-        due = rows[self._due(self.config.reward_every, lengths, done)]
-        if due.size == 0:
-            return
-        prompts = [self.prompts[r] for r in due]
-        value = check_reward(self.reward(prompts, [self.text(r) for r in due]), due.size, self.reward.name, prompts)
-        result.reward[due] = value - self.last_reward[due]
-        self.last_reward[due] = value
+    def _pay_reward(self, due: np.ndarray, result: StepResult) -> None:
+        if self.reward is not None and due.size:
+            result.reward[due] = self.pay(due)
 
     def info(self, row: int, result: StepResult | None = None) -> dict:
         """The Gymnasium info dict of ``row`` after a reset (``result=None``) or a step."""
@@ -237,7 +207,7 @@ class TokenEpisodes:
             "text": self.text(row),
             "episode_cost": float(self.episode_cost[row]),
             "budget": float(self.budget[row]),
-            "within_budget": bool(within_budget(after_cost(1.0, self.episode_cost[row], self.budget[row]))),
+            "within_budget": bool(within_budget(self.z[row])),
             "guard_calls": self.guard_calls,
         }
         if result is not None:

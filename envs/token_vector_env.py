@@ -36,13 +36,19 @@ from envs.token_env import check_prompts, resolve_lm
 from envs.token_episodes import TokenEnvConfig, TokenEpisodes
 
 
+PROMPT_ORDERS = ("random", "cycle", "once")
+
+
 class TokenCMDPVectorEnv(VectorEnv):
     """``num_envs`` copies of :class:`~envs.token_env.TokenCMDPEnv` decoded as one batch.
 
     Takes the same arguments as :class:`~envs.token_env.TokenCMDPEnv`, plus ``num_envs``,
     ``autoreset_mode`` (``"NextStep"`` or ``"SameStep"``) and ``prompt_order``: ``"random"`` (drawn
-    with the env's RNG) or ``"cycle"`` (every new episode takes the next prompt of the list, so a
-    collection job can walk through a prompt list exactly).
+    with the env's RNG), ``"cycle"`` (every new episode takes the next prompt of the list, so a
+    collection job can walk through a prompt list exactly) or ``"once"`` (as ``"cycle"``, each
+    prompt once: a sub-environment with no prompt left goes idle, its actions are ignored and
+    :attr:`finished` says when all are). ``episode_index[i]`` is the position in the prompt list of
+    sub-environment ``i``'s episode (``"cycle"`` and ``"once"``).
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -69,8 +75,8 @@ class TokenCMDPVectorEnv(VectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if prompt_order not in ("random", "cycle"):
-            raise ValueError(f"prompt_order must be 'random' or 'cycle', got {prompt_order!r}")
+        if prompt_order not in PROMPT_ORDERS:
+            raise ValueError(f"prompt_order must be one of {PROMPT_ORDERS}, got {prompt_order!r}")
         self.prompt_order = prompt_order
         self.prompts_started = 0  # episodes started so far ('cycle' takes prompts in this order)
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -83,14 +89,35 @@ class TokenCMDPVectorEnv(VectorEnv):
         self.guard = None if guard is None else make_guard(guard)
         self.reward_fn = None if reward is None else make_reward(reward)
         self.num_envs = num_envs
-        self.episodes = TokenEpisodes(self.lm, self.config, self.guard, self.reward_fn, n=num_envs)
+        self.episodes = self.make_episodes()
         self.render_mode = render_mode
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.lm.hidden_size,), dtype=np.float32)
-        self.single_action_space = gym.spaces.Discrete(self.config.top_k)
+        self.single_action_space = gym.spaces.Discrete(self.n_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
+        self.idle = np.zeros(num_envs, dtype=bool)  # 'once': no prompt left for this sub-env
+        self.episode_index = np.full(num_envs, -1, dtype=np.int64)
         self._started = False
+
+    def make_episodes(self) -> TokenEpisodes:
+        """The engine face this env steps (a subclass may return a richer one)."""
+        return TokenEpisodes(self.lm, self.config, self.guard, self.reward_fn, n=self.num_envs)
+
+    @property
+    def n_actions(self) -> int:
+        """Actions of one sub-environment."""
+        return self.config.top_k
+
+    @property
+    def restarting(self) -> np.ndarray:
+        """(num_envs,) bool: sub-envs whose next step is a reset (their episode ended last step)."""
+        return self._autoreset.copy()
+
+    @property
+    def finished(self) -> bool:
+        """``prompt_order="once"``: every prompt has been answered (all sub-envs idle)."""
+        return bool(self.idle.all())
 
     def _draw(self, rows: Sequence[int], options: dict[str, Any]) -> dict[int, tuple[str, float | None]]:
         """New (prompt, budget) per row: ``options["prompt"]`` / ``["budget"]`` (scalar or per row)."""
@@ -99,7 +126,11 @@ class TokenCMDPVectorEnv(VectorEnv):
             prompt = options.get("prompt")
             if isinstance(prompt, (list, tuple)):
                 prompt = prompt[row]
-            if prompt is None and self.prompt_order == "cycle":
+            if prompt is None and self.prompt_order == "once" and self.prompts_started >= len(self.prompts):
+                self.idle[row] = True
+                continue
+            if prompt is None and self.prompt_order != "random":
+                self.episode_index[row] = self.prompts_started
                 prompt = self.prompts[self.prompts_started % len(self.prompts)]
             elif prompt is None:
                 prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
@@ -113,7 +144,13 @@ class TokenCMDPVectorEnv(VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start all sub-environments (``options`` as in the single env, values scalar or per env)."""
         super().reset(seed=seed)
-        self.episodes.reset_rows(self._draw(range(self.num_envs), options or {}))
+        if self.prompt_order == "once":  # each reset answers the list again
+            self.prompts_started, self.idle[:] = 0, False
+        starts = self._draw(range(self.num_envs), options or {})
+        if len(starts) < self.num_envs:  # 'once' with fewer prompts than sub-envs: idle rows hold a copy
+            starts.update({row: starts[0] for row in range(self.num_envs) if row not in starts})
+        self.episodes.reset_rows(starts)
+        self.episodes.seed = 0 if seed is None else int(seed)
         self._autoreset[:] = False
         self._started = True
         infos: dict[str, Any] = {}
@@ -122,15 +159,27 @@ class TokenCMDPVectorEnv(VectorEnv):
         return self.episodes.observations(), infos
 
     def step(self, actions):
+        return self._advance(actions, None)
+
+    def step_tokens(self, token_ids, actions=None):
+        """The same step with the next tokens given by id (N,): a policy that samples from the whole
+        distribution, as the decoding methods do. ``actions`` (N,), when given, carries the
+        non-token actions of a face that has them (e.g. the rewrite env); it is ignored elsewhere."""
+        token_ids = np.asarray(token_ids)
+        if token_ids.shape != (self.num_envs,):
+            raise ValueError(f"token_ids must have shape ({self.num_envs},), got {token_ids.shape}")
+        return self._advance(np.zeros(self.num_envs, np.int64) if actions is None else actions, token_ids)
+
+    def _advance(self, actions, token_ids):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):
             raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
-        restarting = np.flatnonzero(self._autoreset)
-        stepping = np.flatnonzero(~self._autoreset)
-        restarts = self._draw(restarting, {}) if restarting.size else None
-        result = self.episodes.step(actions, stepping, restarts)
+        restarts = self._draw(np.flatnonzero(self._autoreset & ~self.idle), {}) or None
+        restarting = np.array(sorted(restarts or ()), dtype=np.int64)
+        stepping = np.flatnonzero(~self._autoreset & ~self.idle)
+        result = self.episodes.step_rows(actions, stepping, restarts, token_ids)
         done = result.terminated | result.truncated
         row_infos = {int(row): self.episodes.info(row, result) for row in stepping}
         row_infos.update({int(row): self.episodes.info(row) for row in restarting})
@@ -140,13 +189,15 @@ class TokenCMDPVectorEnv(VectorEnv):
             finished = np.flatnonzero(done)
             for row in finished:
                 infos = self._add_info(infos, {"final_obs": obs[row], "final_info": row_infos[int(row)]}, row)
-            self.episodes.reset_rows(self._draw(finished, {}))
-            obs = self.episodes.observations()
-            row_infos.update({int(row): self.episodes.info(row) for row in finished})
+            starts = self._draw(finished, {})
+            if starts:
+                self.episodes.reset_rows(starts)
+                obs = self.episodes.observations()
+            row_infos.update({int(row): self.episodes.info(row) for row in starts})
         else:
             self._autoreset = done
         for row in range(self.num_envs):
-            infos = self._add_info(infos, row_infos[row], row)
+            infos = self._add_info(infos, row_infos.get(row) or self.episodes.info(row), row)
         return obs, result.reward.copy(), result.terminated.copy(), result.truncated.copy(), infos
 
     def candidate_logprobs(self) -> np.ndarray:
@@ -154,8 +205,8 @@ class TokenCMDPVectorEnv(VectorEnv):
         return self.episodes.logprobs.copy()
 
     def action_masks(self) -> np.ndarray:
-        """(num_envs, top_k) bool: the legal actions of every sub-environment."""
-        return self.episodes.masks.copy()
+        """(num_envs, n_actions) bool: the legal actions of every sub-environment."""
+        return self.episodes.action_masks()
 
     def candidate_ids(self) -> np.ndarray:
         """(num_envs, top_k) token ids the actions stand for."""

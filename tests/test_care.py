@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +13,12 @@ import torch
 from agents.base import RunContext
 from agents.care import Care
 from agents.registry import make_method
+from envs.engine import Engine
 from envs.guards import CallableGuard
 from envs.introspection import critique_ids
-from envs.lm import load_lm
+from envs.lm import SamplingConfig, load_lm
 from envs.rewrite import ReleaseBuffer, RewriteConfig
-from envs.rewrite_env import RewriteWrapper
-from envs.token_env import TokenCMDPEnv
+from envs.rewrite_env import RewriteEnv, RewriteVectorEnv
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 LETTER = re.compile("[A-Za-z]")  # the "known word": any ASCII letter, common in the tiny model's byte soup
@@ -66,19 +68,17 @@ def test_continue_fallback_releases_the_flagged_text(lm):
 
 def test_rollback_restores_the_released_prefix_exactly(lm):
     prompt = PROMPTS[0]
-    state = lm.prefill([prompt])
-    responses = [[]]
+    engine = Engine(lm)
+    engine.start([prompt])
     buffer = ReleaseBuffer(lm, RewriteConfig(buffer=6, intervention="resample"), n=1)
     for _ in range(15):
-        token = int(state.logits.argmax(-1))
-        state.step([token])
-        responses[0].append(token)
-        buffer.passed(0, len(responses[0]), final=False)  # a check that passes
+        engine.step([int(engine.state.logits.argmax(-1))])
+        buffer.passed(0, len(engine.responses[0]), final=False)  # a check that passes
     assert buffer.rows[0].released == 9
-    buffer.intervene(state, [0], [0], responses, [prompt])
-    fresh = lm.prefill(token_ids=[lm.encode_prompt(prompt) + responses[0]])
-    assert len(responses[0]) == 9 and buffer.rows[0].discarded == 6
-    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+    buffer.intervene(engine, [0], ["resample"], [0])
+    fresh = lm.prefill(token_ids=[lm.encode_prompt(prompt) + engine.responses[0]])
+    assert len(engine.responses[0]) == 9 and buffer.rows[0].discarded == 6
+    torch.testing.assert_close(engine.state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("intervention", ["resample", "introspect", "phrase"])
@@ -135,22 +135,21 @@ def test_bad_care_options_are_named(kwargs, match):
 
 
 def rewrite_env(lm, guard, **kw):
-    env = TokenCMDPEnv(model=lm, prompts=PROMPTS[:1], guard=CallableGuard(guard), max_new_tokens=kw.pop("tokens", 30))
-    return RewriteWrapper(env, **kw)
+    return RewriteEnv(model=lm, prompts=PROMPTS[:1], guard=CallableGuard(guard), max_new_tokens=kw.pop("tokens", 30), **kw)
 
 
 def test_rewrite_env_rollback_action_crops_to_the_released_text(lm):
     env = rewrite_env(lm, FlagCalls({2}), buffer=6)
     env.reset(seed=0)
     masks = env.action_masks()
-    assert masks.shape == (22,) and not masks[env.ROLLBACK]  # nothing to roll back yet
+    assert masks.shape == (23,) and not masks[env.ROLLBACK]  # nothing to roll back yet
     for _ in range(6):
         _, _, _, _, info = env.step(0)
-    assert info["flagged"] and len(env._response) == 6 and env.action_masks()[env.ROLLBACK]
+    assert info["flagged"] and len(env.episodes.responses[0]) == 6 and env.action_masks()[env.ROLLBACK]
     obs, reward, terminated, truncated, info = env.step(env.ROLLBACK)
-    assert info["interventions"] == 1 and info["tokens_discarded"] == 6 and len(env._response) == 0
+    assert info["interventions"] == 1 and info["tokens_discarded"] == 6 and len(env.episodes.responses[0]) == 0
     fresh = lm.prefill(PROMPTS[:1])
-    np.testing.assert_allclose(obs, fresh.latent(env.inner.episodes.layer)[0], atol=1e-5)
+    np.testing.assert_allclose(obs, fresh.latent(env.episodes.layer)[0], atol=1e-5)
 
 
 def test_rewrite_env_requires_a_rewrite_after_a_flagged_end(lm):
@@ -160,7 +159,7 @@ def test_rewrite_env_requires_a_rewrite_after_a_flagged_end(lm):
         env.step(0)
     _, _, terminated, truncated, info = env.step(0)
     assert not (terminated or truncated) and info["must_intervene"]
-    assert env.action_masks()[: env.top_k].sum() == 0 and env.action_masks()[env.INTROSPECT]
+    assert env.action_masks()[: env.config.top_k].sum() == 0 and env.action_masks()[env.INTROSPECT]
     env.step(env.INTROSPECT)
     for _ in range(30):
         _, _, terminated, truncated, info = env.step(int(np.flatnonzero(env.action_masks())[0]))
@@ -169,10 +168,50 @@ def test_rewrite_env_requires_a_rewrite_after_a_flagged_end(lm):
     assert info["fallback"] == "refuse" and info["released_text"] == "I'm sorry, but I can't help with that."
 
 
-def test_maskable_ppo_trains_on_the_rewrite_env_through_its_masks(lm):
+def test_maskable_ppo_runs_on_the_rewrite_env_through_its_masks(lm):
     from sb3_contrib import MaskablePPO
 
     env = rewrite_env(lm, contains_word, buffer=6, max_attempts=2, tokens=12)
     model = MaskablePPO("MlpPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)
     assert model.num_timesteps == 64
+
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "care_reference.json").read_text())
+REFERENCE_PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three.", "Tell me a joke about cats."]
+
+
+@pytest.mark.parametrize("spec", sorted(REFERENCE["tiny"]))
+def test_care_through_the_vector_rewrite_env_releases_the_batched_rules_tokens(lm, spec):
+    """The reference was recorded with the pre-engine batched CARE loop (same seed, same guard)."""
+    ctx = RunContext(lm, CallableGuard(contains_word), None, max_new_tokens=40,
+                     sampling=SamplingConfig(temperature=1.0), seed=3)
+    cap = 40 * (make_method(spec).config.max_attempts + 2)
+    for got, want in zip(make_method(spec).run(REFERENCE_PROMPTS, ctx), REFERENCE["tiny"][spec]):
+        assert (got.text, got.tokens, got.wait_tokens, got.guard_calls) == (
+            want["text"], want["tokens"], want["wait_tokens"], want["guard_calls"])
+        if got.tokens < cap:  # at the step cap the old loop rolled back once more, uselessly
+            assert got.interventions == want["interventions"] and got.extra == want["extra"]
+        else:
+            assert got.interventions == want["interventions"] - 1
+
+
+def test_rewrite_envs_pass_both_env_checkers_and_rewrite_in_batch(lm):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(rewrite_env(lm, contains_word, buffer=6, tokens=12), skip_render_check=True)
+    sb3_check_env(rewrite_env(lm, contains_word, buffer=6, tokens=12), warn=False)
+    vec = RewriteVectorEnv(3, model=lm, prompts=PROMPTS, guard=CallableGuard(contains_word), max_new_tokens=12, buffer=6)
+    obs, infos = vec.reset(seed=0)
+    assert obs.shape == (3, lm.hidden_size) and vec.action_masks().shape == (3, 23)
+    seen = 0
+    for _ in range(30):
+        masks = vec.action_masks()
+        actions = np.array([int(np.flatnonzero(m)[-1]) for m in masks])  # a rewrite whenever one is legal
+        obs, rewards, terminated, truncated, infos = vec.step(actions)
+        assert vec.observation_space.contains(obs)
+        assert (infos["interventions"] <= 5).all()  # the attempt cap
+        seen = max(seen, int(infos["interventions"].max()))
+    assert seen >= 1
+
