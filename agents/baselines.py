@@ -1,6 +1,7 @@
 """Baseline decoders: plain sampling, greedy, best-of-N and beam search.
 
-Every method decodes prompts in batches (one forward per token for the whole batch). Sampled
+Every method decodes prompts in batches on the episode engine (one forward per token for the
+whole batch). Sampled
 answers use one seed per (run seed, prompt, sample), so an answer does not depend on which other
 prompts share its batch, and resuming an evaluation reproduces it.
 """
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 
 from agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time, trim
-from envs.guards import checked_risk, violations
-from envs.lm import GREEDY, generate
+from envs.engine import Engine
+from envs.guards import violations
+from envs.lm import GREEDY, SamplingConfig, row_generators
 
 
 class Sampling(Method):
@@ -34,12 +36,22 @@ class Sampling(Method):
         out = []
         sampling = GREEDY if self.greedy else ctx.sampling
         for batch in chunks(list(prompts), self.batch_size):
-            seeds = [prompt_seed(ctx.seed, p) for p in batch]
-            result = generate(ctx.lm, batch, ctx.max_new_tokens, sampling, seed=seeds)
-            for prompt, c in zip(batch, result.completions):
-                released = trim(c.token_ids, ctx.lm.eos_token_ids)
-                out.append(Rollout(prompt, c.text, len(c.token_ids), len(released), split_time(result.seconds, len(batch))))
+            start = time.perf_counter()
+            engine = sample_answers(ctx, batch, sampling, [prompt_seed(ctx.seed, p) for p in batch])
+            seconds = split_time(time.perf_counter() - start, len(batch))
+            for row, prompt in enumerate(batch):
+                tokens = engine.responses[row]
+                released = trim(tokens, ctx.lm.eos_token_ids)
+                out.append(Rollout(prompt, engine.text(row), len(tokens), len(released), seconds))
         return out
+
+
+def sample_answers(ctx: RunContext, prompts: Sequence[str], sampling: SamplingConfig, seeds: Sequence[int]) -> Engine:
+    """An engine holding one sampled answer per prompt (row ``i``: ``prompts[i]``, seeded by ``seeds[i]``)."""
+    engine = Engine(ctx.lm, ctx.guard, max_new_tokens=ctx.max_new_tokens)
+    engine.start(list(prompts))
+    engine.decode(sampling, dict(enumerate(row_generators(seeds, ctx.lm.device))))
+    return engine
 
 
 class BestOfN(Method):
@@ -74,20 +86,19 @@ class BestOfN(Method):
             rows = [p for p in batch for _ in range(self.n)]
             seeds = [prompt_seed(ctx.seed, p, j) for p in batch for j in range(self.n)]
             start = time.perf_counter()
-            result = generate(ctx.lm, rows, ctx.max_new_tokens, ctx.sampling, seed=seeds)
-            texts = [c.text for c in result.completions]
-            risk = checked_risk(ctx.guard, rows, texts)[0].reshape(len(batch), self.n)  # fails closed
+            engine = sample_answers(ctx, rows, ctx.sampling, seeds)
+            texts = [engine.text(r) for r in range(len(rows))]
+            risk = engine.check(range(len(rows))).risk.reshape(len(batch), self.n)  # fails closed
             reward = np.asarray(ctx.reward(rows, texts)).reshape(len(batch), self.n) if ctx.reward else np.zeros_like(risk)
             seconds = time.perf_counter() - start
             for i, prompt in enumerate(batch):
                 safe = ~violations(risk[i], ctx.guard.threshold)
                 pick = self.choose(risk[i], reward[i], ctx.guard.threshold)
-                samples = result.completions[i * self.n : (i + 1) * self.n]
-                chosen = samples[pick]
+                samples = engine.responses[i * self.n : (i + 1) * self.n]
                 out.append(Rollout(
-                    prompt, chosen.text, sum(len(c.token_ids) for c in samples),
-                    len(trim(chosen.token_ids, ctx.lm.eos_token_ids)), split_time(seconds, len(batch)),
-                    wait_tokens=max(len(c.token_ids) for c in samples), guard_calls=self.n,
+                    prompt, texts[i * self.n + pick], sum(len(t) for t in samples),
+                    len(trim(samples[pick], ctx.lm.eos_token_ids)), split_time(seconds, len(batch)),
+                    wait_tokens=max(len(t) for t in samples), guard_calls=self.n,
                     extra={"chosen": pick, "risks": risk[i].round(4).tolist(), "all_flagged": bool(not safe.any())},
                 ))
         return out
@@ -139,8 +150,10 @@ class BeamSearch(Method):
     def _search(self, batch: Sequence[str], ctx: RunContext) -> tuple[list[list[int]], int]:
         lm, k, b = ctx.lm, self.k, len(batch)
         eos = lm.eos_token_ids
-        state = lm.prefill(list(batch))
-        state.select(torch.arange(b, device=lm.device).repeat_interleave(k))  # (b*k) rows, beams of a prompt together
+        engine = Engine(lm, max_new_tokens=ctx.max_new_tokens)
+        engine.start(list(batch))
+        engine.fork([i for i in range(b) for _ in range(k)])  # (b*k) rows, beams of a prompt together
+        state = engine.state
         scores = torch.full((b, k), float("-inf"), device=lm.device)
         scores[:, 0] = 0.0  # the k copies start identical: let only one of them expand at step 1
         seqs: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(b)]
@@ -177,8 +190,9 @@ class BeamSearch(Method):
             seqs, scores = new_seqs, new_scores
             if all(len(f) >= k for f in finished) or steps == ctx.max_new_tokens:
                 break
-            state.select(rows)
-            state.step(tokens)
+            engine.fork(rows)
+            engine.step(tokens)
+            state = engine.state
         best = []
         for i in range(b):
             alive = [(float(scores[i, j]) / max(len(seqs[i][j]), 1), seqs[i][j]) for j in range(k)

@@ -1,9 +1,10 @@
 """Block-wise search over the Saute-augmented state (InferenceGuard) and its comparison points.
 
-Per prompt, ``k`` beams are kept. Every round each beam is expanded into ``n / k`` candidates that
-sample a block of ``block`` tokens (all candidates of all prompts of a batch in one decoding state:
-one forward per token). Each candidate's safety state is updated with the guard's cost of its text
-(``z <- z - cost / budget``, cost 1 when the guard flags), then it is scored:
+Per prompt, ``k`` beams are kept. Every round each beam is forked into ``n / k`` candidates that
+sample a block of ``block`` tokens (all candidates of all prompts of a batch are rows of one episode
+engine: one forward per token). Each candidate's safety state is updated by the engine's guard
+check of its text (``z <- z - cost / budget``, cost 1 when the guard flags; a candidate whose beam
+has ended adds no text and is not checked again), then it is scored:
 
 - ``critic-search``: unsafe if ``z <= 0`` or the critic's P(ends within budget) < ``safe_threshold``;
   ranked by the critic's value (expected task reward);
@@ -28,26 +29,19 @@ import numpy as np
 import torch
 
 from agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time
-from envs.guards import checked_risk, violations
-from envs.lm import DecodeState, sample_tokens
+from envs.engine import Engine
+from envs.lm import DecodeState
 from envs.rewrite import REFUSAL
-from envs.safety_state import BudgetConvention, update, within_budget
+from envs.safety_state import BudgetConvention, within_budget
 
 FALLBACKS = ("refuse", "best")
 
 
 @dataclass
-class Beam:
-    tokens: list[int]
-    z: float
-    done: bool = False
-
-
-@dataclass
 class PromptSearch:
-    """Search bookkeeping of one prompt."""
+    """Search bookkeeping of one prompt (its beams are engine rows)."""
 
-    beams: list[Beam]
+    beams: list[int]  # engine rows of the kept beams, best first
     answer: list[int] | None = None
     refused: bool = False
     tokens: int = 0
@@ -100,47 +94,45 @@ class BlockSearch(Method):
     def _batch(self, prompts: list[str], ctx: RunContext) -> list[Rollout]:
         lm, eos = ctx.lm, ctx.lm.eos_token_ids
         start = time.perf_counter()
-        search = [PromptSearch([Beam([], self.z0)]) for _ in prompts]
-        state = lm.prefill(prompts)
-        beam_rows = [[i] for i in range(len(prompts))]  # prompt -> state rows of its beams
+        engine = Engine(lm, ctx.guard, max_new_tokens=ctx.max_new_tokens, budget=self.budget)
+        engine.start(prompts, z0=self.z0)
+        search = [PromptSearch([i]) for i in range(len(prompts))]
         rnd = 0
         while any(s.answer is None and not s.refused for s in search):
             active = [i for i, s in enumerate(search) if s.answer is None and not s.refused]
-            # expand every active prompt's beams into n candidates
+            # expand every active prompt's beams into n candidates: engine row c is candidate c
             parent = [(i, j) for i in active for j in self._spread(len(search[i].beams))]
-            state.select([beam_rows[i][j] for i, j in parent])
-            tokens: list[list[int]] = [[] for _ in parent]
+            engine.fork([search[i].beams[j] for i, j in parent])
+            base = [len(r) for r in engine.responses]  # (C,) tokens of each candidate's beam
+            beam_z = engine.z.copy()  # (C,)
             todo = list(range(len(parent)))
-            z = np.zeros(len(parent))
             while True:
-                self._sample_block(state, parent, tokens, todo, search, ctx, rnd)
-                for c in todo:
-                    search[parent[c][0]].tokens += len(tokens[c])
-                for i in {parent[c][0] for c in todo}:  # decoding steps this attempt took, per prompt
-                    search[i].steps += max(len(tokens[c]) for c in todo if parent[c][0] == i)
-                texts = [lm.decode(search[i].beams[j].tokens + tokens[c]) for c, (i, j) in enumerate(parent)]
-                row_prompts = [prompts[i] for i, _ in parent]
-                risk, _ = checked_risk(ctx.guard, row_prompts, texts, state, list(range(len(parent))))
-                for c in todo:
-                    search[parent[c][0]].guard_calls += 1
-                cost = violations(risk, ctx.guard.threshold).astype(np.float64)
-                finished = np.array([search[i].beams[j].done for i, j in parent])  # no new text, no new cost
-                z = update(np.array([search[i].beams[j].z for i, j in parent]), np.where(finished, 0.0, cost), self.budget)
-                unsafe, score, p_safe = self.score(ctx, state, row_prompts, texts, z)
+                gens = {c: torch.Generator(device=lm.device).manual_seed(
+                    prompt_seed(ctx.seed, f"{parent[c]}|{rnd}|{search[parent[c][0]].retries}", c)) for c in todo}
+                banned = {c: search[parent[c][0]].banned.get(parent[c][1], set()) for c in todo}
+                added = dict(zip(todo, engine.decode(ctx.sampling, gens, todo, self.block, banned).tolist()))
+                for i in {parent[c][0] for c in todo}:  # tokens and decoding steps this attempt took, per prompt
+                    search[i].tokens += sum(added[c] for c in todo if parent[c][0] == i)
+                    search[i].steps += max(added[c] for c in todo if parent[c][0] == i)
+                fresh = [c for c in todo if added[c]]  # a finished beam adds no text and no cost
+                if fresh:
+                    engine.check(fresh)  # fails closed; z <- z - cost / budget
+                    for c in fresh:
+                        search[parent[c][0]].guard_calls += 1
+                texts = [engine.text(c) for c in range(len(parent))]
+                unsafe, score, p_safe = self.score(ctx, engine.state, list(engine.prompts), texts, engine.z.copy())
                 retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
                 if not retry:
                     break
                 todo = [c for c, (i, _) in enumerate(parent) if i in retry]
                 for c in todo:  # ban this round's first tokens for the beam, roll the block back
                     i, j = parent[c]
-                    if tokens[c]:
-                        search[i].banned.setdefault(j, set()).add(tokens[c][0])
+                    if added[c]:
+                        search[i].banned.setdefault(j, set()).add(engine.responses[c][base[c]])
                 for i in retry:
                     search[i].retries += 1
-                rolled_back = set(todo)
-                state.crop([len(tokens[c]) if c in rolled_back else 0 for c in range(len(parent))])
-                for c in todo:
-                    tokens[c] = []
+                engine.crop([len(engine.responses[c]) - base[c] if c in set(todo) else 0 for c in range(len(parent))])
+                engine.z[todo] = beam_z[todo]  # the new draw starts from its beam's safety state
             for s in search:
                 s.banned.clear()
             kept_rows: list[int] = []
@@ -151,16 +143,13 @@ class BlockSearch(Method):
                     s.refused = True
                     continue
                 order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
-                s.beams = [Beam(s.beams[parent[c][1]].tokens + tokens[c], float(z[c]),
-                                s.beams[parent[c][1]].done or bool(tokens[c] and tokens[c][-1] in eos)) for c in order]
-                best = s.beams[0]
-                if best.done or len(best.tokens) >= ctx.max_new_tokens:
-                    s.answer = [t for t in best.tokens if t not in eos]
+                if engine.ended([order[0]])[0]:  # the best candidate has ended: answer with it
+                    s.answer = [t for t in engine.responses[order[0]] if t not in eos]
                     continue
-                beam_rows[i] = list(range(len(kept_rows), len(kept_rows) + len(order)))
+                s.beams = list(range(len(kept_rows), len(kept_rows) + len(order)))
                 kept_rows += order
             if kept_rows:
-                state.select(kept_rows)
+                engine.fork(kept_rows)
             rnd += 1
         seconds = time.perf_counter() - start
         out = []
@@ -179,37 +168,6 @@ class BlockSearch(Method):
     @staticmethod
     def _all_unsafe(i: int, parent, unsafe) -> bool:
         return all(unsafe[c] for c, (pi, _) in enumerate(parent) if pi == i)
-
-    def _sample_block(self, state: DecodeState, parent, tokens, todo, search, ctx: RunContext, rnd: int) -> None:
-        """Sample up to ``block`` tokens for the candidates in ``todo`` (others are left as they are)."""
-        lm, eos = ctx.lm, ctx.lm.eos_token_ids
-
-        def beam_len(c: int) -> int:
-            return len(search[parent[c][0]].beams[parent[c][1]].tokens) + len(tokens[c])
-
-        # tokens[c] is empty here; a beam that ended (end-of-sequence) is never extended
-        live = [c for c in todo if beam_len(c) < ctx.max_new_tokens and not search[parent[c][0]].beams[parent[c][1]].done]
-        gens = {c: torch.Generator(device=lm.device).manual_seed(
-            prompt_seed(ctx.seed, f"{parent[c]}|{rnd}|{search[parent[c][0]].retries}", c)) for c in live}
-        for t in range(self.block):
-            if not live:
-                break
-            logits = state.logits[torch.as_tensor(live, device=state.ids.device)].float()  # (L, V)
-            if t == 0:
-                for row, c in enumerate(live):
-                    banned = search[parent[c][0]].banned.get(parent[c][1])
-                    if banned:
-                        logits[row, list(banned)] = float("-inf")
-            picks = sample_tokens(logits, ctx.sampling, [gens[c] for c in live]).tolist()
-            chunks_ = [[] for _ in range(state.batch_size)]
-            for c, token in zip(live, picks):
-                tokens[c].append(token)
-                chunks_[c] = [token]
-            if len(live) == state.batch_size:
-                state.step([ch[0] for ch in chunks_])
-            else:
-                state.feed(chunks_)
-            live = [c for c in live if tokens[c][-1] not in eos and beam_len(c) < ctx.max_new_tokens]
 
 
 class CriticSearch(BlockSearch):

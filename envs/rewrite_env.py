@@ -19,6 +19,10 @@ tokens are held back from the user (``info["released_text"]``).
 - After ``max_attempts`` interventions on one span the fallback is applied by the env: ``refuse``
   ends the episode with a refusal released, ``continue`` stops checking.
 - Rewrite actions are legal only while the buffer holds something and attempts remain.
+  :meth:`RewriteEpisodes.action_masks` says what is legal (for MaskablePPO); an action it forbids is
+  not an error but is replaced, and ``info["illegal_action"]`` says so: a rewrite that is not
+  allowed by the most likely token (action 0), a token where a rewrite is required by ``RESAMPLE``.
+  An action outside ``0..top_k+2`` is an error.
 - An episode is truncated after ``max_new_tokens * (max_attempts + 2)`` decoded tokens, whatever
   happens (a loop of flags and passes cannot run for ever); the unreleased buffer stays unreleased.
 - ``info`` carries the counters: interventions, wait_tokens, guard_calls (this answer's checks),
@@ -64,6 +68,7 @@ class RewriteEpisodes(TokenEpisodes):
         self.must = np.zeros(n, dtype=bool)  # (N,) ... and it was the final check: a rewrite is required
         self.flagged = np.zeros(n, dtype=bool)  # (N,) this step's check flagged
         self.released_flagged = np.zeros(n, dtype=bool)  # (N,) flagged text left the buffer this step
+        self.illegal = np.zeros(n, dtype=bool)  # (N,) this step's action was masked out and replaced
         self.seed = 0  # critique seeds: prompt_seed(seed, prompt) + 7919 * interventions
         self.max_tokens = config.max_new_tokens * (rewrite.max_attempts + 2)
 
@@ -79,6 +84,7 @@ class RewriteEpisodes(TokenEpisodes):
         for row in rows:
             self.buffer.reset_row(row)
             self.pending[row] = self.must[row] = self.flagged[row] = self.released_flagged[row] = False
+            self.illegal[row] = False
 
     def can_rewrite(self) -> np.ndarray:
         """(N,) bool: something is unreleased and attempts remain."""
@@ -100,16 +106,15 @@ class RewriteEpisodes(TokenEpisodes):
         if bad:
             raise ValueError(f"unknown action {int(actions[bad[0]])} for sub-env {bad[0]}: "
                              f"actions are 0..{k - 1} (tokens) and {k}..{k + 2} ({', '.join(REWRITES)})")
+        legal = self.can_rewrite()
+        self.illegal[:] = False
+        for r in rows:  # a masked action becomes the nearest legal one (see the module docstring)
+            if actions[r] < k and self.must[r]:
+                actions[r], self.illegal[r] = k, True
+            elif actions[r] >= k and not legal[r]:
+                actions[r], self.illegal[r] = 0, True
         rewrite = [r for r in rows if actions[r] >= k]
         tokens = [r for r in rows if actions[r] < k]
-        forced = [r for r in tokens if self.must[r]]
-        if forced:
-            raise ValueError(f"sub-env {forced[0]} must rewrite (its final check flagged): choose among action_masks()")
-        legal = self.can_rewrite()
-        for r in rewrite:
-            if not legal[r]:
-                raise ValueError(f"action {int(actions[r])} is not legal for sub-env {r} now: rewrites need an "
-                                 "unreleased buffer and attempts left (see action_masks())")
         self.flagged[:] = self.released_flagged[:] = False
         if rewrite:
             self.buffer.intervene(self, rewrite, [REWRITES[actions[r] - k] for r in rewrite],
@@ -117,6 +122,11 @@ class RewriteEpisodes(TokenEpisodes):
                                    for r in rewrite])
             self.pending[rewrite] = self.must[rewrite] = False
         self._clear(restarts or ())
+        if token_ids is not None and tokens:  # a replaced rewrite decodes the most likely token
+            token_ids = np.asarray(token_ids).copy()
+            for r in rows:
+                if self.illegal[r] and actions[r] == 0:
+                    token_ids[r] = self.candidates[r, 0]
         if tokens or restarts:
             result = super().step_rows(actions, tokens, restarts, token_ids)
         else:
@@ -172,7 +182,8 @@ class RewriteEpisodes(TokenEpisodes):
         info.update(released_text=self.released_text(row), interventions=rec.interventions,
                     wait_tokens=rec.wait_tokens, guard_calls=rec.guard_calls, tokens_discarded=rec.discarded,
                     fallback=rec.fallback, refused=rec.refused, must_intervene=bool(self.must[row]),
-                    flagged=bool(self.flagged[row]), released_flagged=bool(self.released_flagged[row]))
+                    flagged=bool(self.flagged[row]), released_flagged=bool(self.released_flagged[row]),
+                    illegal_action=bool(self.illegal[row]))
         return info
 
 

@@ -215,3 +215,18 @@ def test_rewrite_envs_pass_both_env_checkers_and_rewrite_in_batch(lm):
         seen = max(seen, int(infos["interventions"].max()))
     assert seen >= 1
 
+
+
+def test_a_masked_rewrite_is_replaced_by_the_most_likely_token_and_reported(lm):
+    env = rewrite_env(lm, contains_word, buffer=6)
+    env.reset(seed=0)
+    top = int(env.candidate_ids()[0])
+    _, _, _, _, info = env.step(env.INTROSPECT)  # nothing to roll back yet: masked out
+    assert info["illegal_action"] and info["interventions"] == 0 and env.episodes.responses[0] == [top]
+
+
+def test_an_unknown_action_is_an_error_naming_the_range(lm):
+    env = rewrite_env(lm, contains_word, buffer=6)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"unknown action 23 .* 0\.\.19 \(tokens\) and 20\.\.22"):
+        env.step(23)

@@ -184,16 +184,3 @@ def test_a_critic_for_another_guard_budget_or_cost_rule_is_refused(lm, tmp_path,
     ctx = RunContext(lm, CallableGuard(lambda p, r: [0.0] * len(r)), None, max_new_tokens=4, guard_spec="keyword")
     with pytest.raises(ValueError, match=match):
         make_method(f"critic-search:critic={folder}").run(PROMPTS[:1], ctx)
-
-
-def test_block_search_never_extends_a_finished_beam(lm):
-    from agents.search import Beam, BeamSaute, PromptSearch
-
-    method = BeamSaute(n=2, k=2, block=4)
-    ctx = ctx_for(lm, tokens=16)
-    search = [PromptSearch([Beam([5, 6], 1.0, done=True), Beam([5, 7], 1.0)])]
-    state = lm.prefill(PROMPTS[:1])
-    state.select([0, 0])
-    tokens: list[list[int]] = [[], []]
-    method._sample_block(state, [(0, 0), (0, 1)], tokens, [0, 1], search, ctx, rnd=0)
-    assert tokens[0] == [] and len(tokens[1]) == 4  # the ended beam got no token after its end
