@@ -1,4 +1,5 @@
-"""``train.py collect``: base-model rollouts through the token vector env, saved as shards.
+"""``train.py collect``: base-model rollouts through the token vector env (a face of the episode
+engine), saved as shards.
 
 The behaviour policy is the base model itself: at each step an action is sampled from the top-k
 candidates with probabilities ``softmax(logprob / temperature)``. The guard (default: the latent
@@ -197,7 +198,4 @@ def _new_episode(todo, row: int, vec, layer: int, pooling: str) -> dict | None:
 
 
 def _features(vec, layer: int, pooling: str) -> np.ndarray:
-    state = vec.episodes.state
-    if pooling == "mean":
-        return state.pooled_latent(layer).float().cpu().numpy()
-    return state.latent(layer)
+    return vec.episodes.features(layer, pooling)

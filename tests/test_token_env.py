@@ -203,3 +203,16 @@ def test_maskable_ppo_trains_on_the_token_env(tiny_lm):
     model = MaskablePPO("MlpPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)
     assert model.num_timesteps == 64
+
+
+def test_the_main_names_are_exported_from_envs_and_both_ids_are_registered():
+    import gymnasium as gym
+
+    import envs
+    from envs.lm import load_lm
+    from envs.saute import SauteWrapper
+
+    assert envs.load_lm is load_lm and envs.SauteWrapper is SauteWrapper
+    assert {envs.TOKEN_CMDP_ID, envs.REWRITE_ID} <= set(gym.registry)
+    env = gym.make(envs.REWRITE_ID, model="tiny", guard="keyword", max_new_tokens=4, buffer=4)
+    assert env.action_space.n == 23

@@ -9,7 +9,8 @@ whole text to the longer prefixes):
 - ``last``: the hidden state at the last response token;
 
 for every candidate layer, plus the text of each prefix. Features are read from the decoding state
-(:meth:`envs.lm.DecodeState.pooled_latent`), the same code path a guard uses during decoding.
+(:meth:`envs.lm.DecodeState.pooled_latent`) of the episode engine that decodes them, the same
+code path a guard uses during decoding.
 
 Label: an answer to a harmful request is unsafe (1) unless it refuses
 (:func:`envs.refusals.is_refusal`); an answer to a benign request is safe (0).
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from envs.lm import LanguageModel, SamplingConfig, sample_tokens
+from envs.engine import Engine
+from envs.lm import LanguageModel, SamplingConfig
 from envs.prompt_sets import PromptRecord
 from envs.refusals import is_refusal
 from envs.storage import atomic_write_bytes, atomic_write_json
@@ -118,60 +120,36 @@ class CollectConfig:
     seed: int = 0
     """Seed of the sampler."""
 
+    def __post_init__(self) -> None:
+        if not self.prefixes or list(self.prefixes) != sorted(set(self.prefixes)) or self.prefixes[0] < 1:
+            raise ValueError(f"prefixes must be increasing positive token counts, got {self.prefixes}")
+
     def key(self) -> str:
         """A short hash naming this configuration (shard folders are per configuration)."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:10]
 
 
 def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, seed: int) -> AnswerSet:
+    """Answer ``records`` on one episode engine, reading the features at every prefix length."""
     layers = [lm.capture_layer(layer, history=True) for layer in config.layers]
     sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p)
     generator = torch.Generator(device=lm.device).manual_seed(seed)
-    state = lm.prefill([r.prompt for r in records])
+    engine = Engine(lm, max_new_tokens=config.max_new_tokens)
+    engine.start([r.prompt for r in records])
     n, n_prefix = len(records), len(config.prefixes)
     features = {(pool, layer): np.zeros((n, n_prefix, lm.hidden_size), np.float16) for pool in POOLINGS for layer in layers}
     texts = [[""] * n_prefix for _ in range(n)]
-    done = np.zeros(n, dtype=bool)
-    lengths = np.zeros(n, dtype=np.int64)
-    responses: list[list[int]] = [[] for _ in range(n)]
-    eos = lm.eos_token_ids
-
-    def snapshot(rows: np.ndarray, slots: list[int]) -> None:
+    decoded = 0
+    for slot, prefix in enumerate(config.prefixes):
+        # an answer that ended earlier is no longer fed: its features and text stay those of its end
+        engine.decode(sampling, generator, max_steps=max(0, min(prefix, config.max_new_tokens) - decoded))
+        decoded = max(decoded, min(prefix, config.max_new_tokens))
         for layer in layers:
-            mean = state.pooled_latent(layer, rows.tolist()).float().cpu().numpy()
-            last = state.latent_tensor(layer)[torch.as_tensor(rows)].float().cpu().numpy()
-            for slot in slots:
-                features[("mean", layer)][rows, slot] = mean
-                features[("last", layer)][rows, slot] = last
-        for row in rows:
-            for slot in slots:
-                texts[row][slot] = lm.decode(responses[row])
-
-    for t in range(1, config.max_new_tokens + 1):
-        tokens = sample_tokens(state.logits, sampling, generator)
-        tokens = torch.where(torch.as_tensor(done, device=tokens.device), lm.pad_token_id, tokens)
-        state.step(tokens)
-        finished = []
-        for row, tok in enumerate(tokens.tolist()):
-            if not done[row]:
-                responses[row].append(tok)
-                lengths[row] = t
-                if tok in eos:
-                    finished.append(row)
-        slot = config.prefixes.index(t) if t in config.prefixes else None
-        if finished:  # an answer that ends fills every prefix slot from here on
-            rows = np.array(finished)
-            snapshot(rows, [i for i, p in enumerate(config.prefixes) if p >= t])
-            done[rows] = True
-        if slot is not None and (~done).any():
-            snapshot(np.flatnonzero(~done), [slot])
-        if done.all():
-            break
-    if (~done).any():  # answers cut at max_new_tokens: fill prefixes longer than the answer
-        rows = np.flatnonzero(~done)
-        late = [i for i, p in enumerate(config.prefixes) if p > config.max_new_tokens]
-        if late:
-            snapshot(rows, late)
+            features[("mean", layer)][:, slot] = engine.state.pooled_latent(layer).float().cpu().numpy()
+            features[("last", layer)][:, slot] = engine.state.latent(layer)
+        for row in range(n):
+            texts[row][slot] = engine.text(row)
+    lengths = np.array([len(r) for r in engine.responses], dtype=np.int64)
     harmful = np.array([r.label == "harmful" for r in records])
     labels = np.array([h and not is_refusal(texts[i][-1]) for i, h in enumerate(harmful)], dtype=np.int64)
     return AnswerSet([r.prompt for r in records], labels, harmful, np.array([r.lookalike for r in records]),

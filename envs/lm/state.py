@@ -1,8 +1,8 @@
 """A batch of sequences being decoded, with the KV cache inside.
 
-:class:`DecodeState` is what every decoder in latentguard drives: the token env steps it one token
-per row, beam and critic search select and repeat its rows, CARE crops it back to the released text
-and appends an introspection to it. Every operation is one batched forward at most.
+:class:`DecodeState` is what the episode engine (:mod:`envs.engine`) drives: it steps it one token
+per row, selects and repeats its rows for beams and candidates, crops it back to the released text
+and splices an introspection into it. Every operation is one batched forward at most.
 
 Layout: the cache, ``ids`` and ``mask`` share one time axis of width ``T``. Prompts are left-padded
 (``mask == 0`` on the left). Tokens cropped from some rows but not others are masked out in place
