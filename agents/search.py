@@ -131,7 +131,8 @@ class BlockSearch(Method):
                         search[i].banned.setdefault(j, set()).add(engine.responses[c][base[c]])
                 for i in retry:
                     search[i].retries += 1
-                engine.crop([len(engine.responses[c]) - base[c] if c in set(todo) else 0 for c in range(len(parent))])
+                redraw = set(todo)
+                engine.crop([len(engine.responses[c]) - base[c] if c in redraw else 0 for c in range(len(parent))])
                 engine.z[todo] = beam_z[todo]  # the new draw starts from its beam's safety state
             for s in search:
                 s.banned.clear()

@@ -8,7 +8,9 @@ the two methods alternating.
     python bench/care.py [--prompts 16] [--tokens 64] [--repeats 3] [--sets benign,harmful]
 
 Last line: one JSON object with care_vs_vanilla_benign (benign dev prompts) and
-care_vs_vanilla_harmful (AdvBench dev), plus the interventions per prompt of each.
+care_vs_vanilla_harmful (AdvBench dev), plus the interventions per prompt of each, and (with the
+default CARE spec) how many of the 8 reference answers per set recorded with the pre-engine CARE
+loop the engine-based CARE reproduces exactly (``same_text_as_pre_engine_*``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from agents.registry import make_method  # noqa: E402
 from envs.guards import make_guard  # noqa: E402
 from envs.lm import SamplingConfig, load_lm  # noqa: E402
 from envs.prompt_sets import load_prompt_set  # noqa: E402
+
+
+REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "care_reference.json").read_text())
+"""CARE's answers recorded with the pre-engine batched loop (8 prompts per set, seed 0)."""
 
 
 def timed(method, prompts, ctx):
@@ -69,6 +75,11 @@ def main() -> None:
         result[f"tokens_care_{name}"] = sum(r.tokens for r in care_rollouts)
         result[f"tokens_vanilla_{name}"] = sum(r.tokens for r in vanilla_rollouts)
         result[f"seconds_{name}"] = {k: statistics.median(v) for k, v in times.items()}
+        reference = REFERENCE["default"].get(name)
+        if reference and args.care == "care:b=40:N=5:batch_size=8" and args.tokens == 64:
+            again = care.run([r["prompt"] for r in reference], ctx)
+            same = sum(r.text == ref["text"] for r, ref in zip(again, reference))
+            result[f"same_text_as_pre_engine_{name}"] = f"{same}/{len(reference)}"
         print(f"{spec}: CARE {statistics.median(times['care']):.1f} s, vanilla {statistics.median(times['vanilla']):.1f} s, "
               f"ratio {ratio:.3f}; interventions/prompt {result[f'interventions_per_prompt_{name}']:.2f}")
     print(json.dumps(result))

@@ -196,7 +196,7 @@ def test_step_after_the_end_asks_for_reset(tiny_lm):
         env.step(0)
 
 
-def test_maskable_ppo_trains_on_the_token_env(tiny_lm):
+def test_maskable_ppo_runs_on_the_token_env_through_its_masks(tiny_lm):
     from sb3_contrib import MaskablePPO
 
     env = make(tiny_lm, guard="keyword", reward="repetition", max_new_tokens=8, top_k=8)
