@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs.guards import Guard
-from envs.seeding import prompt_seed  # noqa: F401 - re-exported for the methods
 from envs.lm import LanguageModel, SamplingConfig
 from envs.rewards import Reward
+from envs.seeding import prompt_seed  # noqa: F401 - re-exported for the methods
 
 
 @dataclass

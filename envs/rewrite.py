@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from envs.introspection import OPENING, critique_ids
 from envs.engine import Engine
+from envs.introspection import OPENING, critique_ids
 from envs.lm import LanguageModel
 
 INTERVENTIONS = ("resample", "introspect", "phrase")
