@@ -76,6 +76,12 @@ class RewriteEpisodes(TokenEpisodes):
     def n_actions(self) -> int:
         return self.config.top_k + len(REWRITES)
 
+    @property
+    def rewrite_actions(self) -> tuple[int, int, int]:
+        """The action ids of RESAMPLE (= ROLLBACK), INTROSPECT and PHRASE."""
+        k = self.config.top_k
+        return k, k + 1, k + 2
+
     def reset_rows(self, starts: Mapping[int, tuple[str, float | None]]) -> None:
         self._clear(starts)
         super().reset_rows(starts)
@@ -209,15 +215,11 @@ class RewriteVectorEnv(TokenCMDPVectorEnv):
         self.rewrite = rewrite_config(buffer, check_every, max_attempts, fallback, single, show_critique,
                                       critique_temperature)
         super().__init__(num_envs, **kwargs)
-        self.RESAMPLE = self.ROLLBACK = self.config.top_k
-        self.INTROSPECT, self.PHRASE = self.config.top_k + 1, self.config.top_k + 2
+        self.RESAMPLE, self.INTROSPECT, self.PHRASE = self.episodes.rewrite_actions
+        self.ROLLBACK = self.RESAMPLE
 
     def make_episodes(self) -> RewriteEpisodes:
         return RewriteEpisodes(self.lm, self.config, self.guard, self.reward_fn, self.num_envs, self.rewrite)
-
-    @property
-    def n_actions(self) -> int:
-        return self.config.top_k + len(REWRITES)
 
 
 class RewriteEnv(TokenCMDPEnv):
@@ -230,15 +232,11 @@ class RewriteEnv(TokenCMDPEnv):
         self.rewrite = rewrite_config(buffer, check_every, max_attempts, fallback, single, show_critique,
                                       critique_temperature)
         super().__init__(**kwargs)
-        self.RESAMPLE = self.ROLLBACK = self.config.top_k
-        self.INTROSPECT, self.PHRASE = self.config.top_k + 1, self.config.top_k + 2
+        self.RESAMPLE, self.INTROSPECT, self.PHRASE = self.episodes.rewrite_actions
+        self.ROLLBACK = self.RESAMPLE
 
     def make_episodes(self) -> RewriteEpisodes:
         return RewriteEpisodes(self.lm, self.config, self.guard, self.reward_fn, 1, self.rewrite)
-
-    @property
-    def n_actions(self) -> int:
-        return self.config.top_k + len(REWRITES)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         out = super().reset(seed=seed, options=options)

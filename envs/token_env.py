@@ -104,7 +104,7 @@ class TokenCMDPEnv(gym.Env):
     @property
     def n_actions(self) -> int:
         """Number of discrete actions."""
-        return self.config.top_k
+        return self.episodes.n_actions
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an episode: ``options={"prompt": str, "budget": float}`` (both optional)."""

@@ -106,6 +106,11 @@ class TokenEpisodes(Engine):
             return self.state.pooled_latent(layer).float().cpu().numpy()
         return self.state.latent(layer)
 
+    @property
+    def n_actions(self) -> int:
+        """Discrete actions of one row: the top-k candidates."""
+        return self.config.top_k
+
     def action_masks(self) -> np.ndarray:
         """(N, k) bool: the legal actions of every row."""
         return self.masks.copy()

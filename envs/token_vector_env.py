@@ -107,7 +107,7 @@ class TokenCMDPVectorEnv(VectorEnv):
     @property
     def n_actions(self) -> int:
         """Actions of one sub-environment."""
-        return self.config.top_k
+        return self.episodes.n_actions
 
     @property
     def restarting(self) -> np.ndarray:
