@@ -6,8 +6,8 @@ attempts remain, the rule takes the rewrite action of its ``intervention`` (roll
 text and resample, introspect or splice the phrase); after ``N`` attempts on one span the env
 applies the fallback (:mod:`envs.rewrite_env`). The prompts run through
 :class:`~envs.rewrite_env.RewriteVectorEnv` with ``batch_size`` sub-envs, each prompt once: one
-forward per token for all of them, one batched guard call per check, one batched critique
-generation per rewrite step; a sub-env that finishes takes the next prompt in the same forward.
+forward per token for all of them, one batched guard call per check, critiques decoded in the same
+forwards while their sub-envs wait; a sub-env that finishes takes the next prompt in the same step.
 
 Registered as ``care`` (introspect, refuse fallback), ``care-resample`` and ``care-lite`` (one
 rollback, then no more checks); options: ``b``, ``N``, ``intervention``, ``fallback``,
@@ -73,7 +73,7 @@ class Care(Method):
         while not vec.finished:
             restarting = vec.restarting & ~vec.idle
             rewriting = ep.pending & ~restarting & ~vec.idle  # the rule: intervene on every flag while attempts remain
-            decoding = np.flatnonzero(~rewriting & ~restarting & ~vec.idle)
+            decoding = np.flatnonzero(~rewriting & ~restarting & ~vec.idle & ~ep.waiting)
             actions = np.where(rewriting, rewrite_action, 0)
             tokens = np.zeros(vec.num_envs, dtype=np.int64)
             if decoding.size:

@@ -86,16 +86,25 @@ class Engine:
         return len(self.prompts)
 
     # ------------------------------------------------------------------ rows
-    def _begin(self, row: int, prompt: str, budget: float | None, z0: float = 1.0) -> list[int]:
-        if not isinstance(prompt, str) or not prompt.strip():
+    def _begin(self, row: int, prompt: str | Sequence[int], budget: float | None, z0: float = 1.0) -> list[int]:
+        """Reset ``row``'s records; its prompt ids (a string goes through the chat template, a
+        token-id list is used as it is: a helper row's own prompt, e.g. CARE's critique)."""
+        if not isinstance(prompt, str):
+            ids = [int(t) for t in prompt]
+            if not ids:
+                raise ValueError("a prompt given as token ids needs at least one token")
+            prompt = ""
+        elif not prompt.strip():
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        else:
+            ids = None
         self.prompts[row] = prompt
         self.responses[row] = []
         self.budget[row] = self.default_budget if budget is None else check_budget(budget)
         self.z[row] = z0
         self.episode_cost[row] = self.peak_risk[row] = self.last_reward[row] = 0.0
         self.checks[row] = 0
-        return self.lm.encode_prompt(prompt)
+        return self.lm.encode_prompt(prompt) if ids is None else ids
 
     def start(self, prompts: Sequence[str], budgets: Sequence[float | None] | None = None, z0: float = 1.0) -> None:
         """Start one episode per prompt on a fresh decoding state (one prefill)."""
@@ -124,13 +133,16 @@ class Engine:
 
     # ------------------------------------------------------------------ decoding
     def step(self, tokens: Sequence[int] | np.ndarray, rows: Sequence[int] | None = None,
-             restarts: Mapping[int, tuple[str, float | None]] | None = None) -> None:
-        """Append ``tokens[j]`` to ``rows[j]`` (default: all rows) and start ``restarts``, one forward."""
+             restarts: Mapping[int, tuple[str | Sequence[int], float | None]] | None = None,
+             inserts: Mapping[int, Sequence[int]] | None = None) -> None:
+        """Append ``tokens[j]`` to ``rows[j]`` (default: all rows), start ``restarts`` and splice
+        ``inserts`` (as :meth:`splice`), together: the rows fed one token share one forward, the
+        rows fed more share another (:meth:`envs.lm.DecodeState.feed`)."""
         rows = range(self.n) if rows is None else rows
         tokens = [int(t) for t in tokens]
         if len(tokens) != len(rows):
             raise ValueError(f"step needs one token per stepped row: {len(rows)} rows, {len(tokens)} tokens")
-        if len(tokens) == self.n and not restarts:
+        if len(tokens) == self.n and not restarts and not inserts:
             self.state.step(tokens)
         else:
             chunks: list[list[int]] = [[] for _ in range(self.n)]
@@ -138,9 +150,14 @@ class Engine:
                 chunks[row] = [token]
             for row, (prompt, budget) in (restarts or {}).items():
                 chunks[row] = self._begin(row, prompt, budget)
-            self.state.feed(chunks, restart=list(restarts or ()))
+            for row, ids in (inserts or {}).items():
+                chunks[row] = [int(t) for t in ids]
+            if any(chunks):
+                self.state.feed(chunks, restart=list(restarts or ()))
         for row, token in zip(rows, tokens):
             self.responses[row].append(token)
+        for row, ids in (inserts or {}).items():
+            self.responses[row].extend(int(t) for t in ids)
 
     def sample(self, sampling: SamplingConfig, generators: Sequence[torch.Generator] | torch.Generator | None,
                rows: Sequence[int] | None = None, banned: Mapping[int, set[int]] | None = None) -> np.ndarray:
@@ -196,9 +213,7 @@ class Engine:
 
     def splice(self, inserts: Mapping[int, Sequence[int]]) -> None:
         """Feed ``inserts[row]`` token ids into rows as response tokens (one forward)."""
-        self.state.feed([list(inserts.get(r, ())) for r in range(self.n)])
-        for row, ids in inserts.items():
-            self.responses[row].extend(int(t) for t in ids)
+        self.step([], [], inserts=inserts)
 
     # ------------------------------------------------------------------ guard and reward
     def check(self, rows: Sequence[int]) -> Check:

@@ -3,15 +3,21 @@
 A separate prompt gives the model the query and its answer so far and asks for a brief
 self-critique; the critique's first words are fixed (:data:`OPENING`) by putting them at the start
 of the model's turn, and the rest is sampled at its own temperature (CARE uses ~1.1). The critique
-is cut to fit the release buffer (``max_tokens``), as in the paper, and returned as token ids so it
-can be spliced into the answer, which then continues after it.
+is cut to fit the release buffer (``max_tokens``), as in the paper, and spliced into the answer as
+token ids; the answer then continues after it.
+
+The critique is decoded on a helper row of the same engine as the answers (:mod:`envs.rewrite_env`):
+its tokens share the forwards of the other episodes' steps, so a critique costs the batch no
+forwards of its own, and the episode it is for waits until it is done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
-from envs.lm import LanguageModel, SamplingConfig, row_generators, sample_steps
+import torch
+
+from envs.lm import LanguageModel
 
 OPENING = "...oh I'm sorry, I just realized"
 
@@ -24,34 +30,35 @@ CRITIQUE_PROMPT = (
 )
 
 
-def critique_ids(
-    lm: LanguageModel,
-    queries: Sequence[str],
-    answers: Sequence[str],
-    max_tokens: int,
-    temperature: float = 1.1,
-    seeds: Sequence[int] | None = None,
-    opening: str = OPENING,
-) -> list[list[int]]:
-    """One critique per (query, answer), as token ids of at most ``max_tokens`` (opening included).
+def critique_prompt_ids(lm: LanguageModel, query: str, answer: str, opening: str = OPENING) -> list[int]:
+    """Token ids of the critique prompt for (query, answer so far), ending with the opening's ids:
+    the model's turn starts with the opening and the critique is sampled on from there."""
+    return lm.encode_prompt(CRITIQUE_PROMPT.format(query=query, answer=answer, opening=opening)) + opening_ids(lm, opening)
 
-    One batched prefill and at most ``max_tokens`` batched steps; no end-of-sequence token is kept.
+
+def opening_ids(lm: LanguageModel, opening: str = OPENING) -> list[int]:
+    """The opening's token ids (no special tokens)."""
+    return lm.tokenizer(opening, add_special_tokens=False).input_ids
+
+
+@dataclass
+class Critique:
+    """A critique being written for episode ``row`` on the engine's helper row ``helper``.
+
+    ``ids`` holds the opening and the tokens sampled so far; it is done at an end-of-sequence token
+    (not kept) or at ``max_tokens`` tokens (the last one is sampled, never fed), as in the paper.
     """
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    opening_ids = lm.tokenizer(opening, add_special_tokens=False).input_ids[:max_tokens]
-    prompts = [lm.encode_prompt(CRITIQUE_PROMPT.format(query=q, answer=a, opening=opening)) + opening_ids
-               for q, a in zip(queries, answers)]
-    room = max_tokens - len(opening_ids)
-    out = [list(opening_ids) for _ in prompts]
-    if room <= 0:
-        return out
-    state = lm.prefill(token_ids=prompts)
-    generators = row_generators(seeds if seeds is not None else range(len(prompts)), lm.device)
-    steps = sample_steps(state, room, SamplingConfig(temperature=temperature), generators).tolist()
-    for row, tokens in zip(out, steps):
-        for token in tokens:
-            if token in lm.eos_token_ids:
-                break
-            row.append(token)
-    return out
+
+    row: int
+    helper: int
+    ids: list[int]
+    max_tokens: int
+    generator: torch.Generator
+    started: bool = False  # its prompt has been fed; the next token can be sampled
+
+    def add(self, token: int, eos: set[int]) -> bool:
+        """Take a sampled token; True when the critique is done."""
+        if token in eos:
+            return True
+        self.ids.append(int(token))
+        return len(self.ids) >= self.max_tokens

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from envs.engine import Engine
-from envs.introspection import OPENING, critique_ids
+from envs.introspection import OPENING
 from envs.lm import LanguageModel
 
 INTERVENTIONS = ("resample", "introspect", "phrase")
@@ -98,8 +98,9 @@ class RowRecord:
 class ReleaseBuffer:
     """Release, rollback and interventions for ``n`` answers (see the module docstring).
 
-    The caller owns the decoding state and the response token lists (``responses[i]``); this class
-    edits both through :meth:`intervene` and tracks what the user has been shown.
+    The engine holds the decoding state and the response token lists; this class rolls rows back
+    (:meth:`rollback`), accounts for what is spliced in (:meth:`inserted`) and tracks what the user
+    has been shown. The rewrite env (:mod:`envs.rewrite_env`) decides when and writes critiques.
     """
 
     def __init__(self, lm: LanguageModel, config: RewriteConfig, n: int) -> None:
@@ -150,10 +151,9 @@ class ReleaseBuffer:
             self.advance(row, length, final)
 
     # ------------------------------------------------------------------ rewriting
-    def intervene(self, engine: Engine, rows: Sequence[int], kinds: Sequence[str], seeds: Sequence[int]) -> None:
-        """Roll ``rows`` of ``engine`` back to their released text and apply ``kinds[j]`` (an
-        intervention) to ``rows[j]``, batched: one crop, one critique generation, one splice."""
-        cfg = self.config
+    def rollback(self, engine: Engine, rows: Sequence[int]) -> dict[int, str]:
+        """Roll ``rows`` of ``engine`` back to their released text (one crop) and count an
+        intervention on each. Returns the text each row had before, the one the guard flagged."""
         counts = [0] * engine.n
         flagged_text = {}
         for row in rows:
@@ -165,29 +165,19 @@ class ReleaseBuffer:
             rec.hidden = [(a, b) for a, b in rec.hidden if b <= rec.released]
             rec.attempts += 1
             rec.interventions += 1
-            if cfg.single:
+            if self.config.single:
                 rec.checking = False
         engine.crop(counts)
-        inserts: dict[int, list[int]] = {}
-        introspect = [(r, s) for r, k, s in zip(rows, kinds, seeds) if k == "introspect"]
-        if introspect:
-            critiques = critique_ids(self.lm, [engine.prompts[r] for r, _ in introspect],
-                                     [flagged_text[r] for r, _ in introspect], cfg.buffer, cfg.critique_temperature,
-                                     [s for _, s in introspect], cfg.opening)
-            inserts.update((r, ids) for (r, _), ids in zip(introspect, critiques))
-        phrase = self.lm.tokenizer(cfg.opening, add_special_tokens=False).input_ids[: cfg.buffer]
-        inserts.update((r, list(phrase)) for r, k in zip(rows, kinds) if k == "phrase")
-        if not inserts:
-            return
-        for row in rows:
-            if row not in inserts:
-                continue
-            ids, rec, start = inserts[row], self.rows[row], len(engine.responses[row])
-            rec.wait_tokens += len(ids)
-            rec.inserted += len(ids)
-            if not cfg.show_critique:
-                rec.hidden.append((start, start + len(ids)))
-        engine.splice({r: inserts[r] for r in rows if r in inserts})
+        return flagged_text
+
+    def inserted(self, row: int, start: int, length: int) -> None:
+        """Bookkeeping of ``length`` critique or phrase tokens spliced into ``row`` at ``start``:
+        they are waiting tokens, and hidden from the user unless ``show_critique``."""
+        rec = self.rows[row]
+        rec.wait_tokens += length
+        rec.inserted += length
+        if not self.config.show_critique:
+            rec.hidden.append((start, start + length))
 
     # ------------------------------------------------------------------ what the user sees
     def released_ids(self, row: int, response: Sequence[int]) -> list[int]:

@@ -5,7 +5,10 @@ Actions ``0..top_k-1`` choose the next token as in the token env; three more rew
 
 - ``RESAMPLE = top_k`` (alias ``ROLLBACK``): crop back to the released text (the KV cache is cut,
   not recomputed) and decode again from there;
-- ``INTROSPECT = top_k + 1``: crop back and splice a self-critique written by the same model;
+- ``INTROSPECT = top_k + 1``: crop back and splice a self-critique written by the same model. The
+  critique is decoded on a helper row of the engine, in the forwards of the other sub-envs' steps;
+  until it is done (at most ``buffer`` tokens) the sub-env waits (``info["waiting"]``): only action
+  0 is legal and it changes nothing;
 - ``PHRASE = top_k + 2``: crop back and splice the critique's fixed opening alone.
 
 The guard checks every ``check_every`` tokens (default b/2) and at the end; the newest ``buffer``
@@ -28,8 +31,9 @@ tokens are held back from the user (``info["released_text"]``).
 - ``info`` carries the counters: interventions, wait_tokens, guard_calls (this answer's checks),
   tokens_discarded, fallback.
 
-:class:`RewriteVectorEnv` batches sub-envs (one forward per step for all; rewrites batched: one
-crop, one critique generation, one splice); :class:`RewriteEnv` is the single env. CARE's fixed rule
+:class:`RewriteVectorEnv` batches sub-envs (one forward per step for the rows fed one token, one
+for the rows fed more: prompts, critique prompts, splices; one crop for all rollbacks);
+:class:`RewriteEnv` is the single env. CARE's fixed rule
 (``agents/care.py``) is a policy over the vector env; an RL policy (MaskablePPO) can learn when to
 intervene on either.
 """
@@ -42,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from envs.guards import Guard, violations
-from envs.lm import LanguageModel
+from envs.introspection import Critique, critique_prompt_ids, opening_ids
+from envs.lm import LanguageModel, SamplingConfig, row_generators
 from envs.rewards import Reward
 from envs.rewrite import ReleaseBuffer, RewriteConfig
 from envs.seeding import prompt_seed
@@ -61,7 +66,7 @@ class RewriteEpisodes(TokenEpisodes):
                  rewrite: RewriteConfig) -> None:
         if guard is None:
             raise ValueError("the rewrite env needs a guard (guard=...): its checks decide what is released")
-        super().__init__(lm, config, guard, reward, n)
+        super().__init__(lm, config, guard, reward, n, helpers=n)  # helper row n + i writes row i's critiques
         self.rewrite = rewrite
         self.buffer = ReleaseBuffer(lm, rewrite, n)
         self.pending = np.zeros(n, dtype=bool)  # (N,) the last check flagged and attempts remain
@@ -69,6 +74,9 @@ class RewriteEpisodes(TokenEpisodes):
         self.flagged = np.zeros(n, dtype=bool)  # (N,) this step's check flagged
         self.released_flagged = np.zeros(n, dtype=bool)  # (N,) flagged text left the buffer this step
         self.illegal = np.zeros(n, dtype=bool)  # (N,) this step's action was masked out and replaced
+        self.waiting = np.zeros(n, dtype=bool)  # (N,) a critique is being written for the row
+        self.critiques: dict[int, Critique] = {}  # row -> its critique in progress
+        self._helper_feed: tuple[dict, dict, dict] = ({}, {}, {})  # helper tokens, inserts, helper starts
         self.seed = 0  # critique seeds: prompt_seed(seed, prompt) + 7919 * interventions
         self.max_tokens = config.max_new_tokens * (rewrite.max_attempts + 2)
 
@@ -90,16 +98,19 @@ class RewriteEpisodes(TokenEpisodes):
         for row in rows:
             self.buffer.reset_row(row)
             self.pending[row] = self.must[row] = self.flagged[row] = self.released_flagged[row] = False
-            self.illegal[row] = False
+            self.illegal[row] = self.waiting[row] = False
+            self.critiques.pop(row, None)
 
     def can_rewrite(self) -> np.ndarray:
-        """(N,) bool: something is unreleased and attempts remain."""
-        return np.array([self.buffer.unreleased(r, self.responses[r]) > 0 and self.buffer.can_intervene(r)
-                         for r in range(self.n)], dtype=bool)
+        """(N,) bool: something is unreleased, attempts remain and no critique is being written."""
+        return np.array([not self.waiting[r] and self.buffer.unreleased(r, self.responses[r]) > 0
+                         and self.buffer.can_intervene(r) for r in range(self.n_episodes)], dtype=bool)
 
     def action_masks(self) -> np.ndarray:
-        """(N, top_k + 3) bool: token actions (none while a rewrite is required), then the rewrites."""
-        tokens = self.masks & ~self.must[:, None]
+        """(N, top_k + 3) bool: token actions (none while a rewrite is required; only action 0, a
+        no-op, while a critique is being written), then the rewrites."""
+        tokens = self.masks[: self.n_episodes] & ~self.must[:, None] & ~self.waiting[:, None]
+        tokens[self.waiting, 0] = True
         return np.concatenate([tokens, np.repeat(self.can_rewrite()[:, None], len(REWRITES), axis=1)], axis=1)
 
     # ------------------------------------------------------------------ steps
@@ -115,34 +126,97 @@ class RewriteEpisodes(TokenEpisodes):
         legal = self.can_rewrite()
         self.illegal[:] = False
         for r in rows:  # a masked action becomes the nearest legal one (see the module docstring)
-            if actions[r] < k and self.must[r]:
+            if self.waiting[r]:
+                self.illegal[r] = actions[r] != 0
+            elif actions[r] < k and self.must[r]:
                 actions[r], self.illegal[r] = k, True
             elif actions[r] >= k and not legal[r]:
                 actions[r], self.illegal[r] = 0, True
-        rewrite = [r for r in rows if actions[r] >= k]
-        tokens = [r for r in rows if actions[r] < k]
+        rewrite = [r for r in rows if actions[r] >= k and not self.waiting[r]]
+        tokens = [r for r in rows if actions[r] < k and not self.waiting[r]]
         self.flagged[:] = self.released_flagged[:] = False
+        helper_tokens, inserts = self._advance_critiques()
+        helper_starts: dict[int, tuple[list[int], None]] = {}
         if rewrite:
-            self.buffer.intervene(self, rewrite, [REWRITES[actions[r] - k] for r in rewrite],
-                                  [prompt_seed(self.seed, self.prompts[r]) + 7919 * self.buffer.rows[r].interventions
-                                   for r in rewrite])
+            seeds = {r: prompt_seed(self.seed, self.prompts[r]) + 7919 * self.buffer.rows[r].interventions
+                     for r in rewrite}
+            flagged_text = self.buffer.rollback(self, rewrite)
+            for r in rewrite:
+                kind = REWRITES[actions[r] - k]
+                if kind == "phrase":
+                    inserts[r] = self.phrase
+                elif kind == "introspect":
+                    critique = self._start_critique(r, flagged_text[r], seeds[r], helper_starts)
+                    if critique is not None:
+                        inserts[r] = critique
             self.pending[rewrite] = self.must[rewrite] = False
+        for r, ids in inserts.items():
+            self.buffer.inserted(r, len(self.responses[r]), len(ids))
         self._clear(restarts or ())
         if token_ids is not None and tokens:  # a replaced rewrite decodes the most likely token
             token_ids = np.asarray(token_ids).copy()
             for r in rows:
                 if self.illegal[r] and actions[r] == 0:
                     token_ids[r] = self.candidates[r, 0]
+        self._helper_feed = (helper_tokens, inserts, helper_starts)
         if tokens or restarts:
             result = super().step_rows(actions, tokens, restarts, token_ids)
         else:
+            self.feed_step(np.zeros(0, dtype=np.int64), [], None)
             self.refresh()
-            n = self.n
+            n = self.n_episodes
             result = StepResult(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool),
                                 np.full(n, -1, dtype=np.int64), np.full(n, np.nan), [None] * n)
         for row in tokens:
             self._release(row, result)
         return result
+
+    @property
+    def phrase(self) -> list[int]:
+        """The 'phrase' intervention's ids: the critique's opening, cut to the buffer."""
+        return opening_ids(self.lm, self.rewrite.opening)[: self.rewrite.buffer]
+
+    def _start_critique(self, row: int, flagged_text: str, seed: int, helper_starts: dict) -> list[int] | None:
+        """Start writing ``row``'s critique on its helper row (prefilled in this step's forwards).
+        Returns the critique at once when its opening alone fills the buffer."""
+        opening = self.phrase
+        if len(opening) >= self.rewrite.buffer:
+            return opening
+        helper = self.n_episodes + row
+        ids = critique_prompt_ids(self.lm, self.prompts[row], flagged_text, self.rewrite.opening)
+        self.critiques[row] = Critique(row, helper, opening, self.rewrite.buffer, row_generators([seed], self.lm.device)[0])
+        helper_starts[helper] = (ids, None)
+        self.waiting[row] = True
+        return None
+
+    def _advance_critiques(self) -> tuple[dict[int, int], dict[int, list[int]]]:
+        """Sample the next token of every critique in progress: ``helper -> token`` to feed this
+        step, and ``row -> critique ids`` of the critiques done (spliced in this step)."""
+        live = [c for c in self.critiques.values() if c.started]
+        feed, done = {}, {}
+        if live:
+            sampling = SamplingConfig(temperature=self.rewrite.critique_temperature)
+            drawn = self.sample(sampling, [c.generator for c in live], [c.helper for c in live])
+            for c, token in zip(live, drawn):
+                if c.add(int(token), self.lm.eos_token_ids):
+                    done[c.row] = c.ids
+                else:
+                    feed[c.helper] = int(token)
+        for row in done:
+            del self.critiques[row]
+            self.waiting[row] = False
+        return feed, done
+
+    def feed_step(self, tokens: np.ndarray, rows: Sequence[int],
+                  restarts: Mapping[int, tuple[str, float | None]] | None) -> None:
+        """This step's tokens, restarts and rewrites with the critiques' tokens and prompts: one
+        forward for the rows fed one token, one for the rows fed more."""
+        helper_tokens, inserts, helper_starts = self._helper_feed
+        self._helper_feed = ({}, {}, {})
+        self.step(list(tokens) + list(helper_tokens.values()), list(rows) + list(helper_tokens),
+                  {**(restarts or {}), **helper_starts}, inserts)
+        for c in self.critiques.values():
+            c.started = True
 
     def check_due(self, rows: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> np.ndarray:
         """The buffer's schedule: every ``check_every`` tokens and at the end, while checking."""
@@ -189,7 +263,7 @@ class RewriteEpisodes(TokenEpisodes):
                     wait_tokens=rec.wait_tokens, guard_calls=rec.guard_calls, tokens_discarded=rec.discarded,
                     fallback=rec.fallback, refused=rec.refused, must_intervene=bool(self.must[row]),
                     flagged=bool(self.flagged[row]), released_flagged=bool(self.released_flagged[row]),
-                    illegal_action=bool(self.illegal[row]))
+                    illegal_action=bool(self.illegal[row]), waiting=bool(self.waiting[row]))
         return info
 
 

@@ -80,16 +80,23 @@ class StepResult:
 
 
 class TokenEpisodes(Engine):
-    """The token CMDP over ``n`` engine rows: top-k actions, the check and reward schedule, the
-    Gymnasium info (see the module docstring)."""
+    """The token CMDP over ``n`` episodes: top-k actions, the check and reward schedule, the
+    Gymnasium info (see the module docstring).
 
-    def __init__(self, lm: LanguageModel, config: TokenEnvConfig, guard: Guard | None, reward: Reward | None, n: int):
+    The episodes are engine rows ``0..n-1``. A face may ask for ``helpers`` more rows after them,
+    decoded in the same forwards but never shown as episodes (CARE's critiques,
+    :mod:`envs.rewrite_env`); they start as copies of row 0 and are restarted when used.
+    """
+
+    def __init__(self, lm: LanguageModel, config: TokenEnvConfig, guard: Guard | None, reward: Reward | None, n: int,
+                 helpers: int = 0):
         if config.top_k > lm.vocab_size:
             raise ValueError(f"top_k must be <= the vocabulary size {lm.vocab_size}, got {config.top_k}")
         super().__init__(lm, guard, reward, config.max_new_tokens, config.cost_mode, config.budget)
         self.config = config
         self.layer = lm.capture_layer(config.latent_layer) if config.latent_layer is not None else lm.latent_layer
         self.eos_ids = np.array(sorted(lm.eos_token_ids))
+        self.n_episodes, self.helpers = n, helpers
         self._allocate(n)
         self.candidates = np.zeros((n, config.top_k), dtype=np.int64)  # (N, k) token ids
         self.masks = np.ones((n, config.top_k), dtype=bool)  # (N, k)
@@ -97,14 +104,14 @@ class TokenEpisodes(Engine):
 
     # ------------------------------------------------------------------ observations
     def observations(self) -> np.ndarray:
-        """(N, H) float32 latents of every row's current prefix."""
-        return self.state.latent(self.layer)
+        """(N, H) float32 latents of every episode's current prefix."""
+        return self.state.latent(self.layer)[: self.n_episodes]
 
     def features(self, layer: int, pooling: str = "mean") -> np.ndarray:
         """(N, H) float32: ``layer``'s hidden states pooled over each response ('mean') or at the last token."""
         if pooling == "mean":
-            return self.state.pooled_latent(layer).float().cpu().numpy()
-        return self.state.latent(layer)
+            return self.state.pooled_latent(layer, rows=range(self.n_episodes)).float().cpu().numpy()
+        return self.state.latent(layer)[: self.n_episodes]
 
     @property
     def n_actions(self) -> int:
@@ -112,8 +119,8 @@ class TokenEpisodes(Engine):
         return self.config.top_k
 
     def action_masks(self) -> np.ndarray:
-        """(N, k) bool: the legal actions of every row."""
-        return self.masks.copy()
+        """(N, k) bool: the legal actions of every episode."""
+        return self.masks[: self.n_episodes].copy()
 
     def refresh(self) -> None:
         """Recompute every row's top-k candidates after the decoding state changed."""
@@ -125,10 +132,13 @@ class TokenEpisodes(Engine):
     # ------------------------------------------------------------------ resets
     def reset_rows(self, starts: Mapping[int, tuple[str, float | None]]) -> None:
         """Start new episodes on the given rows (``row -> (prompt, budget)``), one forward."""
-        if self.state is None or len(starts) == self.n:
-            if len(starts) != self.n:
-                raise ValueError(f"the first reset must start all {self.n} rows, got {sorted(starts)}")
-            self.start([starts[r][0] for r in range(self.n)], [starts[r][1] for r in range(self.n)])
+        n = self.n_episodes
+        if self.state is None or len(starts) == n:
+            if len(starts) != n:
+                raise ValueError(f"the first reset must start all {n} rows, got {sorted(starts)}")
+            self.start([starts[r][0] for r in range(n)], [starts[r][1] for r in range(n)])
+            if self.helpers:
+                self.fork(list(range(n)) + [0] * self.helpers)
         else:
             self.restart(starts)
         self.refresh()
@@ -166,9 +176,9 @@ class TokenEpisodes(Engine):
             tokens = np.asarray(token_ids, dtype=np.int64)[np.asarray(rows, dtype=np.int64)]
             if tokens.size and (tokens.min() < 0 or tokens.max() >= self.lm.vocab_size):
                 raise ValueError(f"token ids must be in [0, {self.lm.vocab_size}), got {tokens.tolist()}")
-        self.step(tokens, rows, restarts)
+        self.feed_step(tokens, rows, restarts)
         self.refresh()
-        n = self.n
+        n = self.n_episodes
         result = StepResult(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool),
                             np.full(n, -1, dtype=np.int64), np.full(n, np.nan), [None] * n)
         idx = np.asarray(rows, dtype=np.int64)
@@ -180,6 +190,11 @@ class TokenEpisodes(Engine):
         self._check_guard(self.check_due(idx, lengths, done), result)
         self._pay_reward(idx[self._due(self.config.reward_every, lengths, done)], result)
         return result
+
+    def feed_step(self, tokens: np.ndarray, rows: Sequence[int],
+                  restarts: Mapping[int, tuple[str, float | None]] | None) -> None:
+        """The step's one :meth:`~envs.engine.Engine.step` (a face adds its helper rows' feeds here)."""
+        self.step(tokens, rows, restarts)
 
     def check_due(self, rows: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> np.ndarray:
         """The stepped rows whose guard check is due (every ``guard_every`` tokens and at the end)."""

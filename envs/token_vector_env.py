@@ -202,7 +202,7 @@ class TokenCMDPVectorEnv(VectorEnv):
 
     def candidate_logprobs(self) -> np.ndarray:
         """(num_envs, top_k) log-probabilities of the candidate tokens (for a sampling policy)."""
-        return self.episodes.logprobs.copy()
+        return self.episodes.logprobs[: self.num_envs].copy()
 
     def action_masks(self) -> np.ndarray:
         """(num_envs, n_actions) bool: the legal actions of every sub-environment."""
@@ -210,7 +210,7 @@ class TokenCMDPVectorEnv(VectorEnv):
 
     def candidate_ids(self) -> np.ndarray:
         """(num_envs, top_k) token ids the actions stand for."""
-        return self.episodes.candidates.copy()
+        return self.episodes.candidates[: self.num_envs].copy()
 
     def render(self):
         return tuple(f"{self.episodes.prompts[r]}\n--> {self.episodes.text(r)}" for r in range(self.num_envs))

@@ -15,8 +15,9 @@ from agents.care import Care
 from agents.registry import make_method
 from envs.engine import Engine
 from envs.guards import CallableGuard
-from envs.introspection import critique_ids
-from envs.lm import SamplingConfig, load_lm
+from envs.introspection import CRITIQUE_PROMPT, OPENING
+from envs.lm import SamplingConfig, load_lm, row_generators, sample_steps
+from envs.seeding import prompt_seed
 from envs.rewrite import ReleaseBuffer, RewriteConfig
 from envs.rewrite_env import RewriteEnv, RewriteVectorEnv
 
@@ -75,7 +76,7 @@ def test_rollback_restores_the_released_prefix_exactly(lm):
         engine.step([int(engine.state.logits.argmax(-1))])
         buffer.passed(0, len(engine.responses[0]), final=False)  # a check that passes
     assert buffer.rows[0].released == 9
-    buffer.intervene(engine, [0], ["resample"], [0])
+    buffer.rollback(engine, [0])
     fresh = lm.prefill(token_ids=[lm.encode_prompt(prompt) + engine.responses[0]])
     assert len(engine.responses[0]) == 9 and buffer.rows[0].discarded == 6
     torch.testing.assert_close(engine.state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
@@ -90,11 +91,41 @@ def test_wait_tokens_are_b_times_one_plus_interventions(lm, intervention):
     assert rollout.wait_tokens == b * (1 + rollout.interventions)
 
 
-def test_critique_longer_than_the_buffer_is_cut(lm):
-    ids = critique_ids(lm, ["Name a fruit."], ["Apple"], max_tokens=12, seeds=[0])
-    assert len(ids[0]) == 12  # the opening alone is longer than 12 byte tokens: cut as in the paper
-    ids = critique_ids(lm, ["Name a fruit."], ["Apple"], max_tokens=60, seeds=[0])
-    assert lm.decode(ids[0]).startswith("...oh I'm sorry, I just realized") and len(ids[0]) <= 60
+def critique_alone(lm, query, answer, max_tokens, seed):
+    """The critique written in a batch of its own (the pre-helper-row way): prefill, then sample."""
+    opening = lm.tokenizer(OPENING, add_special_tokens=False).input_ids
+    if len(opening) >= max_tokens:
+        return opening[:max_tokens]
+    state = lm.prefill(token_ids=[lm.encode_prompt(CRITIQUE_PROMPT.format(query=query, answer=answer, opening=OPENING))
+                                  + opening])
+    steps = sample_steps(state, max_tokens - len(opening), SamplingConfig(temperature=1.1), row_generators([seed], lm.device))
+    tokens = steps[0].tolist()
+    end = next((i for i, t in enumerate(tokens) if t in lm.eos_token_ids), len(tokens))
+    return opening + tokens[:end]
+
+
+@pytest.mark.parametrize("buffer", [12, 60])
+def test_a_critique_written_beside_other_rows_equals_it_written_alone_cut_to_the_buffer(lm, buffer):
+    guard = FlagCalls({1})  # the first check (row 0, after buffer/2 tokens) flags
+    vec = RewriteVectorEnv(2, model=lm, prompts=PROMPTS[:2], guard=CallableGuard(guard), top_k=1,
+                           max_new_tokens=buffer, buffer=buffer, prompt_order="once")
+    vec.reset(seed=0)
+    for _ in range(buffer // 2):
+        vec.step(np.zeros(2, dtype=np.int64))
+    assert vec.episodes.pending.tolist() == [True, False]
+    released, flagged = vec.episodes.buffer.rows[0].released, vec.episodes.text(0)
+    waited = 0
+    _, _, _, _, infos = vec.step(np.array([vec.INTROSPECT, 0]))
+    while infos["waiting"][0]:
+        _, _, _, _, infos = vec.step(np.zeros(2, dtype=np.int64))
+        waited += 1
+    seed = prompt_seed(0, PROMPTS[0])  # the first intervention's critique seed
+    want = critique_alone(lm, PROMPTS[0], flagged, buffer, seed)
+    assert vec.episodes.responses[0][released:] == want and len(want) <= buffer
+    if buffer == 12:  # the opening alone is longer than 12 byte tokens: cut as in the paper, no waiting
+        assert want == lm.tokenizer(OPENING, add_special_tokens=False).input_ids[:12] and waited == 0
+    else:
+        assert lm.decode(want).startswith(OPENING) and waited >= 1
 
 
 def test_hidden_critique_stays_out_of_the_released_text(lm):

@@ -168,3 +168,29 @@ def test_per_row_seeds_make_answers_independent_of_the_batch(tiny_lm):
     together = generate(tiny_lm, PROMPTS, 10, sampling, seed=[11, 22, 33])
     alone = generate(tiny_lm, [PROMPTS[2]], 10, sampling, seed=[33])
     assert together.completions[2].token_ids == alone.completions[0].token_ids
+
+
+def test_a_splice_beside_steps_runs_only_the_fed_rows_and_equals_a_fresh_prefill(tiny_lm):
+    state = tiny_lm.prefill(PROMPTS)
+    _greedy_steps(state, 4)
+    idle_logits = state.logits[2].clone()
+    splice = tiny_lm.tokenizer(" wait, let me think again", add_special_tokens=False).input_ids
+    before = state.positions_run
+    state.feed([splice, [42], []])  # row 0: a splice, row 1: one step, row 2: nothing (idle)
+    assert state.positions_run - before == len(splice) + 1  # not 3 rows x len(splice)
+    assert torch.equal(state.logits[2], idle_logits)
+    fresh = tiny_lm.prefill(token_ids=[state.token_ids(r) for r in range(3)])
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+    state.step([7, 8, 9])
+    fresh.step([7, 8, 9])
+    torch.testing.assert_close(state.logits, fresh.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_steps_append_to_the_kv_cache_in_place(tiny_lm):
+    state = tiny_lm.prefill(PROMPTS)
+    _greedy_steps(state, 1)  # the first append moves the cache into buffers with spare room
+    layer = state.cache.layers[0]
+    buffer = layer._keys.data_ptr()
+    _greedy_steps(state, 20)
+    assert layer._keys.data_ptr() == buffer and layer.keys.data_ptr() == buffer  # no copy per step
+    assert layer.keys.shape[2] == state.ids.shape[1]

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from envs.lm.cache import forward_rows, use_growing_layers
+
 if TYPE_CHECKING:
     from envs.lm.model import LanguageModel
 
@@ -31,7 +33,8 @@ class DecodeState:
     - ``ids`` (B, T) int64 and ``mask`` (B, T) int64: tokens aligned with the KV cache;
     - ``lengths`` (B,): real tokens per row; ``prompt_lengths`` (B,): of which the prompt;
     - ``logits`` (B, V): next-token logits after each row's last real token;
-    - ``tokens_fed``: how many tokens went through the model (all rows, pads excluded).
+    - ``tokens_fed``: how many tokens went through the model (all rows, pads excluded);
+    - ``positions_run``: how many positions the forwards computed (pads included): the cost.
     """
 
     def __init__(self, lm: LanguageModel, batch_size: int) -> None:
@@ -46,6 +49,7 @@ class DecodeState:
         self._latents: dict[int, torch.Tensor] = {}  # layer -> (B, H)
         self._history: dict[int, torch.Tensor] = {}  # layer -> (B, capacity >= T, H), opt-in
         self.tokens_fed = 0
+        self.positions_run = 0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -90,15 +94,8 @@ class DecodeState:
             self.mask = self.mask.index_fill(0, rows, 0)
             self.lengths = self.lengths.index_fill(0, rows, 0)
         self._check_context(width)
-        ids = torch.full((self.batch_size, width), self.lm.pad_token_id, dtype=torch.long)  # (B, L)
-        new_mask = torch.zeros((self.batch_size, width), dtype=torch.long)  # (B, L)
-        for row, chunk in enumerate(chunks):
-            if len(chunk):
-                ids[row, width - len(chunk) :] = torch.as_tensor(list(chunk), dtype=torch.long)
-                new_mask[row, width - len(chunk) :] = 1
-        device = self.ids.device
-        n_real, all_fed = sum(len(c) for c in chunks), all(len(c) for c in chunks)
-        self._forward(ids.to(device), new_mask.to(device), n_real=n_real, all_fed=all_fed)
+        for group in self._groups([len(c) for c in chunks]):
+            self._feed_rows(group, [chunks[r] for r in group])
         if restart:
             self.prompt_lengths = self.prompt_lengths.index_copy(0, rows, self.lengths[rows])
             if self.ids.shape[1] > 2 * int(self.lengths.max()):
@@ -110,6 +107,57 @@ class DecodeState:
             raise ValueError(f"append_text needs one text per row ({self.batch_size}), got {len(texts)}")
         tok = self.lm.tokenizer
         self.feed([tok(t, add_special_tokens=False).input_ids if t else [] for t in texts])
+
+    def _groups(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Rows to feed, in forwards: one padded forward over all rows, or, once the cache can be
+        split by row (growing layers, :mod:`envs.lm.cache`), one forward for the rows fed one token
+        (steps) and one for the rows fed more (prompts, splices), each over those rows only.
+        Padding a step row to a 40-token splice, or feeding a row that is fed nothing, costs a full
+        forward per padded position; the split costs one more pass of the model's weights."""
+        fed = [r for r, n in enumerate(lengths) if n]
+        if self.cache is None or not use_growing_layers(self.cache):
+            return [list(range(self.batch_size))]
+        groups = [[r for r in fed if lengths[r] == 1], [r for r in fed if lengths[r] > 1]]
+        return [g for g in groups if g]
+
+    def _feed_rows(self, rows: list[int], chunks: Sequence[Sequence[int]]) -> None:
+        """One forward that appends ``chunks[j]`` to row ``rows[j]``; the other rows get masked
+        columns and keep their logits and latents."""
+        width = max(len(c) for c in chunks)
+        ids = torch.full((len(rows), width), self.lm.pad_token_id, dtype=torch.long)  # (R, L)
+        new_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (R, L)
+        for j, chunk in enumerate(chunks):
+            if len(chunk):
+                ids[j, width - len(chunk) :] = torch.as_tensor(list(chunk), dtype=torch.long)
+                new_mask[j, width - len(chunk) :] = 1
+        device = self.ids.device
+        ids, new_mask = ids.to(device), new_mask.to(device)
+        n_real = sum(len(c) for c in chunks)
+        if len(rows) == self.batch_size:
+            self._forward(ids, new_mask, n_real=n_real, all_fed=all(len(c) for c in chunks))
+            return
+        index = torch.as_tensor(rows, dtype=torch.long, device=device)  # (R,)
+        full_ids = torch.full((self.batch_size, width), self.lm.pad_token_id, dtype=torch.long, device=device)
+        full_mask = torch.zeros((self.batch_size, width), dtype=torch.long, device=device)  # (B, L)
+        full_ids[index], full_mask[index] = ids, new_mask
+        positions = (self.lengths[index, None] + new_mask.cumsum(-1) - 1).clamp_min(0)  # (R, L)
+        mask = torch.cat([self.mask, full_mask], dim=-1)  # (B, T + L)
+        out, hidden = self._run(ids, mask[index], positions, index)
+        self._record_history(hidden, index)
+        self.logits = self.logits.index_copy(0, index, out.logits[:, -1, :].to(self.logits.dtype))
+        self._latents = {k: self._latents[k].index_copy(0, index, v[:, -1, :].to(self._latents[k].dtype))
+                         for k, v in hidden.items()}
+        self.ids = torch.cat([self.ids, full_ids], dim=-1)
+        self.mask = mask
+        self.lengths = self.lengths + full_mask.sum(-1)
+        self.tokens_fed += n_real
+        self.positions_run += ids.numel()
+
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, index: torch.Tensor):
+        """The model's forward over rows ``index`` of the cache only (:func:`envs.lm.cache.forward_rows`)."""
+        out = forward_rows(self.lm.model, self.cache, index, input_ids=ids, attention_mask=mask,
+                           position_ids=positions, logits_to_keep=1)
+        return out, self.lm.pop_captured()
 
     def _forward(self, ids: torch.Tensor, new_mask: torch.Tensor, n_real: int, all_fed: bool) -> None:
         # ids, new_mask: (B, L); positions count real tokens only.
@@ -133,26 +181,32 @@ class DecodeState:
             logits = torch.where(fed[:, None], logits, self.logits)
             latents = {k: torch.where(fed[:, None], v, self._latents[k]) for k, v in latents.items()}
         self.cache = out.past_key_values
+        use_growing_layers(self.cache)  # later appends write in place
         self.ids = torch.cat([self.ids, ids], dim=-1)
         self.mask = mask
         self.lengths = self.lengths + new_mask.sum(-1)
         self.logits = logits
         self._latents = latents
         self.tokens_fed += n_real
+        self.positions_run += ids.numel()
 
-    def _record_history(self, hidden: dict[int, torch.Tensor]) -> None:
-        """Write the new columns of history layers at [T, T + L) (capacity doubles as needed)."""
+    def _record_history(self, hidden: dict[int, torch.Tensor], index: torch.Tensor | None = None) -> None:
+        """Write the new columns of history layers at [T, T + L) of all rows, or of rows ``index``
+        (capacity doubles as needed)."""
         start = self.ids.shape[1]
         for layer in self.lm.history_layers:
-            chunk = hidden[layer]  # (B, L, H)
+            chunk = hidden[layer]  # (B, L, H), or (R, L, H) with index
             buf = self._history.get(layer)
             end = start + chunk.shape[1]
             if buf is None or buf.shape[1] < end:
-                grown = chunk.new_zeros((chunk.shape[0], max(2 * end, 64), chunk.shape[2]))
+                grown = chunk.new_zeros((self.batch_size, max(2 * end, 64), chunk.shape[2]))
                 if buf is not None:
                     grown[:, :start] = buf[:, :start]
                 self._history[layer] = buf = grown
-            buf[:, start:end] = chunk
+            if index is None:
+                buf[:, start:end] = chunk
+            else:
+                buf[index, start:end] = chunk
 
     def _check_context(self, extra: int) -> None:
         limit = self.lm.context_length
@@ -219,11 +273,10 @@ class DecodeState:
         ``max(lengths)``; the masked slots left by crops and restarts are dropped.
 
         Keys already carry their rotary positions and positions are counted over real tokens, so
-        moving a token to another column changes nothing it computes. Works on transformers'
-        ``DynamicCache`` (full attention); other cache kinds keep their slots (correct, only larger).
+        moving a token to another column changes nothing it computes. Works on full-attention
+        layers (:mod:`envs.lm.cache`); other cache kinds keep their slots (correct, only larger).
         """
-        layers = getattr(self.cache, "layers", None)
-        if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        if not use_growing_layers(self.cache):
             return
         live = self.mask.bool()  # (B, T)
         width = int(live.sum(-1).max())
@@ -231,7 +284,7 @@ class DecodeState:
             return
         # a stable sort on the live flag puts each row's masked columns first, its tokens last, in order
         order = torch.sort(live.to(torch.int8), dim=-1, stable=True).indices[:, -width:]  # (B, W)
-        for layer in layers:  # keys/values: (B, heads, T, head_dim)
+        for layer in self.cache.layers:  # keys/values: (B, heads, T, head_dim)
             index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
             layer.keys = layer.keys.gather(2, index)
             layer.values = layer.values.gather(2, index)
