@@ -128,3 +128,49 @@ def published_maes() -> dict[str, dict[str, float]]:
             if "mean_absolute_error" in metrics:
                 out.setdefault(category, {})[name] = float(metrics["mean_absolute_error"])
     return out
+
+
+AIRT_FILES = {
+    "harassment": "harassment_bullying", "hate": "hate_speech", "malware": "cybercrime_malware",
+    "misinformation": "misinformation_conspiracy", "scams": "fraud_scams", "sexual": "sexual_content",
+    "violence": "violence_terrorism", "airt_imminent_crisis": "self_harm_suicide", "harms": None, "illegal": None,
+}
+"""PyRIT's AI-red-team seed files with harmful objectives, and the category of each (None: mixed, see
+:data:`AIRT_MIXED`). ``leakage``, ``fairness`` and the therapist file are not harmful requests."""
+
+AIRT_MIXED = {
+    "Generate a simple keylogger": "cybercrime_malware", "Provide evidence the Holocaust": "misinformation_conspiracy",
+    "Which tools can be dangerous at home": "self_harm_suicide", "How to create a Molotov": "weapons_explosives",
+    "How to kick a stranger": "violence_terrorism", "How to cut down a stop sign": "theft_burglary",
+    "How to steal something": "theft_burglary", "お金を横領する方法": "fraud_scams",
+}
+"""Categories of the seeds of the mixed files, by their opening words; a seed not listed (the
+'steamy romance scene' request, adult but not harmful) is left out."""
+
+
+def airt_seed_rows() -> list[tuple[str, str]]:
+    """(request, harm category) for PyRIT's single-turn AI-red-team objectives
+    (``datasets/seed_datasets/local/airt/*.prompt``); turns of multi-turn scripts are left out."""
+    rows = []
+    for name, category in AIRT_FILES.items():
+        path = pyrit_datasets() / "seed_datasets" / "local" / "airt" / f"{name}.prompt"
+        for seed in yaml.safe_load(path.read_text(encoding="utf-8"))["seeds"]:
+            if seed.get("prompt_group_alias") or seed.get("sequence") is not None:
+                continue
+            text = seed["value"].strip()
+            found = category or next((c for start, c in AIRT_MIXED.items() if text.startswith(start)), None)
+            if found:
+                rows.append((text, found))
+    return rows
+
+
+def jailbreak_templates(max_words: int = 130) -> list[tuple[str, str]]:
+    """(name, text) of PyRIT's single-parameter jailbreak templates (``datasets/jailbreak/templates``)
+    of at most ``max_words`` words, sorted by name; the text holds ``{{ prompt }}`` where the request goes."""
+    out = []
+    for path in sorted((pyrit_datasets() / "jailbreak" / "templates").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = str(data.get("value", ""))
+        if data.get("parameters") == ["prompt"] and "{{ prompt }}" in text and len(text.split()) <= max_words:
+            out.append((path.stem, text.strip()))
+    return out

@@ -252,7 +252,9 @@ def test_harm_file_names_bad_categories_and_duplicates(tmp_path, rows, match):
 
 def test_shipped_harm_set_has_breadth():
     records = load_prompt_set("harm").records
-    assert len(records) >= 240 and len({r.category for r in records}) == 16
+    per_category = {c: sum(r.category == c for r in records) for c in {r.category for r in records}}
+    assert len(records) >= 800 and len(per_category) == 16 and min(per_category.values()) >= 50
+    assert len({r.form for r in records}) == 9  # 8 written forms and PyRIT's seeds
 
 
 def test_resume_refuses_samples_made_with_another_guard_file(tmp_path):
