@@ -25,9 +25,26 @@ from evaluation.judge_training import JudgeTrainConfig, fit_judges
 from training.guard_training import GuardTrainConfig, summary, train_guard
 
 
+def guard_labeler(spec: str):
+    """The judge that labels guard-training answers (``--labels``): its ``harmful`` verdicts."""
+    if spec == "refusal":
+        return None
+    from evaluation.judges import make_judge
+
+    judge = make_judge(spec)
+
+    def harmful(prompts, texts):
+        verdict = judge.judge(prompts, texts).harmful
+        if verdict is None:
+            raise ValueError(f"judge {spec!r} gives no 'harmful' verdict; label with one that does, e.g. --labels learned")
+        return verdict
+
+    return harmful
+
+
 def run_guard(config: GuardTrainConfig) -> dict:
     """``train.py guard``: train, save, print the dev figures."""
-    _, metrics = train_guard(config)
+    _, metrics = train_guard(config, labeler=guard_labeler(config.labels))
     print(summary(metrics))
     return metrics
 

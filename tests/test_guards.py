@@ -138,7 +138,7 @@ def trained_tiny_probe(tmp_path_factory):
     mp.setenv("LATENTGUARD_CACHE", str(cache))
     lm = load_lm("tiny")
     config = GuardTrainConfig(model="tiny", samples=1, dev_samples=1, max_new_tokens=8, layers="1,2", cs="0.1,1",
-                              folds=2, limit=6, batch_size=8)
+                              folds=2, limit=6, batch_size=8, labels="refusal")
     guard, metrics = train_guard(config, lm=lm, progress=False)
     yield lm, guard, metrics, cache, config
     mp.undo()
@@ -153,8 +153,27 @@ def test_train_guard_writes_probe_metrics_and_tensorboard(trained_tiny_probe):
     assert {"auroc", "auroc_prefix_16", "auroc_prefix_32", "auroc_prefix_64", "tpr", "fpr_benign", "fpr_lookalike"} <= set(dev)
     assert dev["rows"] == 3 * guard.config.info["dev_answers"] and 0 <= dev["tpr"] <= 1  # 3 prefixes per answer
     assert set(metrics["pyrit_mae_dev"]) and all("published" in v for v in metrics["pyrit_mae_dev"].values())
-    assert guard.config.layer in (1, 2) and guard.config.pooling in ("mean", "last")
-    assert len(metrics["cv_table"]) == 2 * 2 * 2  # layers x poolings x C
+    assert guard.config.layer in (1, 2) and guard.config.pooling in ("mean", "last", "request", "mean+request")
+    assert len(metrics["cv_table"]) == 2 * 4 * 2  # layers x poolings x C
+    held = metrics["heldout"]
+    from envs.prompt_sets import HELD_OUT_CATEGORIES
+
+    categories = {k.split(":")[1] for k in held if k.startswith("category:")}
+    assert categories and categories <= set(HELD_OUT_CATEGORIES) and "source:jailbreak" in held
+    assert held["all"]["rows"] == 3 * guard.config.info["heldout_answers"]
+    assert metrics["labels"]["judge"] == "refusal" and metrics["labels"]["train"]["changed"] == 0
+
+
+def test_relabel_marks_only_answers_to_harmful_requests_and_counts_the_changes(trained_tiny_probe):
+    from training.guard_answers import AnswerSet
+    from training.guard_training import relabel
+
+    n = 4
+    answers = AnswerSet(["a", "b", "c", "d"], np.array([1, 0, 0, 0]), np.array([True, True, False, False]),
+                        np.zeros(n, bool), ["train"] * n, (16,), [["x"], ["y"], ["z"], ["w"]], np.ones(n, np.int64), {})
+    counts = relabel(answers, lambda prompts, texts: [False, True, True, True])  # the judge flags b, c and d
+    assert answers.labels.tolist() == [0, 1, 0, 0]  # c and d answer benign requests: never unsafe
+    assert counts == {"unsafe": 1, "changed": 2, "changed_share": 1.0, "unsafe_by_refusal_rule": 1}
 
 
 def test_default_guard_loads_the_cached_probe_without_training(trained_tiny_probe, monkeypatch):
@@ -196,3 +215,24 @@ def test_default_guard_for_a_model_without_one_names_the_training_command(tiny_l
     monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))  # no trained probe for "tiny", none shipped
     with pytest.raises(FileNotFoundError, match="python train.py guard --kind latent-probe --model tiny"):
         make_guard("latent-probe").attach(tiny_lm)
+
+
+@pytest.mark.parametrize("pooling", ["request", "mean+request"])
+def test_a_request_probe_reads_during_decoding_what_it_computes_standalone(pooling):
+    from envs.engine import Engine
+    from envs.lm import GREEDY
+
+    lm = load_lm("tiny")
+    width = lm.hidden_size * (2 if pooling == "mean+request" else 1)
+    rng = np.random.default_rng(0)
+    head = LinearHead.from_numpy(rng.normal(size=width), 0.1, rng.normal(size=width), np.ones(width))
+    probe = LatentProbe(ProbeConfig("tiny", 2, pooling, lm.hidden_size), head)
+    probe.attach(lm)
+    engine = Engine(lm, guard=probe, max_new_tokens=6)
+    prompts = ["Say hi.", "Count to three please."]
+    engine.start(prompts)
+    engine.decode(GREEDY, torch.Generator().manual_seed(0))
+    during = engine.check([0, 1]).risk
+    alone = probe.score(prompts, [engine.text(0), engine.text(1)])
+    np.testing.assert_allclose(during, alone, atol=1e-4)
+    assert probe.forwards == 1  # the standalone call ran the model; the check during decoding did not

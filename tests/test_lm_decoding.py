@@ -194,3 +194,18 @@ def test_steps_append_to_the_kv_cache_in_place(tiny_lm):
     _greedy_steps(state, 20)
     assert layer._keys.data_ptr() == buffer and layer.keys.data_ptr() == buffer  # no copy per step
     assert layer.keys.shape[2] == state.ids.shape[1]
+
+
+def test_prompt_latent_is_the_request_state_at_prefill_after_steps_crops_and_restarts():
+    from envs.lm import load_lm
+
+    lm = load_lm("tiny")
+    lm.capture_layer(2, history=True)
+    state = lm.prefill(PROMPTS)
+    at_prefill = state.latent_tensor(2).clone()  # (B, H): the last prompt token's state
+    _greedy_steps(state, 6)
+    state.crop([2, 0, 6])
+    state.feed([[5], lm.encode_prompt("A new one"), [7]], restart=[1])
+    fresh = lm.prefill(["A new one"])
+    torch.testing.assert_close(state.prompt_latent(2, rows=[0, 2]), at_prefill[[0, 2]])
+    torch.testing.assert_close(state.prompt_latent(2, rows=[1])[0], fresh.latent_tensor(2)[0], atol=1e-5, rtol=1e-5)

@@ -38,7 +38,8 @@ from envs.prompt_sets import PromptRecord
 from envs.refusals import is_refusal
 from envs.storage import atomic_write_bytes, atomic_write_json
 
-POOLINGS = ("mean", "last")
+POOLINGS = ("mean", "last", "request")
+"""Stored feature kinds: the mean over the response, its last token, the request's last token."""
 
 
 @dataclass
@@ -119,6 +120,8 @@ class CollectConfig:
     """Answers generated together."""
     seed: int = 0
     """Seed of the sampler."""
+    version: int = 2
+    """Stored features (2: with the request latents); shards of another version are not reused."""
 
     def __post_init__(self) -> None:
         if not self.prefixes or list(self.prefixes) != sorted(set(self.prefixes)) or self.prefixes[0] < 1:
@@ -139,6 +142,8 @@ def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: 
     n, n_prefix = len(records), len(config.prefixes)
     features = {(pool, layer): np.zeros((n, n_prefix, lm.hidden_size), np.float16) for pool in POOLINGS for layer in layers}
     texts = [[""] * n_prefix for _ in range(n)]
+    for layer in layers:  # what the policy computed for the request, the same at every prefix
+        features[("request", layer)][:] = engine.state.latent(layer)[:, None, :]
     decoded = 0
     for slot, prefix in enumerate(config.prefixes):
         # an answer that ended earlier is no longer fed: its features and text stay those of its end

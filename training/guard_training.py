@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from envs.embeddings import SentenceEncoder
 from envs.guards.defaults import default_guard_dir
 from envs.guards.embedding import EmbeddingGuard, embedding_features
 from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
-from envs.prompt_sets import PromptRecord, advbench, benign, split_of, take_split
+from envs.prompt_sets import PromptRecord, advbench, benign, harm, jailbreak, split_of, take_split
 from envs.pyrit_data import harm_rows, published_maes
 from envs.storage import atomic_write_json, slug, user_cache_dir
 from training.guard_answers import AnswerSet, CollectConfig, collect_answers
@@ -37,6 +38,7 @@ from training.probe_training import (
 )
 
 KINDS = ("latent-probe", "embedding")
+POOLINGS = ("mean", "last", "request", "mean+request")
 
 
 @dataclass
@@ -45,6 +47,13 @@ class GuardTrainConfig:
 
     kind: str = "latent-probe"
     """'latent-probe' (head on the policy's latents) or 'embedding' (head on MiniLM embeddings)."""
+    labels: str = "learned"
+    """Judge that labels an answer to a harmful request unsafe (a refusal, a correction or word salad
+    is safe): an evaluation judge spec (``train.py`` builds it), or 'refusal' for the first probe's
+    rule (unsafe = no refusal phrase). Answers to benign requests are always safe."""
+    poolings: str = "mean,last,request,mean+request"
+    """Candidate probe features: over the answer ('mean', 'last'), the request ('request': its last
+    prompt token, computed at prefill) or both side by side ('mean+request')."""
     model: str = DEFAULT_MODEL
     """Policy model whose answers (and latents) the guard learns from."""
     out: str = ""
@@ -86,13 +95,23 @@ class GuardTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pyrit_weight < 0:
             raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
+        unknown = [p for p in self.poolings.split(",") if p not in POOLINGS]
+        if unknown or not self.poolings.strip():
+            raise ValueError(f"poolings must be a comma-separated subset of {POOLINGS}, got {self.poolings!r}")
+
+
+SOURCES = {"advbench": advbench, "harm": harm, "benign": benign, "jailbreak": jailbreak}
+"""The request sets a guard learns from; each request's split (train/dev/test/heldout) is its own."""
 
 
 def _records(split: str, limit: int) -> list[PromptRecord]:
-    harmful, safe = take_split(advbench(), split), take_split(benign(), split)
-    if limit:
-        harmful, safe = harmful[:limit], safe[:limit]
-    return sorted(harmful + safe, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+    records = []
+    for load in SOURCES.values():
+        part = take_split(load(), split)
+        if limit:
+            part = [r for r in part if r.label == "harmful"][:limit] + [r for r in part if r.label == "benign"][:limit]
+        records += part
+    return sorted(records, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
 
 
 def _answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int, progress: bool) -> AnswerSet:
@@ -132,26 +151,90 @@ def _mae_table(risk: np.ndarray, rows) -> dict:
     return table
 
 
-def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progress: bool = True):
-    """Run the whole recipe (see the module docstring); returns ``(guard, metrics)``."""
+Labeler = Callable[[list[str], list[str]], np.ndarray]
+"""(requests, answers) -> (N,) bool: the answer attempts the harm (a judge's ``harmful`` verdict)."""
+
+
+def relabel(answers: AnswerSet, labeler: Labeler | None) -> dict:
+    """Label ``answers`` with ``labeler`` (answers to benign requests stay safe); returns how many
+    labels it changed against the refusal-marker rule the answers were collected with."""
+    if labeler is None:
+        return {"unsafe": int(answers.labels.sum()), "changed": 0, "changed_share": 0.0}
+    old = answers.labels.copy()
+    harmful = np.asarray(labeler(list(answers.prompts), [t[-1] for t in answers.texts]), dtype=bool)
+    answers.labels = (answers.harmful_request & harmful).astype(np.int64)
+    changed = answers.labels != old
+    return {"unsafe": int(answers.labels.sum()), "changed": int(changed.sum()),
+            "changed_share": float(changed[answers.harmful_request].mean()) if answers.harmful_request.any() else 0.0,
+            "unsafe_by_refusal_rule": int(old.sum())}
+
+
+def _subsets(answers: AnswerSet, records: dict[str, PromptRecord]) -> dict[str, np.ndarray]:
+    """Answer masks to report on: each source and harm category (its harmful requests against every
+    benign request of the split), and each jailbreak template."""
+    rec = [records[p] for p in answers.prompts]
+    benign_rows = ~answers.harmful_request
+    out = {}
+    for name, load in SOURCES.items():
+        prompts = {r.prompt for r in load()}
+        mask = np.array([p in prompts for p in answers.prompts])
+        if mask.any():
+            out[f"source:{name}"] = mask if name == "benign" else mask | benign_rows
+    for category in sorted({r.harm_category for r in rec if r.harm_category and r.label == "harmful"}):
+        of_category = np.array([r.harm_category == category for r in rec])
+        out[f"category:{category}"] = of_category | benign_rows
+        if (of_category & benign_rows).any():
+            out[f"lookalikes:{category}"] = of_category & benign_rows
+    for template in sorted({r.template for r in rec if r.template}):
+        out[f"template:{template}"] = np.array([r.template == template for r in rec])
+    return out
+
+
+def _report(answers: AnswerSet, records: dict[str, PromptRecord], risk_of, threshold: float) -> dict:
+    """Overall and per-subset figures of one split (see :func:`evaluate`)."""
+    f, risk = risk_of(answers)
+    report = {"all": evaluate(f, risk, threshold, answers.prefixes)}
+    per_answer = len(answers.prefixes)
+    for name, mask in _subsets(answers, records).items():
+        rows = np.repeat(mask, per_answer)
+        sub = Features(f.x[rows], f.y[rows], f.groups[rows], f.prefix[rows], f.harmful_request[rows], f.lookalike[rows])
+        report[name] = evaluate(sub, risk[rows], threshold, answers.prefixes)
+        report[name]["answers"] = int(mask.sum())
+    return report
+
+
+def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progress: bool = True,
+                labeler: Labeler | None = None):
+    """Run the whole recipe (see the module docstring); returns ``(guard, metrics)``.
+
+    ``labeler`` labels the answers (``config.labels`` names it; ``train.py`` builds it from the
+    evaluation judges, which this room does not import); ``None`` only with ``labels='refusal'``.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
+    if (labeler is None) != (config.labels == "refusal"):
+        raise ValueError(f"labels={config.labels!r} needs {'no labeler' if labeler else 'a labeler (the judge)'}; "
+                         "run it through `python train.py guard`, which builds the judge")
     start = time.perf_counter()
     lm = lm or load_lm(config.model, device=config.device)
     out = Path(config.out) if config.out else default_guard_dir(lm.model_id, config.kind)
     train = _answers(lm, config, "train", config.samples, progress)
     dev = _answers(lm, config, "dev", config.dev_samples, progress)
+    heldout = _answers(lm, config, "heldout", config.dev_samples, progress)
+    label_counts = {name: relabel(part, labeler) for name, part in (("train", train), ("dev", dev), ("heldout", heldout))}
+    records = {r.prompt: r for load in SOURCES.values() for r in load()}
 
-    harm = harm_rows()
-    pyrit_train = [r for r in harm.rows if split_of(r.objective) == "train"]
-    pyrit_dev = [r for r in harm.rows if split_of(r.objective) == "dev"]
+    human = harm_rows()
+    pyrit_train = [r for r in human.rows if split_of(r.objective) == "train"]
+    pyrit_dev = [r for r in human.rows if split_of(r.objective) == "dev"]
     y_pyrit = np.array([r.score >= 0.5 for r in pyrit_train], dtype=np.int64)
 
     if config.kind == "latent-probe":
         layers = _ints(config.layers)
         extra = pyrit_features(lm, pyrit_train, layers, config.max_new_tokens) if config.pyrit_weight > 0 else None
+        keys = [(pool, layer) for pool in config.poolings.split(",") for layer in layers]
         candidates = {key: (answer_features(train, *key), (extra[key], y_pyrit, config.pyrit_weight) if extra else None)
-                      for key in train.features}
+                      for key in keys}
     else:
         encoder = SentenceEncoder(device=lm.device)
         f_train = _embedding_candidates(encoder, train)
@@ -164,27 +247,39 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr)
     f_sel, extra_sel = candidates[selection.key]
     head = fit_selected(f_sel, extra_sel, selection)
-    info = {"train_answers": len(train), "dev_answers": len(dev), "pyrit_rows": len(pyrit_train),
-            "pyrit_weight": config.pyrit_weight, "samples": config.samples}
+    info = {"train_answers": len(train), "dev_answers": len(dev), "heldout_answers": len(heldout),
+            "pyrit_rows": len(pyrit_train), "pyrit_weight": config.pyrit_weight, "samples": config.samples,
+            "labels": config.labels}
     if config.kind == "latent-probe":
         guard = probe_from_selection(lm, head, selection, info)
-        f_dev = answer_features(dev, *selection.key)
         guard.attach(lm)
+
+        def risk_of(answers):
+            f = answer_features(answers, *selection.key)
+            return f, head.risk(f.x)
+
         # PyRIT responses are cut to max_new_tokens, as in training (some are longer than a context)
         dev_x = pyrit_features(lm, pyrit_dev, [selection.key[1]], config.max_new_tokens)[selection.key]
         pyrit_risk = head.risk(dev_x)
     else:
         guard = EmbeddingGuard(head, selection.threshold, {**info, "c": selection.c}, encoder=encoder)
-        f_dev = _embedding_candidates(encoder, dev)
+
+        def risk_of(answers):
+            f = _embedding_candidates(encoder, answers)
+            return f, head.risk(f.x)
+
         pyrit_risk = guard.score([r.objective for r in pyrit_dev], [r.response for r in pyrit_dev])
-    dev_risk = head.risk(f_dev.x)
+    dev_report = _report(dev, records, risk_of, selection.threshold)
     metrics = {
         "kind": config.kind, "model": lm.model_id, "split": "dev",
         "selection": {"features": f"{selection.key[0]}:{selection.key[1]}", "c": selection.c,
                       "cv_auroc_train": selection.cv_auroc, "threshold": selection.threshold},
-        "dev": evaluate(f_dev, dev_risk, selection.threshold, dev.prefixes),
+        "labels": {"judge": config.labels, **label_counts},
+        "dev": dev_report.pop("all"),
+        "dev_by": dev_report,
+        "heldout": _report(heldout, records, risk_of, selection.threshold) if len(heldout) else {},
         "pyrit_mae_dev": _mae_table(pyrit_risk, pyrit_dev),
-        "pyrit_skipped_rows": harm.skipped,
+        "pyrit_skipped_rows": human.skipped,
         "cv_table": selection.table,
         "seconds": time.perf_counter() - start,
     }
@@ -197,6 +292,9 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     for name, value in metrics["dev"].items():
         if isinstance(value, float):
             writer.add_scalar(f"dev/{name}", value, 0)
+    for name, value in metrics["heldout"].get("all", {}).items():
+        if isinstance(value, float):
+            writer.add_scalar(f"heldout/{name}", value, 0)
     writer.close()
     return guard, metrics
 

@@ -42,8 +42,10 @@ class Features:
 
 
 def answer_features(answers: AnswerSet, pooling: str, layer: int) -> Features:
-    """Flatten (N, P, H) features of one (pooling, layer) into (N*P, H) rows."""
-    feats = answers.features[(pooling, layer)].astype(np.float32)  # (N, P, H)
+    """Flatten (N, P, H) features of one (pooling, layer) into (N*P, H) rows; ``mean+request``
+    puts the two side by side, (N*P, 2H)."""
+    parts = pooling.split("+")
+    feats = np.concatenate([answers.features[(part, layer)].astype(np.float32) for part in parts], axis=-1)  # (N, P, H')
     n, p, h = feats.shape
     prompt_ids = {text: i for i, text in enumerate(dict.fromkeys(answers.prompts))}
     groups = np.array([prompt_ids[t] for t in answers.prompts])
@@ -65,7 +67,7 @@ def _fit_prompt(lm: LanguageModel, text: str, limit: int) -> str:
 def pyrit_features(lm: LanguageModel, rows: Sequence[HarmRow], layers: Sequence[int], max_tokens: int = 64,
                    batch_size: int = 16) -> dict[tuple[str, int], np.ndarray]:
     """(R, H) features of PyRIT responses (cut to ``max_tokens`` tokens; an objective too long for the
-    context window is cut to fit) for every (pooling, layer)."""
+    context window is cut to fit) for every (pooling, layer), and ``mean+request`` side by side."""
     layers = [lm.capture_layer(layer, history=True) for layer in layers]
     out: dict[tuple[str, int], list[np.ndarray]] = {(pool, layer): [] for pool in POOLINGS for layer in layers}
     for start in range(0, len(rows), batch_size):
@@ -75,7 +77,11 @@ def pyrit_features(lm: LanguageModel, rows: Sequence[HarmRow], layers: Sequence[
         for layer in layers:
             out[("mean", layer)].append(state.pooled_latent(layer).float().cpu().numpy())
             out[("last", layer)].append(state.latent_tensor(layer).float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+            out[("request", layer)].append(state.prompt_latent(layer).float().cpu().numpy())
+    feats = {k: np.concatenate(v) for k, v in out.items()}
+    for layer in layers:
+        feats[("mean+request", layer)] = np.concatenate([feats[("mean", layer)], feats[("request", layer)]], axis=1)
+    return feats
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float):
@@ -134,8 +140,16 @@ def rates(f: Features, risk: np.ndarray, threshold: float) -> dict[str, float]:
 
 
 def evaluate(f: Features, risk: np.ndarray, threshold: float, prefixes: Sequence[int]) -> dict:
-    """AUROC overall and per prefix, and the rates at the threshold."""
+    """AUROC overall and per prefix, and the rates at the threshold. ``auroc_vs_benign``: unsafe
+    answers against answers to benign requests (safe answers to harmful requests left out), and
+    ``tpr_at_fpr_05`` the TPR where the benign FPR is at most 0.05 (a threshold chosen on these rows)."""
     metrics = {"auroc": safe_auroc(f.y, risk), "rows": int(len(f.y)), "unsafe": int(f.y.sum())}
+    pair = (f.y == 1) | ~f.harmful_request
+    metrics["auroc_vs_benign"] = safe_auroc(f.y[pair], risk[pair])
+    benign_risk = np.sort(risk[~f.harmful_request])
+    if benign_risk.size and (f.y == 1).any():
+        cut = benign_risk[min(len(benign_risk) - 1, int(np.ceil(0.95 * len(benign_risk))))]  # FPR <= 0.05 above it
+        metrics["tpr_at_fpr_05"] = float((risk[f.y == 1] > cut).mean())
     for p in prefixes:
         at = f.prefix == p
         metrics[f"auroc_prefix_{p}"] = safe_auroc(f.y[at], risk[at])

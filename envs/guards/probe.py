@@ -1,7 +1,9 @@
 """A latent safety probe: a logistic head on the policy's own hidden states.
 
 ``risk = sigmoid(w . (x - mu) / sigma + b)`` where ``x`` is the policy's hidden state at one layer,
-pooled over the response so far (``mean``) or taken at the last response token (``last``).
+pooled over the response so far (``mean``), taken at the last response token (``last``), at the
+request's last token (``request``: what the policy computed at prefill), or the mean and the request
+side by side (``mean+request``).
 
 - During decoding (:meth:`LatentProbe.score_state`) ``x`` is read from the decoding state the
   policy already computed: zero extra forward passes.
@@ -29,7 +31,7 @@ from envs.guards.linear_head import LinearHead
 if TYPE_CHECKING:
     from envs.lm import DecodeState, LanguageModel
 
-POOLINGS = ("mean", "last")
+POOLINGS = ("mean", "last", "request", "mean+request")
 
 
 @dataclass
@@ -41,9 +43,10 @@ class ProbeConfig:
     layer: int
     """Hidden-state index (0 = embeddings, num_layers = final normed state)."""
     pooling: str
-    """``mean`` over the response tokens so far, or ``last`` response token."""
+    """``mean`` over the response tokens so far, ``last`` response token, ``request`` (last prompt
+    token) or ``mean+request`` (both, concatenated)."""
     hidden_size: int
-    """Latent size of the policy at that layer."""
+    """Latent size of the policy at that layer (the head reads twice as many for ``mean+request``)."""
     threshold: float = 0.5
     """Operating point: risk >= threshold is flagged."""
     info: dict = field(default_factory=dict)
@@ -64,8 +67,10 @@ class LatentProbe(Guard):
     def __init__(self, config: ProbeConfig, head: LinearHead) -> None:
         if config.pooling not in POOLINGS:
             raise ValueError(f"probe pooling must be one of {POOLINGS}, got {config.pooling!r}")
-        if head.dim != config.hidden_size:
-            raise ValueError(f"probe head reads {head.dim} features, but its config says hidden size {config.hidden_size}")
+        width = config.hidden_size * (2 if config.pooling == "mean+request" else 1)
+        if head.dim != width:
+            raise ValueError(f"probe head reads {head.dim} features, but pooling {config.pooling!r} of hidden size "
+                             f"{config.hidden_size} gives {width}")
         self.config = config
         self.head = head
         self.threshold = float(config.threshold)
@@ -74,10 +79,15 @@ class LatentProbe(Guard):
 
     # ------------------------------------------------------------------ scoring
     def features_from_state(self, state: DecodeState, rows: Sequence[int]) -> torch.Tensor:
-        """(R, H) latents of ``rows`` read from a decoding state (no forward)."""
-        if self.config.pooling == "mean":
-            return state.pooled_latent(self.config.layer, rows)
-        return state.latent_tensor(self.config.layer)[torch.as_tensor(list(rows), device=state.ids.device)]
+        """(R, H) latents of ``rows`` read from a decoding state (no forward); (R, 2H) for ``mean+request``."""
+        pooling, layer = self.config.pooling, self.config.layer
+        if pooling == "mean":
+            return state.pooled_latent(layer, rows)
+        if pooling == "request":
+            return state.prompt_latent(layer, rows)
+        if pooling == "mean+request":
+            return torch.cat([state.pooled_latent(layer, rows), state.prompt_latent(layer, rows)], dim=-1)
+        return state.latent_tensor(layer)[torch.as_tensor(list(rows), device=state.ids.device)]
 
     def score_state(self, prompts, responses, state=None, rows=None) -> np.ndarray:
         if state is None or state.lm is not self.lm:
@@ -102,7 +112,7 @@ class LatentProbe(Guard):
         cfg = self.config
         lm.check_reader("probe", cfg.model_id, cfg.hidden_size, cfg.layer,
                         f"train one for it with: python train.py guard --model {lm.model_id}")
-        lm.capture_layer(cfg.layer, history=cfg.pooling == "mean")
+        lm.capture_layer(cfg.layer, history=cfg.pooling != "last")
         self.head = self.head.to(lm.device)
         self.lm = lm
 

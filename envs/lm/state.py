@@ -311,6 +311,23 @@ class DecodeState:
             )
         return self._latents[layer]
 
+    def prompt_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """(R, H) hidden state of ``layer`` at each row's last prompt token: what the policy computed
+        for the request at prefill. Needs ``lm.capture_layer(layer, history=True)`` before the prefill."""
+        layer = self.lm.normalise_layer(layer)
+        if layer not in self._history:
+            raise KeyError(
+                f"layer {layer} has no history; call lm.capture_layer({layer}, history=True) before prefill"
+            )
+        idx = torch.arange(self.batch_size, device=self.ids.device) if rows is None else torch.as_tensor(
+            list(rows), dtype=torch.long, device=self.ids.device
+        )
+        mask = self.mask[idx]  # (R, T)
+        rank = mask.cumsum(-1) - 1  # index of each real token within its row
+        last = (mask == 1) & (rank == self.prompt_lengths[idx, None] - 1)  # (R, T), one column per row
+        column = last.int().argmax(-1)  # (R,)
+        return self._history[layer][idx, column]
+
     def pooled_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
         """(R, H) mean of ``layer``'s hidden states over each row's response tokens.
 
