@@ -203,9 +203,8 @@ class FittedJudge(Judge):
     """A judge whose parameters come from ``judges.json`` (see :func:`load_bank`), with the rubric's
     fixed definitions on top (:func:`apply_rubric_rules`)."""
 
-    lineage = frozenset({"labels:gold", "features:minilm"})
-
     def __init__(self, bank: dict | None = None, features: PairFeatures | None = None) -> None:
+        self.lineage = frozenset({"labels:gold", "features:minilm", f"labeller:{self.name}"})
         self.bank = bank if bank is not None else load_bank()
         self.features = features or PairFeatures()
         self.coherence_head = LinearHead.from_dict(self.bank["coherence"]["head"])

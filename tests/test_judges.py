@@ -211,3 +211,18 @@ def test_best_is_the_validated_judge_that_shares_nothing_with_the_guard():
     assert best not in ("refusal", "refusal-strict")  # they share the probe's labelling rule
     kappas = {name: a["harmful"]["kappa"] for name, a in panel.agreement.items()}
     assert kappas[best] == max(kappas.values()) and panel.notes[0].startswith(f"best = {best}")
+
+
+def test_the_judge_that_labelled_a_probe_is_not_an_independent_measure_of_it(fitted):
+    import dataclasses
+
+    from envs.guards.probe import LatentProbe, ProbeConfig
+    from envs.guards.linear_head import LinearHead
+
+    head = LinearHead.from_numpy(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
+    probe = LatentProbe(ProbeConfig("tiny", 1, "mean", 4, info={"labels": "compliance"}), head)
+    assert conflicts(fitted["compliance"], "latent-probe", probe) == {"labeller:compliance"}
+    assert conflicts(fitted["learned"], "latent-probe", probe) == set()
+    assert conflicts(make_judge("refusal"), "latent-probe", probe) == set()
+    old = dataclasses.replace(probe.config, info={"labels": "refusal"})
+    assert LatentProbe(old, head).lineage >= {"rule:refusal-markers"}

@@ -47,10 +47,12 @@ class GuardTrainConfig:
 
     kind: str = "latent-probe"
     """'latent-probe' (head on the policy's latents) or 'embedding' (head on MiniLM embeddings)."""
-    labels: str = "learned"
-    """Judge that labels an answer to a harmful request unsafe (a refusal, a correction or word salad
-    is safe): an evaluation judge spec (``train.py`` builds it), or 'refusal' for the first probe's
-    rule (unsafe = no refusal phrase). Answers to benign requests are always safe."""
+    labels: str = "compliance"
+    """Judge that labels an answer to a harmful request unsafe (a refusal, an off-topic answer or word
+    salad is safe): an evaluation judge spec (``train.py`` builds it), or 'refusal' for the first
+    probe's rule (unsafe = no refusal phrase). Answers to benign requests are always safe. Not
+    'learned' by default: that judge (the best against reading) then stays an independent measure
+    of the methods this guard steers; the labelling judge is refused as one (its lineage)."""
     poolings: str = "mean,last,request,mean+request"
     """Candidate probe features: over the answer ('mean', 'last'), the request ('request': its last
     prompt token, computed at prefill) or both side by side ('mean+request')."""

@@ -60,9 +60,12 @@ class LatentProbe(Guard):
 
     @property
     def lineage(self) -> frozenset[str]:
-        """The policy's latents, and the rule that labelled its training answers (recorded in
-        ``info["labels"]``; probes from before that record used the refusal-marker rule)."""
-        return frozenset({"features:policy-latents", f"rule:{self.config.info.get('labels', 'refusal-markers')}"})
+        """The policy's latents, and what labelled its training answers (``info["labels"]``): the
+        refusal-marker rule (also every probe from before that record), or ``labeller:JUDGE``, so
+        that the judge that made a probe's labels is never taken for an independent measure of it."""
+        labels = self.config.info.get("labels", "refusal")
+        made_by = "rule:refusal-markers" if labels in ("refusal", "refusal-markers") else f"labeller:{labels}"
+        return frozenset({"features:policy-latents", made_by})
 
     def __init__(self, config: ProbeConfig, head: LinearHead) -> None:
         if config.pooling not in POOLINGS:
