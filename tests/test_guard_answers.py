@@ -26,3 +26,20 @@ def test_prefix_features_equal_a_fresh_prefill_of_that_prefix():
 def test_prefixes_must_increase():
     with pytest.raises(ValueError, match="prefixes must be increasing"):
         CollectConfig(prefixes=(32, 16))
+
+
+def test_asking_for_a_second_sample_decodes_only_the_new_one(tmp_path, monkeypatch):
+    import training.guard_answers as guard_answers
+
+    lm = load_lm("tiny", latent_layers=[1])
+    records = [PromptRecord(p, "benign") for p in ("Name a fruit.", "Say hi.", "Count to three.")]
+    one = CollectConfig(samples=1, max_new_tokens=6, prefixes=(3, 6), layers=(1,), batch_size=2)
+    two = CollectConfig(samples=2, max_new_tokens=6, prefixes=(3, 6), layers=(1,), batch_size=2)
+    assert one.key() == two.key()  # one shard folder: samples are shards inside it
+    first = guard_answers.collect_answers(lm, records, one, tmp_path, progress=False)
+    decoded = []
+    real = guard_answers._generate_chunk
+    monkeypatch.setattr(guard_answers, "_generate_chunk", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    both = guard_answers.collect_answers(lm, records, two, tmp_path, progress=False)
+    assert len(decoded) == 2 and len(both) == 6  # 2 new batches of the 2nd sample; 3 requests x 2 samples
+    assert both.texts[:3] == first.texts and both.prompts[3:] == first.prompts

@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +128,9 @@ class CollectConfig:
             raise ValueError(f"prefixes must be increasing positive token counts, got {self.prefixes}")
 
     def key(self) -> str:
-        """A short hash naming this configuration (shard folders are per configuration)."""
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:10]
+        """A short hash naming this configuration's shard folder. ``samples`` is left out (hashed as
+        1): sample ``s`` is its own shards, so asking for more samples decodes only the new ones."""
+        return hashlib.sha256(repr(replace(self, samples=1)).encode()).hexdigest()[:10]
 
 
 def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, seed: int) -> AnswerSet:
@@ -166,20 +167,20 @@ def collect_answers(
 ) -> AnswerSet:
     """Sample ``config.samples`` answers per record (resumable shards in ``folder``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(r, s) for s in range(config.samples) for r in records]
-    chunks = [jobs[i : i + config.batch_size] for i in range(0, len(jobs), config.batch_size)]
+    batches = [records[i : i + config.batch_size] for i in range(0, len(records), config.batch_size)]
+    chunks = [(sample, i, batch) for sample in range(config.samples) for i, batch in enumerate(batches)]
     atomic_write_json(folder / "manifest.json", {"config": repr(config), "model": lm.model_id, "chunks": len(chunks),
-                                                 "answers": len(jobs)})
+                                                 "answers": len(records) * config.samples})
     parts = []
-    for i, chunk in enumerate(tqdm(chunks, desc="answers", unit="batch", disable=not progress)):
-        path = folder / f"shard-{i:05d}.npz"
+    for sample, i, batch in tqdm(chunks, desc="answers", unit="batch", disable=not progress):
+        path = folder / (f"shard-{i:05d}.npz" if sample == 0 else f"shard-s{sample}-{i:05d}.npz")
         if path.exists():
             try:
                 parts.append(AnswerSet.from_file(path))
                 continue
             except (OSError, ValueError, KeyError):  # a corrupt shard is regenerated
                 path.unlink()
-        part = _generate_chunk(lm, [r for r, _ in chunk], config, seed=config.seed * 100_003 + i)
+        part = _generate_chunk(lm, batch, config, seed=config.seed * 100_003 + i + sample * 1_000_003)
         atomic_write_bytes(path, part.to_bytes())
         parts.append(part)
     return AnswerSet.concat(parts)
