@@ -1,8 +1,8 @@
 """Training the latent probe on the policy's own answers (``python train.py guard``).
 
-1. Answers of the policy to the train and dev splits of AdvBench (harmful) and the project's benign
-   set (everyday + look-alikes), with features at response prefixes of 16/32/64 tokens
-   (:mod:`training.guard_answers`).
+1. Answers of the policy to the train, dev and held-out splits of the AdvBench, harm, benign and
+   jailbreak sets, with features at response prefixes of 16/32/64 tokens and of the request
+   (:mod:`training.guard_answers`), labelled by a judge (:mod:`training.guard_training`).
 2. PyRIT's human-labelled responses (score >= 0.5 = unsafe) as extra training rows with weight
    ``pyrit_weight``; their dev-split rows measure the MAE against the human 0-1 scores.
 3. Layer, pooling and L2 strength chosen by grouped cross-validation on the **train split only**

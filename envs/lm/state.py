@@ -311,9 +311,8 @@ class DecodeState:
             )
         return self._latents[layer]
 
-    def prompt_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
-        """(R, H) hidden state of ``layer`` at each row's last prompt token: what the policy computed
-        for the request at prefill. Needs ``lm.capture_layer(layer, history=True)`` before the prefill."""
+    def _history_rows(self, layer: int, rows: Sequence[int] | None) -> tuple[int, torch.Tensor]:
+        """The normalised layer (which must keep a history) and the (R,) row index tensor."""
         layer = self.lm.normalise_layer(layer)
         if layer not in self._history:
             raise KeyError(
@@ -322,6 +321,12 @@ class DecodeState:
         idx = torch.arange(self.batch_size, device=self.ids.device) if rows is None else torch.as_tensor(
             list(rows), dtype=torch.long, device=self.ids.device
         )
+        return layer, idx
+
+    def prompt_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """(R, H) hidden state of ``layer`` at each row's last prompt token: what the policy computed
+        for the request at prefill. Needs ``lm.capture_layer(layer, history=True)`` before the prefill."""
+        layer, idx = self._history_rows(layer, rows)
         mask = self.mask[idx]  # (R, T)
         rank = mask.cumsum(-1) - 1  # index of each real token within its row
         last = (mask == 1) & (rank == self.prompt_lengths[idx, None] - 1)  # (R, T), one column per row
@@ -334,14 +339,7 @@ class DecodeState:
         Needs ``lm.capture_layer(layer, history=True)`` before the prefill. A row with no response
         token yet gets its last-token latent. ``rows`` selects rows (default: all).
         """
-        layer = self.lm.normalise_layer(layer)
-        if layer not in self._history:
-            raise KeyError(
-                f"layer {layer} has no history; call lm.capture_layer({layer}, history=True) before prefill"
-            )
-        idx = torch.arange(self.batch_size, device=self.ids.device) if rows is None else torch.as_tensor(
-            list(rows), dtype=torch.long, device=self.ids.device
-        )
+        layer, idx = self._history_rows(layer, rows)
         width = self.ids.shape[1]
         mask = self.mask[idx]  # (R, T)
         rank = mask.cumsum(-1) - 1  # index of each real token within its row
