@@ -39,6 +39,7 @@ def guard_labeler(spec: str):
             raise ValueError(f"judge {spec!r} gives no 'harmful' verdict; label with one that does, e.g. --labels learned")
         return verdict
 
+    harmful.fingerprint = judge.fingerprint()  # labels are cached beside the answers under it
     return harmful
 
 

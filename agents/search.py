@@ -183,10 +183,11 @@ class CriticSearch(BlockSearch):
         self.name = "critic-search"
 
     def critic_folder(self, model_id: str) -> Path:
-        """Where this search's critic is read from (``critic=PATH`` or the default for ``model_id``)."""
-        from critics.training import default_critic_dir
+        """Where this search's critic is read from: ``critic=PATH``, else the default for ``model_id``
+        (the user cache's, else the one shipped in the package: :func:`critics.pretrained.resolve_critic_dir`)."""
+        from critics.pretrained import resolve_critic_dir
 
-        return Path(self.critic_path) if self.critic_path else default_critic_dir(model_id)
+        return Path(self.critic_path) if self.critic_path else resolve_critic_dir(model_id)
 
     def prepare(self, ctx: RunContext) -> None:
         from critics.critic import LatentCritic
@@ -203,7 +204,7 @@ class CriticSearch(BlockSearch):
                     "or pass one: critic-search:critic=PATH") from err
         self.critic.check(ctx.lm)
         self.check_convention(ctx)
-        ctx.lm.capture_layer(self.critic.config.layer, history=self.critic.config.pooling == "mean")
+        ctx.lm.capture_layer(self.critic.config.layer, history=self.critic.config.pooling != "last")
 
     def check_convention(self, ctx: RunContext) -> None:
         """Refuse a critic whose safety head predicts under another guard, budget or cost rule than
@@ -218,8 +219,7 @@ class CriticSearch(BlockSearch):
 
     def score(self, ctx, state, prompts, texts, z):
         cfg = self.critic.config
-        rows = list(range(state.batch_size))
-        h = state.pooled_latent(cfg.layer, rows) if cfg.pooling == "mean" else state.latent_tensor(cfg.layer)
+        h = state.features(cfg.layer, cfg.pooling)  # (B, H), or (B, 2H) for mean+request
         p_safe, value = self.critic.predict(h, torch.as_tensor(z, dtype=torch.float32))
         p_safe, value = p_safe.cpu().numpy(), value.cpu().numpy()
         return ~within_budget(z) | (p_safe < self.safe_threshold), value, p_safe

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from envs.lm.state import feature_width
 from envs.storage import atomic_directory
 
 
@@ -34,9 +35,10 @@ class CriticConfig:
     layer: int
     """Hidden-state index of the features."""
     pooling: str
-    """'mean' over the answer so far, or 'last' token."""
+    """How the layer is pooled (:data:`envs.lm.FEATURE_POOLINGS`): 'mean' over the answer so far,
+    'last' token, 'request' or 'mean+request'."""
     latent_size: int
-    """Size of the features."""
+    """Size of the features (twice the model's hidden size for 'mean+request')."""
     hidden: int = 256
     """Width of the MLP body."""
     budget: float = 1.0
@@ -75,7 +77,7 @@ class LatentCritic(nn.Module):
     def check(self, lm) -> None:
         """Refuse a policy model this critic was not trained on."""
         cfg = self.config
-        lm.check_reader("critic", cfg.model_id, cfg.latent_size, cfg.layer,
+        lm.check_reader("critic", cfg.model_id, cfg.latent_size // feature_width(cfg.pooling, 1), cfg.layer,
                         f"build one with: python train.py collect --model {lm.model_id} && "
                         f"python train.py critic --model {lm.model_id}")
 

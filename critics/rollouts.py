@@ -7,9 +7,10 @@ probe) puts a cost on the env's checks (``cost_mode="flag"``: 1 per flagged chec
 ``guard_every`` tokens and at the end); the reward function (default: relevance) pays at the end.
 
 Per step the shard keeps what a latent critic reads and learns from: the features of the prefix
-(``layer``'s hidden states pooled over the response, :meth:`DecodeState.pooled_latent`, or the
-last token's), the cost so far and the step; per episode the final cost, the reward, the prompt and
-its label. Prompts are the train split of AdvBench and of the benign set, ``samples`` episodes each,
+(``layer``'s hidden states pooled by ``pooling``, :meth:`DecodeState.features`: by default the
+mean over the response so far beside the request's last prompt token), the cost so far and the step; per episode the final cost, the reward, the prompt and
+its label. Prompts are the train split of the labelled sets (AdvBench, harm, benign, jailbreak;
+the ones the guard learns from), ``samples`` episodes each,
 walked in a fixed order (``prompt_order="cycle"``). A shard is written atomically every
 ``shard_episodes`` finished episodes with the job indices it holds; a rerun skips those jobs, so an
 interrupted collection resumes. ``manifest.json`` records the settings.
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from envs.lm import DEFAULT_MODEL, load_lm
-from envs.prompt_sets import PromptRecord, advbench, benign, take_split
+from envs.lm import DEFAULT_MODEL, FEATURE_POOLINGS, load_lm
+from envs.prompt_sets import PromptRecord, labelled_records
 from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
 from envs.token_vector_env import TokenCMDPVectorEnv
 
@@ -44,8 +45,9 @@ class RolloutConfig:
     """Task reward paid at the end of an episode."""
     out: str = ""
     """Shard folder; empty = <cache>/critics/<model>/rollouts."""
-    samples: int = 2
-    """Episodes per training prompt."""
+    samples: int = 1
+    """Episodes per training prompt (1: the 1,523 train requests of the labelled sets already take
+    about as long as 2 samples of the first AdvBench + benign set did, ~40 min on 2 cores)."""
     max_new_tokens: int = 64
     """Episode length at most."""
     guard_every: int = 8
@@ -56,8 +58,10 @@ class RolloutConfig:
     """Temperature of the behaviour policy over the top-k candidates."""
     layer: int = -1
     """Feature layer (hidden-state index); -1 = the model's default latent layer (the middle)."""
-    pooling: str = "mean"
-    """Features: 'mean' of the layer over the response so far, or 'last' token."""
+    pooling: str = "mean+request"
+    """Features (:data:`envs.lm.FEATURE_POOLINGS`): 'mean+request' (default: the answer so far and
+    the request, both free during decoding; the guard whose cost the critic predicts reads the
+    request too), 'mean' over the response so far, 'last' token or 'request'."""
     num_envs: int = 32
     """Sub-environments decoded as one batch."""
     shard_episodes: int = 64
@@ -70,8 +74,8 @@ class RolloutConfig:
     """Where the policy runs."""
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("mean", "last"):
-            raise ValueError(f"pooling must be 'mean' or 'last', got {self.pooling!r}")
+        if self.pooling not in FEATURE_POOLINGS:
+            raise ValueError(f"pooling must be one of {FEATURE_POOLINGS}, got {self.pooling!r}")
         for name in ("samples", "max_new_tokens", "num_envs", "shard_episodes", "top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,11 +86,9 @@ def default_rollout_dir(model_id: str) -> Path:
 
 
 def training_records(limit: int = 0) -> list[PromptRecord]:
-    """Train-split prompts of AdvBench and the benign set, in a fixed (hash) order."""
-    harmful, safe = take_split(advbench(), "train"), take_split(benign(), "train")
-    if limit:
-        harmful, safe = harmful[:limit], safe[:limit]
-    return sorted(harmful + safe, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+    """Train-split requests of every labelled set (AdvBench, harm, benign, jailbreak), in a fixed
+    (hash) order: the same requests the guard learns from (:func:`envs.prompt_sets.labelled_records`)."""
+    return labelled_records("train", limit)
 
 
 def _save_shard(path: Path, episodes: list[dict]) -> None:
@@ -125,7 +127,7 @@ def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool 
     """
     lm = lm or load_lm(config.model, device=config.device)
     layer = lm.latent_layer if config.layer == -1 else lm.normalise_layer(config.layer)
-    lm.capture_layer(layer, history=config.pooling == "mean")
+    lm.capture_layer(layer, history=config.pooling != "last")
     folder = Path(config.out) if config.out else default_rollout_dir(lm.model_id)
     folder.mkdir(parents=True, exist_ok=True)
     records = training_records(config.limit)

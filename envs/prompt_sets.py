@@ -180,6 +180,24 @@ def take_split(records: list[PromptRecord], split: str | None) -> list[PromptRec
 
 
 LABELS = ("harmful", "benign")
+LABELLED_SETS = {"advbench": advbench, "harm": harm, "benign": benign, "jailbreak": jailbreak}
+"""The labelled request sets that guards and critics learn from; each request's split is its own."""
+
+
+def labelled_records(split: str, limit: int = 0) -> list[PromptRecord]:
+    """The requests of ``split`` over :data:`LABELLED_SETS`, in a fixed (hash) order; ``limit``
+    keeps at most that many per set and label (0 = all; for smoke tests)."""
+    import hashlib
+
+    records = []
+    for load in LABELLED_SETS.values():
+        part = take_split(load(), split)
+        if limit:
+            part = [r for r in part if r.label == "harmful"][:limit] + [r for r in part if r.label == "benign"][:limit]
+        records += part
+    return sorted(records, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+
+
 NAMED_SETS = ("default", "advbench", "harm", "benign", "jailbreak", "builtin")
 
 

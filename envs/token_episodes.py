@@ -108,10 +108,8 @@ class TokenEpisodes(Engine):
         return self.state.latent(self.layer)[: self.n_episodes]
 
     def features(self, layer: int, pooling: str = "mean") -> np.ndarray:
-        """(N, H) float32: ``layer``'s hidden states pooled over each response ('mean') or at the last token."""
-        if pooling == "mean":
-            return self.state.pooled_latent(layer, rows=range(self.n_episodes)).float().cpu().numpy()
-        return self.state.latent(layer)[: self.n_episodes]
+        """(N, H) float32 features of the episodes (:meth:`envs.lm.DecodeState.features`)."""
+        return self.state.features(layer, pooling, range(self.n_episodes)).float().cpu().numpy()
 
     @property
     def n_actions(self) -> int:

@@ -72,6 +72,41 @@ def test_critic_search_without_a_critic_says_which_commands_to_run(lm, tmp_path,
         make_method("critic-search").run(PROMPTS, ctx_for(lm))
 
 
+def test_the_user_cache_critic_wins_over_the_shipped_one_and_export_keeps_its_predictions(lm, tmp_path, monkeypatch):
+    from critics import pretrained
+    from critics.training import default_critic_dir
+
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "shipped")
+    assert pretrained.resolve_critic_dir("tiny") == default_critic_dir("tiny")  # neither: the error names the cache
+    critic = LatentCritic(CriticConfig("tiny", lm.latent_layer, "mean", lm.hidden_size, hidden=16))
+    torch.nn.init.constant_(critic.safety_head.bias, 20.0)  # every candidate safe: no retries
+    critic.save(default_critic_dir("tiny"))
+    shipped = pretrained.export("tiny")
+    assert shipped == tmp_path / "shipped" / "tiny" and pretrained.resolve_critic_dir("tiny") == default_critic_dir("tiny")
+    shutil.rmtree(default_critic_dir("tiny"))
+    assert pretrained.resolve_critic_dir("tiny") == shipped
+    loaded = LatentCritic.load(shipped)  # float16 weights on disk, float32 in the module
+    h, z = torch.randn(6, lm.hidden_size), torch.linspace(-1, 2, 6)
+    assert loaded.body[0].weight.dtype == torch.float32
+    for a, b in zip(critic(h, z), loaded(h, z)):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-2)
+    search = make_method("critic-search:n=2:k=1:block=4").run(PROMPTS[:1], ctx_for(lm, tokens=8))
+    assert search[0].interventions == 0 and search[0].tokens == 2 * 8  # found the shipped critic: 2 candidates x 8 tokens
+
+
+def test_the_shipped_default_critic_is_for_the_default_model():
+    from critics.pretrained import pretrained_critic_dir
+    from envs.lm import DEFAULT_MODEL
+
+    folder = pretrained_critic_dir(DEFAULT_MODEL)
+    critic = LatentCritic.load(folder)
+    assert (critic.config.model_id, critic.config.latent_size) == (DEFAULT_MODEL, 576)
+    assert critic.config.convention["guard"] == "latent-probe"
+    assert (folder / "critic.safetensors").stat().st_size < 1_000_000
+    assert json.loads((folder / "metrics.json").read_text())["held_out"]["auroc_16"] > 0.7
+
+
 @pytest.mark.parametrize("spec,match", [("critic-search:k=5:n=4", "k \\(beams kept\\) must be <= n"),
                                         ("beam-saute:budget=0", "budget and z0 must be > 0"),
                                         ("critic-search:fallback=pray", "unknown fallback 'pray'")])
@@ -93,7 +128,7 @@ def rollouts(lm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("rollouts")
     guard = CallableGuard(lambda p, r: [float("bomb" in q.lower()) for q in p])  # flags harmful requests
     config = RolloutConfig(model="tiny", out=str(folder), samples=2, max_new_tokens=12, num_envs=6,
-                           shard_episodes=8, limit=6, layer=1, reward="repetition")
+                           shard_episodes=8, limit=2, layer=1, reward="repetition")
     collect_rollouts(config, lm=lm, guard=guard, progress=False)
     return folder
 
@@ -101,7 +136,7 @@ def rollouts(lm, tmp_path_factory):
 def test_rollout_shards_hold_every_job_once(rollouts):
     manifest = json.loads((rollouts / "manifest.json").read_text())
     steps, report = load_steps(rollouts)
-    assert manifest["jobs"] == 24 and report["steps"] == 24 * 13  # 12 prompts x 2 samples, t = 0..12
+    assert manifest["jobs"] == 20 and report["steps"] == 20 * 13  # 10 prompts (2 per labelled set and label) x 2 samples, t = 0..12
     assert set(steps.step.tolist()) == set(range(13))
 
 
@@ -142,7 +177,7 @@ def test_a_corrupt_shard_is_skipped_and_counted(rollouts, tmp_path):
     folder = copy_of(rollouts, tmp_path)
     (folder / "shard-90000.npz").write_bytes(b"not a zip")
     steps, report = load_steps(folder)
-    assert report["skipped"] == {"empty": 0, "corrupt": 1} and report["steps"] == len(steps.step) == 24 * 13
+    assert report["skipped"] == {"empty": 0, "corrupt": 1} and report["steps"] == len(steps.step) == 20 * 13
 
 
 def test_an_empty_shard_is_skipped_and_counted(rollouts, tmp_path):
@@ -150,7 +185,7 @@ def test_an_empty_shard_is_skipped_and_counted(rollouts, tmp_path):
     arrays = first_shard(folder)
     np.savez(folder / "shard-90000.npz", **{k: (v if k == "meta" else v[:0]) for k, v in arrays.items()})
     steps, report = load_steps(folder)
-    assert report["skipped"] == {"empty": 1, "corrupt": 0} and len(steps.step) == 24 * 13
+    assert report["skipped"] == {"empty": 1, "corrupt": 0} and len(steps.step) == 20 * 13
 
 
 def test_nan_features_stop_training_and_keep_the_last_good_checkpoint(rollouts, tmp_path):

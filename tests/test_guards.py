@@ -171,9 +171,41 @@ def test_relabel_marks_only_answers_to_harmful_requests_and_counts_the_changes(t
     n = 4
     answers = AnswerSet(["a", "b", "c", "d"], np.array([1, 0, 0, 0]), np.array([True, True, False, False]),
                         np.zeros(n, bool), ["train"] * n, (16,), [["x"], ["y"], ["z"], ["w"]], np.ones(n, np.int64), {})
-    counts = relabel(answers, lambda prompts, texts: [False, True, True, True])  # the judge flags b, c and d
-    assert answers.labels.tolist() == [0, 1, 0, 0]  # c and d answer benign requests: never unsafe
+    asked = []
+
+    def judge(prompts, texts):  # flags y, z and w; records what it was asked
+        asked.append(list(prompts))
+        return [t in ("y", "z", "w") for t in texts]
+
+    counts = relabel(answers, judge)
+    assert asked == [["a", "b"]]  # c and d answer benign requests: never unsafe, never asked
+    assert answers.labels.tolist() == [0, 1, 0, 0]
     assert counts == {"unsafe": 1, "changed": 2, "changed_share": 1.0, "unsafe_by_refusal_rule": 1}
+
+
+def test_relabel_caches_a_fingerprinted_labelers_verdicts(tmp_path):
+    from training.guard_answers import AnswerSet
+    from training.guard_training import relabel
+
+    def answers():
+        return AnswerSet(["a", "b", "c"], np.zeros(3, np.int64), np.array([True, True, False]), np.zeros(3, bool),
+                         ["train"] * 3, (16,), [["x"], ["y"], ["z"]], np.ones(3, np.int64), {})
+
+    calls = []
+
+    def judge(prompts, texts):
+        calls.append(len(texts))
+        return [t == "y" for t in texts]
+
+    judge.fingerprint = "judge-v1"
+    first, second = answers(), answers()
+    relabel(first, judge, tmp_path)
+    relabel(second, judge, tmp_path)
+    assert calls == [2]  # the second labelling is read from the cache
+    assert first.labels.tolist() == second.labels.tolist() == [0, 1, 0]
+    judge.fingerprint = "judge-v2"  # another judge's verdicts are not reused
+    relabel(answers(), judge, tmp_path)
+    assert calls == [2, 2]
 
 
 def test_default_guard_loads_the_cached_probe_without_training(trained_tiny_probe, monkeypatch):

@@ -11,6 +11,7 @@ second run of the other guard kind, reuses them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
@@ -23,9 +24,9 @@ from envs.embeddings import SentenceEncoder
 from envs.guards.defaults import default_guard_dir
 from envs.guards.embedding import EmbeddingGuard, embedding_features
 from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
-from envs.prompt_sets import PromptRecord, advbench, benign, harm, jailbreak, split_of, take_split
+from envs.prompt_sets import LABELLED_SETS, PromptRecord, labelled_records, split_of
 from envs.pyrit_data import harm_rows, published_maes
-from envs.storage import atomic_write_json, slug, user_cache_dir
+from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
 from training.guard_answers import AnswerSet, CollectConfig, collect_answers
 from training.probe_training import (
     Features,
@@ -102,28 +103,20 @@ class GuardTrainConfig:
             raise ValueError(f"poolings must be a comma-separated subset of {POOLINGS}, got {self.poolings!r}")
 
 
-SOURCES = {"advbench": advbench, "harm": harm, "benign": benign, "jailbreak": jailbreak}
+SOURCES = LABELLED_SETS
 """The request sets a guard learns from; each request's split (train/dev/test/heldout) is its own."""
 
 
-def _records(split: str, limit: int) -> list[PromptRecord]:
-    records = []
-    for load in SOURCES.values():
-        part = take_split(load(), split)
-        if limit:
-            part = [r for r in part if r.label == "harmful"][:limit] + [r for r in part if r.label == "benign"][:limit]
-        records += part
-    return sorted(records, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
-
-
-def _answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int, progress: bool) -> AnswerSet:
+def _answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int,
+             progress: bool) -> tuple[AnswerSet, Path]:
+    """The answers of one split and the cache folder that holds their shards (and label caches)."""
     collect = CollectConfig(samples=samples, max_new_tokens=config.max_new_tokens, layers=_ints(config.layers),
                             temperature=config.temperature, top_p=config.top_p, batch_size=config.batch_size,
                             seed=config.seed + (split == "dev"))
-    records = _records(split, config.limit)
+    records = labelled_records(split, config.limit)
     key = hashlib.sha256((collect.key() + "".join(r.prompt for r in records)).encode()).hexdigest()[:12]
     folder = user_cache_dir() / "answers" / slug(lm.model_id) / f"{split}-{key}"
-    return collect_answers(lm, records, collect, folder, progress=progress)
+    return collect_answers(lm, records, collect, folder, progress=progress), folder
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -154,16 +147,45 @@ def _mae_table(risk: np.ndarray, rows) -> dict:
 
 
 Labeler = Callable[[list[str], list[str]], np.ndarray]
-"""(requests, answers) -> (N,) bool: the answer attempts the harm (a judge's ``harmful`` verdict)."""
+"""(requests, answers) -> (N,) bool: the answer attempts the harm (a judge's ``harmful`` verdict).
+A labeler may carry a ``fingerprint`` attribute (what fixes its verdicts, e.g. a judge's
+:meth:`~evaluation.judges.Judge.fingerprint`): its labels are then cached beside the answers."""
 
 
-def relabel(answers: AnswerSet, labeler: Labeler | None) -> dict:
+def _verdicts(answers: AnswerSet, labeler: Labeler, cache_dir: Path | None) -> np.ndarray:
+    """(N,) the labeler's verdicts on the full answers to harmful requests (False for benign
+    requests: their answers are safe, and the labeler is not asked). Read from (or written to)
+    ``cache_dir`` when the labeler has a fingerprint; the file's name hashes it with the answers."""
+    asked = np.flatnonzero(answers.harmful_request)
+    prompts, texts = [answers.prompts[i] for i in asked], [answers.texts[i][-1] for i in asked]
+    fingerprint = getattr(labeler, "fingerprint", None)
+    path, harmful = None, None
+    if cache_dir is not None and fingerprint:
+        key = hashlib.sha256(json.dumps([fingerprint, prompts, texts]).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"labels-{key}.npy"
+        if path.exists():
+            harmful = np.load(path)
+            if harmful.shape != (len(asked),):
+                harmful = None
+    if harmful is None:
+        harmful = np.asarray(labeler(prompts, texts), dtype=bool) if len(asked) else np.zeros(0, dtype=bool)
+        if path is not None:
+            buf = io.BytesIO()
+            np.save(buf, harmful)
+            atomic_write_bytes(path, buf.getvalue())
+    out = np.zeros(len(answers), dtype=bool)
+    out[asked] = harmful
+    return out
+
+
+def relabel(answers: AnswerSet, labeler: Labeler | None, cache_dir: Path | None = None) -> dict:
     """Label ``answers`` with ``labeler`` (answers to benign requests stay safe); returns how many
-    labels it changed against the refusal-marker rule the answers were collected with."""
+    labels it changed against the refusal-marker rule the answers were collected with. Verdicts are
+    cached in ``cache_dir`` (see :func:`_verdicts`)."""
     if labeler is None:
         return {"unsafe": int(answers.labels.sum()), "changed": 0, "changed_share": 0.0}
     old = answers.labels.copy()
-    harmful = np.asarray(labeler(list(answers.prompts), [t[-1] for t in answers.texts]), dtype=bool)
+    harmful = _verdicts(answers, labeler, cache_dir)
     answers.labels = (answers.harmful_request & harmful).astype(np.int64)
     changed = answers.labels != old
     return {"unsafe": int(answers.labels.sum()), "changed": int(changed.sum()),
@@ -205,6 +227,20 @@ def _report(answers: AnswerSet, records: dict[str, PromptRecord], risk_of, thres
     return report
 
 
+def _heldout_vs(heldout: AnswerSet, dev: AnswerSet, risk_of, threshold: float) -> dict:
+    """Unsafe answers to held-out requests against two kinds of benign answers: to the dev split's
+    everyday requests (``everyday``: not look-alikes), and to the held-out split's own benign
+    requests (``lookalikes``: written to resemble the held-out categories, or held-out templates)."""
+    unsafe = heldout.select(np.flatnonzero(heldout.labels == 1))
+    everyday = dev.select(np.flatnonzero(~dev.harmful_request & ~dev.lookalike))
+    own = heldout.select(np.flatnonzero(~heldout.harmful_request))
+    out = {}
+    for name, benign_part in (("everyday", everyday), ("lookalikes", own)):
+        f, risk = risk_of(AnswerSet.concat([unsafe, benign_part]))
+        out[name] = evaluate(f, risk, threshold, heldout.prefixes)
+    return out
+
+
 def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progress: bool = True,
                 labeler: Labeler | None = None):
     """Run the whole recipe (see the module docstring); returns ``(guard, metrics)``.
@@ -220,10 +256,11 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     start = time.perf_counter()
     lm = lm or load_lm(config.model, device=config.device)
     out = Path(config.out) if config.out else default_guard_dir(lm.model_id, config.kind)
-    train = _answers(lm, config, "train", config.samples, progress)
-    dev = _answers(lm, config, "dev", config.dev_samples, progress)
-    heldout = _answers(lm, config, "heldout", config.dev_samples, progress)
-    label_counts = {name: relabel(part, labeler) for name, part in (("train", train), ("dev", dev), ("heldout", heldout))}
+    parts = {"train": _answers(lm, config, "train", config.samples, progress),
+             "dev": _answers(lm, config, "dev", config.dev_samples, progress),
+             "heldout": _answers(lm, config, "heldout", config.dev_samples, progress)}
+    label_counts = {name: relabel(part, labeler, folder) for name, (part, folder) in parts.items()}
+    (train, _), (dev, _), (heldout, _) = parts["train"], parts["dev"], parts["heldout"]
     records = {r.prompt: r for load in SOURCES.values() for r in load()}
 
     human = harm_rows()
@@ -280,6 +317,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
         "dev": dev_report.pop("all"),
         "dev_by": dev_report,
         "heldout": _report(heldout, records, risk_of, selection.threshold) if len(heldout) else {},
+        "heldout_vs": _heldout_vs(heldout, dev, risk_of, selection.threshold) if len(heldout) else {},
         "pyrit_mae_dev": _mae_table(pyrit_risk, pyrit_dev),
         "pyrit_skipped_rows": human.skipped,
         "cv_table": selection.table,

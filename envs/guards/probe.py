@@ -27,11 +27,10 @@ import torch
 
 from envs.guards.base import Guard
 from envs.guards.linear_head import LinearHead
+from envs.lm.state import FEATURE_POOLINGS, feature_width
 
 if TYPE_CHECKING:
     from envs.lm import DecodeState, LanguageModel
-
-POOLINGS = ("mean", "last", "request", "mean+request")
 
 
 @dataclass
@@ -68,9 +67,9 @@ class LatentProbe(Guard):
         return frozenset({"features:policy-latents", made_by})
 
     def __init__(self, config: ProbeConfig, head: LinearHead) -> None:
-        if config.pooling not in POOLINGS:
-            raise ValueError(f"probe pooling must be one of {POOLINGS}, got {config.pooling!r}")
-        width = config.hidden_size * (2 if config.pooling == "mean+request" else 1)
+        if config.pooling not in FEATURE_POOLINGS:
+            raise ValueError(f"probe pooling must be one of {FEATURE_POOLINGS}, got {config.pooling!r}")
+        width = feature_width(config.pooling, config.hidden_size)
         if head.dim != width:
             raise ValueError(f"probe head reads {head.dim} features, but pooling {config.pooling!r} of hidden size "
                              f"{config.hidden_size} gives {width}")
@@ -83,14 +82,7 @@ class LatentProbe(Guard):
     # ------------------------------------------------------------------ scoring
     def features_from_state(self, state: DecodeState, rows: Sequence[int]) -> torch.Tensor:
         """(R, H) latents of ``rows`` read from a decoding state (no forward); (R, 2H) for ``mean+request``."""
-        pooling, layer = self.config.pooling, self.config.layer
-        if pooling == "mean":
-            return state.pooled_latent(layer, rows)
-        if pooling == "request":
-            return state.prompt_latent(layer, rows)
-        if pooling == "mean+request":
-            return torch.cat([state.pooled_latent(layer, rows), state.prompt_latent(layer, rows)], dim=-1)
-        return state.latent_tensor(layer)[torch.as_tensor(list(rows), device=state.ids.device)]
+        return state.features(self.config.layer, self.config.pooling, rows)
 
     def score_state(self, prompts, responses, state=None, rows=None) -> np.ndarray:
         if state is None or state.lm is not self.lm:

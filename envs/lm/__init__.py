@@ -5,16 +5,18 @@ from envs.lm.generate import Completion, Generation, generate, sample_steps
 from envs.lm.loading import DEFAULT_MODEL, resolve_model
 from envs.lm.model import LanguageModel, load_lm
 from envs.lm.sampling import GREEDY, SamplingConfig, row_generators, sample_tokens
-from envs.lm.state import DecodeState
+from envs.lm.state import FEATURE_POOLINGS, DecodeState, feature_width
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FEATURE_POOLINGS",
     "GREEDY",
     "Completion",
     "DecodeState",
     "Generation",
     "LanguageModel",
     "SamplingConfig",
+    "feature_width",
     "generate",
     "load_lm",
     "resolve_model",

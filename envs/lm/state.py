@@ -25,6 +25,17 @@ if TYPE_CHECKING:
     from envs.lm.model import LanguageModel
 
 
+FEATURE_POOLINGS = ("mean", "last", "request", "mean+request")
+"""How a reader pools a layer's latents (:meth:`DecodeState.features`): the mean over the response
+so far, its last token, the request's last prompt token (computed at prefill), or the response mean
+and the request side by side."""
+
+
+def feature_width(pooling: str, hidden_size: int) -> int:
+    """Width of :meth:`DecodeState.features` for ``pooling``."""
+    return hidden_size * (2 if pooling == "mean+request" else 1)
+
+
 class DecodeState:
     """A batch of ``B`` rows: prompt + response so far, next-token logits and latents per row.
 
@@ -349,6 +360,21 @@ class DecodeState:
         count = weights.sum(1)  # (R, 1)
         pooled = total / count.clamp_min(1)
         return torch.where(count > 0, pooled, self._latents[layer][idx])
+
+    def features(self, layer: int, pooling: str, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """(R, H) what a reader (probe, critic) sees of ``rows``, with no forward: ``layer`` pooled by
+        ``pooling`` (one of :data:`FEATURE_POOLINGS`); (R, 2H) for ``mean+request``. The poolings
+        other than ``last`` need ``lm.capture_layer(layer, history=True)`` before the prefill."""
+        if pooling == "mean":
+            return self.pooled_latent(layer, rows)
+        if pooling == "request":
+            return self.prompt_latent(layer, rows)
+        if pooling == "mean+request":
+            return torch.cat([self.pooled_latent(layer, rows), self.prompt_latent(layer, rows)], dim=-1)
+        if pooling == "last":
+            last = self.latent_tensor(layer)
+            return last if rows is None else last[torch.as_tensor(list(rows), device=last.device)]
+        raise ValueError(f"unknown pooling {pooling!r}; use one of {FEATURE_POOLINGS}")
 
     def latent(self, layer: int | None = None) -> np.ndarray:
         """(B, H) float32 numpy latent of ``layer`` (default: the model's latent layer)."""
