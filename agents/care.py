@@ -3,7 +3,8 @@
 Decode (sampled from the run's sampling settings, one seed per prompt); the env's guard checks the
 query and the whole response every ``check_every`` tokens and at the end; whenever a check flags and
 attempts remain, the rule takes the rewrite action of its ``intervention`` (roll back to the released
-text and resample, introspect or splice the phrase); after ``N`` attempts on one span the env
+text and resample, introspect or splice the phrase; or a schedule over the attempts on one span,
+e.g. ``resample+introspect``); after ``N`` attempts on one span the env
 applies the fallback (:mod:`envs.rewrite_env`). The prompts run through
 :class:`~envs.rewrite_env.RewriteVectorEnv` with ``batch_size`` sub-envs, each prompt once: one
 forward per token for all of them, one batched guard call per check, critiques decoded in the same
@@ -60,7 +61,7 @@ class Care(Method):
         start = time.perf_counter()
         vec = self.env(prompts, ctx)
         ep = vec.episodes
-        rewrite_action = vec.config.top_k + REWRITES.index(self.config.intervention)
+        k = vec.config.top_k
         vec.reset(seed=ctx.seed)
         generators = {}
 
@@ -74,7 +75,9 @@ class Care(Method):
             restarting = vec.restarting & ~vec.idle
             rewriting = ep.pending & ~restarting & ~vec.idle  # the rule: intervene on every flag while attempts remain
             decoding = np.flatnonzero(~rewriting & ~restarting & ~vec.idle & ~ep.waiting)
-            actions = np.where(rewriting, rewrite_action, 0)
+            actions = np.zeros(vec.num_envs, dtype=np.int64)
+            for row in np.flatnonzero(rewriting):  # the schedule's intervention for this span's attempt
+                actions[row] = k + REWRITES.index(self.config.intervention_at(ep.buffer.rows[row].attempts))
             tokens = np.zeros(vec.num_envs, dtype=np.int64)
             if decoding.size:
                 tokens[decoding] = ep.sample(ctx.sampling, [generators[r] for r in decoding], decoding)

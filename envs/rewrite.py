@@ -47,7 +47,9 @@ class RewriteConfig:
     max_attempts: int = 5
     """N: interventions per unsafe span before the fallback."""
     intervention: str = "introspect"
-    """'resample', 'introspect' or 'phrase'."""
+    """'resample', 'introspect' or 'phrase'; or a schedule over the attempts on one span, joined by
+    '+' (e.g. 'resample+introspect': resample first, introspect from the second attempt on; the
+    last entry repeats)."""
     fallback: str = "refuse"
     """After N attempts: 'continue' (accept and stop checking) or 'refuse' (release a refusal)."""
     single: bool = False
@@ -66,14 +68,22 @@ class RewriteConfig:
             raise ValueError(f"buffer (b) must be >= 2, got {self.buffer}")
         if self.max_attempts < 0:
             raise ValueError(f"max_attempts (N) must be >= 0, got {self.max_attempts}")
-        if self.intervention not in INTERVENTIONS:
-            raise ValueError(f"unknown intervention {self.intervention!r}; use one of {INTERVENTIONS}")
+        unknown = [x for x in self.intervention.split("+") if x not in INTERVENTIONS]
+        if unknown:
+            raise ValueError(f"unknown intervention {unknown[0]!r} in {self.intervention!r}; use one of {INTERVENTIONS} "
+                             "or a '+' schedule of them, e.g. 'resample+introspect'")
         if self.fallback not in FALLBACKS:
             raise ValueError(f"unknown fallback {self.fallback!r}; use one of {FALLBACKS}")
         if self.check_every == 0:
             self.check_every = self.buffer // 2
         if not 1 <= self.check_every <= self.buffer:
             raise ValueError(f"check_every must be in [1, buffer={self.buffer}], got {self.check_every}")
+
+
+    def intervention_at(self, attempt: int) -> str:
+        """The intervention of the ``attempt``-th try (0-based) on one unsafe span."""
+        schedule = self.intervention.split("+")
+        return schedule[min(attempt, len(schedule) - 1)]
 
 
 @dataclass

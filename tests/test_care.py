@@ -91,6 +91,18 @@ def test_wait_tokens_are_b_times_one_plus_interventions(lm, intervention):
     assert rollout.wait_tokens == b * (1 + rollout.interventions)
 
 
+def test_an_intervention_schedule_picks_by_attempt_and_its_first_attempt_is_its_first_entry(lm):
+    config = RewriteConfig(intervention="resample+introspect")
+    assert [config.intervention_at(a) for a in range(4)] == ["resample", "introspect", "introspect", "introspect"]
+    ctx = ctx_for(lm, contains_word, tokens=24)  # every check flags: N attempts, then the fallback
+    for schedule, alone in (("resample+introspect", "resample"), ("introspect+resample", "introspect")):
+        one = [r.text for r in Care(b=8, N=1, intervention=schedule, fallback="continue").run(PROMPTS, ctx)]
+        assert one == [r.text for r in Care(b=8, N=1, intervention=alone, fallback="continue").run(PROMPTS, ctx)]
+    both = Care(b=8, N=2, intervention="resample+introspect", fallback="continue").run(PROMPTS, ctx)
+    resample = Care(b=8, N=2, intervention="resample", fallback="continue").run(PROMPTS, ctx)
+    assert [r.tokens for r in both] != [r.tokens for r in resample]  # second attempts on a span splice a critique
+
+
 def critique_alone(lm, query, answer, max_tokens, seed):
     """The critique written in a batch of its own (the pre-helper-row way): prefill, then sample."""
     opening = lm.tokenizer(OPENING, add_special_tokens=False).input_ids
@@ -159,6 +171,7 @@ def test_batched_care_equals_care_one_prompt_at_a_time(lm):
 
 @pytest.mark.parametrize("kwargs,match", [({"b": 1}, "buffer \\(b\\) must be >= 2"), ({"N": -1}, "max_attempts \\(N\\) must be >= 0"),
                                           ({"intervention": "pray"}, "unknown intervention 'pray'"),
+                                          ({"intervention": "resample+pray"}, "unknown intervention 'pray' in 'resample\\+pray'"),
                                           ({"fallback": "shrug"}, "unknown fallback 'shrug'")])
 def test_bad_care_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
