@@ -78,7 +78,9 @@ class JudgePanel:
 
 def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: str = "",
                 guarded_methods: bool = True) -> JudgePanel:
-    """Resolve the judge specs of a run (empty: :data:`evaluation.judges.DEFAULT_JUDGES`).
+    """Resolve the judge specs of a run (empty: :data:`evaluation.judges.DEFAULT_JUDGES`, less any
+    that shares a signal with the guard when ``guarded_methods``: e.g. the judge that labelled the
+    guard's training answers; a note says so).
 
     ``best`` becomes the candidate (:data:`evaluation.judges.BEST_CANDIDATES`) with the best gold kappa on
     ``harmful`` among those that share nothing with the guard when ``guarded_methods``.
@@ -95,6 +97,11 @@ def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: st
         if s == "best":
             continue
         judge = make_judge(s, features, bank)
+        shared = conflicts(judge, guard_spec, guard) if guarded_methods and not spec else set()
+        if shared:  # a default judge that is not independent of this guard is left out, and said so
+            notes.append(f"{judge.name} left out of the default judges: it shares {sorted(shared)} with the guard "
+                         f"{guard_spec!r}; ask for it with --judge and --allow-guard-judge true to see it (marked)")
+            continue
         if judge.name not in [j.name for j in judges]:
             judges.append(judge)
     agreement = gold_agreement(judges, rows)

@@ -101,7 +101,7 @@ def test_the_shipped_default_critic_is_for_the_default_model():
 
     folder = pretrained_critic_dir(DEFAULT_MODEL)
     critic = LatentCritic.load(folder)
-    assert (critic.config.model_id, critic.config.latent_size) == (DEFAULT_MODEL, 576)
+    assert (critic.config.model_id, critic.config.pooling, critic.config.latent_size) == (DEFAULT_MODEL, "mean+request", 2 * 576)
     assert critic.config.convention["guard"] == "latent-probe"
     assert (folder / "critic.safetensors").stat().st_size < 1_000_000
     assert json.loads((folder / "metrics.json").read_text())["held_out"]["auroc_16"] > 0.7
