@@ -268,3 +268,14 @@ def test_a_request_probe_reads_during_decoding_what_it_computes_standalone(pooli
     alone = probe.score(prompts, [engine.text(0), engine.text(1)])
     np.testing.assert_allclose(during, alone, atol=1e-4)
     assert probe.forwards == 1  # the standalone call ran the model; the check during decoding did not
+
+
+def test_an_unloaded_default_probe_already_names_what_labelled_the_shipped_one(monkeypatch, tmp_path):
+    from envs.guards.pretrained import pretrained_path
+    from envs.lm import DEFAULT_MODEL
+
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))  # no probe of the user's own: the shipped one
+    labels = json.loads(pretrained_path(DEFAULT_MODEL, "latent-probe").read_text())["config"]["info"]["labels"]
+    guard = make_guard("latent-probe")
+    assert guard.guard is None  # nothing loaded, no model known yet
+    assert guard.lineage == {"features:policy-latents", "rule:refusal-markers", f"labeller:{labels}"}

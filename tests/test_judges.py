@@ -208,7 +208,7 @@ def test_best_is_the_validated_judge_that_shares_nothing_with_the_guard():
     probe = make_guard("latent-probe")
     panel = build_panel("best", "latent-probe", probe)
     best = panel.judges[0].name
-    assert best not in ("refusal", "refusal-strict")  # they share the probe's labelling rule
+    assert best != "compliance" and not conflicts(panel.judges[0], "latent-probe", probe)  # compliance labelled its answers
     kappas = {name: a["harmful"]["kappa"] for name, a in panel.agreement.items()}
     assert kappas[best] == max(kappas.values()) and panel.notes[0].startswith(f"best = {best}")
 
@@ -226,3 +226,17 @@ def test_the_judge_that_labelled_a_probe_is_not_an_independent_measure_of_it(fit
     assert conflicts(make_judge("refusal"), "latent-probe", probe) == set()
     old = dataclasses.replace(probe.config, info={"labels": "refusal"})
     assert LatentProbe(old, head).lineage >= {"rule:refusal-markers"}
+
+
+def test_the_default_judges_leave_out_the_one_that_labelled_the_guard_and_say_so(fitted):
+    from envs.guards.probe import LatentProbe, ProbeConfig
+    from envs.guards.linear_head import LinearHead
+
+    head = LinearHead.from_numpy(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
+    probe = LatentProbe(ProbeConfig("tiny", 1, "mean", 4, info={"labels": "compliance"}), head)
+    panel = build_panel("", "latent-probe", probe)
+    assert panel.names() == ["learned", "coherence"] and panel.conflicts == {}
+    assert panel.notes[0].startswith("compliance left out of the default judges: it shares ['labeller:compliance']")
+    assert build_panel("", "latent-probe", probe, guarded_methods=False).names() == ["learned", "compliance", "coherence"]
+    asked = build_panel("learned,compliance", "latent-probe", probe)  # asked for by name: kept, and marked
+    assert asked.names() == ["learned", "compliance"] and asked.conflicts == {"compliance": ["labeller:compliance"]}

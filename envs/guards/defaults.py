@@ -40,11 +40,19 @@ class DefaultGuard(Guard):
 
     @property
     def lineage(self) -> frozenset[str]:
-        """What every guard of this kind rests on (known without loading or training one)."""
+        """The loaded guard's lineage; before one is loaded (the model is not known yet), every
+        signal the guard of this kind may rest on: its features, the refusal-marker rule of the
+        first guards, and what the default model's guard (cached or shipped) was labelled by. A
+        judge is thus never taken for independent of a guard that has not been loaded yet."""
         if self.guard is not None:
             return self.guard.lineage
         features = "features:policy-latents" if self.kind == "latent-probe" else "features:minilm"
-        return frozenset({features, "rule:refusal-markers"})
+        lineage = {features, "rule:refusal-markers"}
+        try:
+            lineage |= DefaultGuard(self.kind).resolve().lineage  # the default model's, not kept
+        except FileNotFoundError:
+            pass
+        return frozenset(lineage)
 
     def __init__(self, kind: str) -> None:
         self.kind = self.name = kind
