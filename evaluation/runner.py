@@ -40,7 +40,7 @@ RESULT_FIELDS = ("model", "guard", "max_new_tokens", "temperature", "top_p", "se
 class EvalConfig:
     """Run decoding methods over prompt sets and report safety, quality and speed."""
 
-    methods: str = "vanilla,best-of-n,beam:k=2,care,care-resample,critic-search"
+    methods: str = "vanilla,best-of-n,care,care-resample,critic-search"
     """Comma-separated method specs (name or name:key=value, e.g. best-of-n:n=8)."""
     prompts: str = "default"
     """Comma-separated prompt sets: default, advbench[:split], harm[:split], benign[:split], builtin, or a .jsonl/.csv/.txt file."""
