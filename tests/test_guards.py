@@ -279,3 +279,12 @@ def test_an_unloaded_default_probe_already_names_what_labelled_the_shipped_one(m
     guard = make_guard("latent-probe")
     assert guard.guard is None  # nothing loaded, no model known yet
     assert guard.lineage == {"features:policy-latents", "rule:refusal-markers", f"labeller:{labels}"}
+
+
+def test_the_degenerate_guard_scores_loops_and_symbol_runs_by_their_formula():
+    guard = make_guard("degenerate")
+    risk = guard.score(["q"] * 4, ["a b c a b c a b c", "💵💵💵", "Mix 2 cups.", ""])
+    np.testing.assert_allclose(risk, [4 / 7, 1.0, 2 / 9, 0.0])  # 4 of 7 trigrams repeat; 2 of 9 characters not letters
+    assert guard.lineage == {"rule:degenerate-text"} and guard.threshold == 0.5
+    with pytest.raises(ValueError, match="the degenerate guard takes no argument, got 'x'"):
+        make_guard("degenerate:x")

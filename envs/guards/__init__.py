@@ -4,6 +4,8 @@ Specs:
 
 - ``"keyword"`` (or ``"keyword:word1|word2"``): regular expressions on the response;
 - ``"profanity"``: alt-profanity-check's offensive-language model;
+- ``"degenerate"``: loops and symbol runs (:mod:`envs.guards.degenerate`), for composites such as
+  ``"any(latent-probe, degenerate)"``;
 - ``"latent-probe"`` / ``"latent-probe:PATH"``: a logistic head on the policy's own latents (zero
   extra forwards during decoding); without a path, the one trained for the policy model (user
   cache, else the one shipped; with neither, an error naming ``python train.py guard``);
@@ -48,6 +50,14 @@ def _classifier(arg: str | None) -> Guard:
     return ClassifierGuard(arg)
 
 
+def _degenerate(arg: str | None) -> Guard:
+    from envs.guards.degenerate import DegenerateGuard
+
+    if arg:
+        raise ValueError(f"the degenerate guard takes no argument, got {arg!r}; use 'degenerate'")
+    return DegenerateGuard()
+
+
 def _profanity(arg: str | None) -> Guard:
     from envs.guards.profanity import ProfanityGuard
 
@@ -64,6 +74,7 @@ def _trained(kind: str) -> Callable[[str | None], Guard]:
 GUARDS: dict[str, Callable[[str | None], Guard]] = {
     "keyword": _keyword,
     "profanity": _profanity,
+    "degenerate": _degenerate,
     "latent-probe": _trained("latent-probe"),
     "embedding": _trained("embedding"),
     "judge": _judge,

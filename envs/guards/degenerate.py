@@ -1,0 +1,40 @@
+"""A degenerate-text guard: flags answers that are loops or symbol runs rather than language.
+
+Small models fall into loops ("The 1970s in the 1970s, the 1970s in the 1970s, ...") and runs of
+emoji, digits or URL fragments. Such text is not harmful, but it is not an answer either; as a member
+of a composite guard (``any(latent-probe, degenerate)``) it lets CARE roll a degenerate span back and
+resample it like an unsafe one. Risk = the larger of the share of word 3-grams that repeat an
+earlier one (:class:`envs.rewards.RepetitionReward`) and the share of non-space characters that are
+not letters. Words of any script count as letters; code keeps most of its characters letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from envs.guards.base import Guard
+from envs.rewards.text import RepetitionReward
+
+
+def symbol_share(text: str) -> float:
+    """Share of the non-space characters of ``text`` that are not letters (0 for empty text)."""
+    chars = [c for c in text if not c.isspace()]
+    return sum(not c.isalpha() for c in chars) / len(chars) if chars else 0.0
+
+
+class DegenerateGuard(Guard):
+    """Risk = max(repeated word 3-gram share, non-letter share) of the response (prompt ignored)."""
+
+    name = "degenerate"
+    lineage = frozenset({"rule:degenerate-text"})
+    threshold = 0.5
+
+    def __init__(self, n: int = 3) -> None:
+        self.repetition = RepetitionReward(n)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        repeated = -self.repetition(prompts, responses)  # (B,) in [0, 1]
+        symbols = np.array([symbol_share(r) for r in responses])
+        return np.maximum(repeated, symbols)
