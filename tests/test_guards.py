@@ -288,3 +288,23 @@ def test_the_degenerate_guard_scores_loops_and_symbol_runs_by_their_formula():
     assert guard.lineage == {"rule:degenerate-text"} and guard.threshold == 0.5
     with pytest.raises(ValueError, match="the degenerate guard takes no argument, got 'x'"):
         make_guard("degenerate:x")
+
+
+def test_look_alike_weights_are_tried_by_cross_validation_and_named_when_bad():
+    from training.guard_training import GuardTrainConfig
+    from training.probe_training import Features, row_weights, select_head
+
+    rng = np.random.default_rng(0)
+    n = 60  # 20 unsafe answers, 20 look-alike benign, 20 everyday benign; 2 rows per request
+    y = np.repeat([1, 0, 0], n // 3)
+    lookalike = np.repeat([False, True, False], n // 3)
+    x = rng.normal(size=(n, 4)) + np.outer(y, [2.0, 0, 0, 0]) + np.outer(lookalike, [1.0, 0, 0, 0])
+    f = Features(x.astype(np.float32), y, np.arange(n) // 2, np.full(n, 16), y == 1, lookalike)
+    assert row_weights(f, 3.0).tolist() == [1.0] * 20 + [3.0] * 20 + [1.0] * 20
+    selection = select_head({("mean", 1): (f, None)}, [0.1, 1.0], 2, 1.0, lookalike_weights=(1.0, 10.0))
+    assert [(r["lookalike_weight"], r["c"]) for r in selection.table] == [(1.0, 0.1), (1.0, 1.0), (10.0, 0.1), (10.0, 1.0)]
+    best = max(selection.table, key=lambda r: r["cv_auroc"])
+    assert (selection.lookalike_weight, selection.c) == (best["lookalike_weight"], best["c"])
+    assert all(0.5 < r["cv_auroc_vs_benign"] <= 1 for r in selection.table)
+    with pytest.raises(ValueError, match="lookalike_weights must be positive numbers, got '1,0'"):
+        GuardTrainConfig(lookalike_weights="1,0")

@@ -71,6 +71,9 @@ class GuardTrainConfig:
     """Candidate layers for the probe (comma-separated hidden-state indices)."""
     cs: str = "0.003,0.01,0.03,0.1"
     """Candidate inverse L2 strengths (comma-separated)."""
+    lookalike_weights: str = "1"
+    """Candidate fitting weights of answers to look-alike benign requests (comma-separated; chosen by
+    CV with the rest): a weight above 1 asks the head to tell harm from its benign neighbours."""
     pyrit_weight: float = 0.25
     """Weight of PyRIT's human-labelled responses as extra training rows (0 = not used)."""
     folds: int = 5
@@ -96,6 +99,8 @@ class GuardTrainConfig:
         for name in ("samples", "dev_samples", "max_new_tokens", "folds", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if any(w <= 0 for w in _floats(self.lookalike_weights)) or not _floats(self.lookalike_weights):
+            raise ValueError(f"lookalike_weights must be positive numbers, got {self.lookalike_weights!r}")
         if self.pyrit_weight < 0:
             raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
         unknown = [p for p in self.poolings.split(",") if p not in POOLINGS]
@@ -283,7 +288,8 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
             extra = (px, y_pyrit, config.pyrit_weight)
         candidates = {("embedding", 0): (f_train, extra)}
 
-    selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr)
+    selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr,
+                            lookalike_weights=_floats(config.lookalike_weights))
     f_sel, extra_sel = candidates[selection.key]
     head = fit_selected(f_sel, extra_sel, selection)
     info = {"train_answers": len(train), "dev_answers": len(dev), "heldout_answers": len(heldout),
@@ -312,6 +318,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     metrics = {
         "kind": config.kind, "model": lm.model_id, "split": "dev",
         "selection": {"features": f"{selection.key[0]}:{selection.key[1]}", "c": selection.c,
+                      "lookalike_weight": selection.lookalike_weight,
                       "cv_auroc_train": selection.cv_auroc, "threshold": selection.threshold},
         "labels": {"judge": config.labels, **label_counts},
         "dev": dev_report.pop("all"),

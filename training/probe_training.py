@@ -103,11 +103,18 @@ def safe_auroc(y: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def out_of_fold(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None, c: float, folds: int) -> np.ndarray:
+def row_weights(f: Features, lookalike_weight: float) -> np.ndarray:
+    """(R,) fitting weights: ``lookalike_weight`` for answers to look-alike benign requests, else 1."""
+    return np.where(f.lookalike & ~f.harmful_request, float(lookalike_weight), 1.0)
+
+
+def out_of_fold(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None, c: float, folds: int,
+                lookalike_weight: float = 1.0) -> np.ndarray:
     """Out-of-fold risks for every row of ``f`` (extra rows only ever train)."""
     oof = np.zeros(len(f.y))
+    weights = row_weights(f, lookalike_weight)
     for train_idx, test_idx in GroupKFold(n_splits=folds).split(f.x, f.y, f.groups):
-        x, y, w = f.x[train_idx], f.y[train_idx], np.ones(len(train_idx))
+        x, y, w = f.x[train_idx], f.y[train_idx], weights[train_idx]
         if extra is not None and extra[2] > 0:
             x, y, w = np.vstack([x, extra[0]]), np.concatenate([y, extra[1]]), np.concatenate([w, np.full(len(extra[1]), extra[2])])
         oof[test_idx] = predict(fit_head(x, y, w, c), f.x[test_idx])
@@ -175,6 +182,7 @@ class Selection:
     key: tuple[str, int]
     """(pooling, layer) for the probe; ("embedding", 0) for the embedding head."""
     c: float
+    lookalike_weight: float
     cv_auroc: float
     threshold: float
     table: list[dict]
@@ -184,25 +192,31 @@ Candidate = tuple[Features, "tuple[np.ndarray, np.ndarray, float] | None"]
 
 
 def select_head(candidates: dict[tuple[str, int], Candidate], cs: Sequence[float], folds: int,
-                max_lookalike_fpr: float, log=None) -> Selection:
-    """Grouped CV over candidate feature sets x C; the threshold from the winner's out-of-fold risks."""
+                max_lookalike_fpr: float, log=None, lookalike_weights: Sequence[float] = (1.0,)) -> Selection:
+    """Grouped CV over candidate feature sets x C x look-alike weight; the threshold from the
+    winner's out-of-fold risks. Each row of the table also has the out-of-fold AUROC of unsafe
+    answers against benign ones (``cv_auroc_vs_benign``), for the record."""
     table, best = [], None
     for key, (f, extra) in candidates.items():
-        for c in cs:
-            oof = out_of_fold(f, extra, c, folds)
-            row = {"features": f"{key[0]}:{key[1]}", "c": c, "cv_auroc": safe_auroc(f.y, oof)}
-            table.append(row)
-            if log:
-                log(row)
-            if best is None or row["cv_auroc"] > best[0]["cv_auroc"]:
-                best = (row, key, oof, f)
+        benign_pair = (f.y == 1) | ~f.harmful_request
+        for weight in lookalike_weights:
+            for c in cs:
+                oof = out_of_fold(f, extra, c, folds, weight)
+                row = {"features": f"{key[0]}:{key[1]}", "c": c, "lookalike_weight": weight,
+                       "cv_auroc": safe_auroc(f.y, oof), "cv_auroc_vs_benign": safe_auroc(f.y[benign_pair], oof[benign_pair])}
+                table.append(row)
+                if log:
+                    log(row)
+                if best is None or row["cv_auroc"] > best[0]["cv_auroc"]:
+                    best = (row, key, oof, f)
     row, key, oof, f = best
-    return Selection(key, row["c"], row["cv_auroc"], choose_threshold(f, oof, max_lookalike_fpr), table)
+    return Selection(key, row["c"], row["lookalike_weight"], row["cv_auroc"],
+                     choose_threshold(f, oof, max_lookalike_fpr), table)
 
 
 def fit_selected(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None, selection: Selection) -> LinearHead:
-    """Fit the chosen head on all of ``f`` (+ weighted extra rows)."""
-    x, y, w = f.x, f.y, np.ones(len(f.y))
+    """Fit the chosen head on all of ``f`` (+ weighted extra rows), with the chosen look-alike weight."""
+    x, y, w = f.x, f.y, row_weights(f, selection.lookalike_weight)
     if extra is not None and extra[2] > 0:
         x, y, w = np.vstack([x, extra[0]]), np.concatenate([y, extra[1]]), np.concatenate([w, np.full(len(extra[1]), extra[2])])
     return LinearHead.from_numpy(*fit_head(x, y, w, selection.c))
@@ -211,6 +225,7 @@ def fit_selected(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None
 def probe_from_selection(lm: LanguageModel, head: LinearHead, selection: Selection, info: dict) -> LatentProbe:
     """Wrap a fitted head as a :class:`LatentProbe` for ``lm``."""
     pooling, layer = selection.key
-    summary = {"c": selection.c, "cv_auroc": selection.cv_auroc, "threshold": selection.threshold}
+    summary = {"c": selection.c, "lookalike_weight": selection.lookalike_weight, "cv_auroc": selection.cv_auroc,
+               "threshold": selection.threshold}
     config = ProbeConfig(lm.model_id, layer, pooling, lm.hidden_size, selection.threshold, info={**info, "selection": summary})
     return LatentProbe(config, head)
