@@ -1,9 +1,9 @@
 """The latent critic shipped with the package for the embedded default model.
 
-Collecting rollouts and training the default critic takes about 45 minutes on 2 CPU cores, too long
+Collecting rollouts and training the default critic takes about 26 minutes on 2 CPU cores, too long
 for a first run of the demo. So the critic that ``python train.py collect`` + ``python train.py
 critic`` produced for ``smollm2-135m-instruct`` ships in ``critics/pretrained/<model>/``:
-``critic.safetensors`` (weights stored as float16; about 0.4 MB) and ``critic.json`` (its
+``critic.safetensors`` (weights stored as float16; 0.73 MB) and ``critic.json`` (its
 :class:`~critics.critic.CriticConfig`: model, layer, pooling, budget convention), with the
 ``metrics.json`` it was shipped with. Resolution order of ``critic-search`` for a model: an explicit
 ``critic=PATH``, then the user cache (your own ``train.py critic`` run), then this shipped folder.

@@ -8,17 +8,16 @@ probe) puts a cost on the env's checks (``cost_mode="flag"``: 1 per flagged chec
 
 Per step the shard keeps what a latent critic reads and learns from: the features of the prefix
 (``layer``'s hidden states pooled by ``pooling``, :meth:`DecodeState.features`: by default the
-mean over the response so far beside the request's last prompt token), the cost so far and the step; per episode the final cost, the reward, the prompt and
-its label. Prompts are the train split of the labelled sets (AdvBench, harm, benign, jailbreak;
-the ones the guard learns from), ``samples`` episodes each,
-walked in a fixed order (``prompt_order="cycle"``). A shard is written atomically every
+mean over the response so far beside the request's last prompt token), the cost so far and the
+step; per episode the final cost, the reward, the prompt and its label. Prompts are the train split
+of the labelled sets (AdvBench, harm, benign, jailbreak: the ones the guard learns from),
+``samples`` episodes each, walked in a fixed order (``prompt_order="cycle"``). A shard is written atomically every
 ``shard_episodes`` finished episodes with the job indices it holds; a rerun skips those jobs, so an
 interrupted collection resumes. ``manifest.json`` records the settings.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -46,8 +45,8 @@ class RolloutConfig:
     out: str = ""
     """Shard folder; empty = <cache>/critics/<model>/rollouts."""
     samples: int = 1
-    """Episodes per training prompt (1: the 1,523 train requests of the labelled sets already take
-    about as long as 2 samples of the first AdvBench + benign set did, ~40 min on 2 cores)."""
+    """Episodes per training prompt (1: the 1,523 train requests of the labelled sets took 25 min on
+    2 cores, about as long as 2 samples of the first AdvBench + benign set)."""
     max_new_tokens: int = 64
     """Episode length at most."""
     guard_every: int = 8

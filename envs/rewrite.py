@@ -79,7 +79,6 @@ class RewriteConfig:
         if not 1 <= self.check_every <= self.buffer:
             raise ValueError(f"check_every must be in [1, buffer={self.buffer}], got {self.check_every}")
 
-
     def intervention_at(self, attempt: int) -> str:
         """The intervention of the ``attempt``-th try (0-based) on one unsafe span."""
         schedule = self.intervention.split("+")

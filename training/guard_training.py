@@ -23,7 +23,7 @@ import numpy as np
 from envs.embeddings import SentenceEncoder
 from envs.guards.defaults import default_guard_dir
 from envs.guards.embedding import EmbeddingGuard, embedding_features
-from envs.lm import DEFAULT_MODEL, LanguageModel, load_lm
+from envs.lm import DEFAULT_MODEL, FEATURE_POOLINGS, LanguageModel, load_lm
 from envs.prompt_sets import LABELLED_SETS, PromptRecord, labelled_records, split_of
 from envs.pyrit_data import harm_rows, published_maes
 from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
@@ -39,7 +39,6 @@ from training.probe_training import (
 )
 
 KINDS = ("latent-probe", "embedding")
-POOLINGS = ("mean", "last", "request", "mean+request")
 
 
 @dataclass
@@ -103,9 +102,9 @@ class GuardTrainConfig:
             raise ValueError(f"lookalike_weights must be positive numbers, got {self.lookalike_weights!r}")
         if self.pyrit_weight < 0:
             raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
-        unknown = [p for p in self.poolings.split(",") if p not in POOLINGS]
+        unknown = [p for p in self.poolings.split(",") if p not in FEATURE_POOLINGS]
         if unknown or not self.poolings.strip():
-            raise ValueError(f"poolings must be a comma-separated subset of {POOLINGS}, got {self.poolings!r}")
+            raise ValueError(f"poolings must be a comma-separated subset of {FEATURE_POOLINGS}, got {self.poolings!r}")
 
 
 SOURCES = LABELLED_SETS
@@ -261,11 +260,10 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     start = time.perf_counter()
     lm = lm or load_lm(config.model, device=config.device)
     out = Path(config.out) if config.out else default_guard_dir(lm.model_id, config.kind)
-    parts = {"train": _answers(lm, config, "train", config.samples, progress),
-             "dev": _answers(lm, config, "dev", config.dev_samples, progress),
-             "heldout": _answers(lm, config, "heldout", config.dev_samples, progress)}
-    label_counts = {name: relabel(part, labeler, folder) for name, (part, folder) in parts.items()}
-    (train, _), (dev, _), (heldout, _) = parts["train"], parts["dev"], parts["heldout"]
+    samples = {"train": config.samples, "dev": config.dev_samples, "heldout": config.dev_samples}
+    parts = {split: _answers(lm, config, split, n, progress) for split, n in samples.items()}
+    label_counts = {split: relabel(answers, labeler, folder) for split, (answers, folder) in parts.items()}
+    train, dev, heldout = (parts[split][0] for split in samples)
     records = {r.prompt: r for load in SOURCES.values() for r in load()}
 
     human = harm_rows()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -197,18 +198,16 @@ def select_head(candidates: dict[tuple[str, int], Candidate], cs: Sequence[float
     winner's out-of-fold risks. Each row of the table also has the out-of-fold AUROC of unsafe
     answers against benign ones (``cv_auroc_vs_benign``), for the record."""
     table, best = [], None
-    for key, (f, extra) in candidates.items():
+    for (key, (f, extra)), weight, c in itertools.product(candidates.items(), lookalike_weights, cs):
+        oof = out_of_fold(f, extra, c, folds, weight)
         benign_pair = (f.y == 1) | ~f.harmful_request
-        for weight in lookalike_weights:
-            for c in cs:
-                oof = out_of_fold(f, extra, c, folds, weight)
-                row = {"features": f"{key[0]}:{key[1]}", "c": c, "lookalike_weight": weight,
-                       "cv_auroc": safe_auroc(f.y, oof), "cv_auroc_vs_benign": safe_auroc(f.y[benign_pair], oof[benign_pair])}
-                table.append(row)
-                if log:
-                    log(row)
-                if best is None or row["cv_auroc"] > best[0]["cv_auroc"]:
-                    best = (row, key, oof, f)
+        row = {"features": f"{key[0]}:{key[1]}", "c": c, "lookalike_weight": weight,
+               "cv_auroc": safe_auroc(f.y, oof), "cv_auroc_vs_benign": safe_auroc(f.y[benign_pair], oof[benign_pair])}
+        table.append(row)
+        if log:
+            log(row)
+        if best is None or row["cv_auroc"] > best[0]["cv_auroc"]:
+            best = (row, key, oof, f)
     row, key, oof, f = best
     return Selection(key, row["c"], row["lookalike_weight"], row["cv_auroc"],
                      choose_threshold(f, oof, max_lookalike_fpr), table)
