@@ -138,7 +138,7 @@ def trained_tiny_probe(tmp_path_factory):
     mp.setenv("LATENTGUARD_CACHE", str(cache))
     lm = load_lm("tiny")
     config = GuardTrainConfig(model="tiny", samples=1, dev_samples=1, max_new_tokens=8, layers="1,2", cs="0.1,1",
-                              folds=2, limit=6, batch_size=8, labels="refusal")
+                              folds=2, limit=6, batch_size=8, labels="refusal", lookalike_weights="1")
     guard, metrics = train_guard(config, lm=lm, progress=False)
     yield lm, guard, metrics, cache, config
     mp.undo()
@@ -306,5 +306,11 @@ def test_look_alike_weights_are_tried_by_cross_validation_and_named_when_bad():
     best = max(selection.table, key=lambda r: r["cv_auroc"])
     assert (selection.lookalike_weight, selection.c) == (best["lookalike_weight"], best["c"])
     assert all(0.5 < r["cv_auroc_vs_benign"] <= 1 for r in selection.table)
+    by_benign = select_head({("mean", 1): (f, None)}, [0.1, 1.0], 2, 1.0, lookalike_weights=(1.0, 10.0),
+                            select_by="cv_auroc_vs_benign")
+    best = max(by_benign.table, key=lambda r: r["cv_auroc_vs_benign"])
+    assert (by_benign.lookalike_weight, by_benign.c, by_benign.cv_auroc_vs_benign) == (best["lookalike_weight"], best["c"], best["cv_auroc_vs_benign"])
+    with pytest.raises(ValueError, match="select_by must be one of .*, got 'auc'"):
+        GuardTrainConfig(select_by="auc")
     with pytest.raises(ValueError, match="lookalike_weights must be positive numbers, got '1,0'"):
         GuardTrainConfig(lookalike_weights="1,0")

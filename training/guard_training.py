@@ -35,6 +35,7 @@ from training.probe_training import (
     fit_selected,
     probe_from_selection,
     pyrit_features,
+    SELECT_BY,
     select_head,
 )
 
@@ -53,9 +54,12 @@ class GuardTrainConfig:
     probe's rule (unsafe = no refusal phrase). Answers to benign requests are always safe. Not
     'learned' by default: that judge (the best against reading) then stays an independent measure
     of the methods this guard steers; the labelling judge is refused as one (its lineage)."""
-    poolings: str = "mean,last,request,mean+request"
-    """Candidate probe features: over the answer ('mean', 'last'), the request ('request': its last
-    prompt token, computed at prefill) or both side by side ('mean+request')."""
+    poolings: str = "mean,last,mean+request"
+    """Candidate probe features: over the answer ('mean', 'last') or the answer's mean beside the
+    request's last prompt token, computed at prefill ('mean+request'). 'request' alone may be named
+    for comparison but is no default: it cannot tell a refusal from compliance with the same request,
+    so it cannot steer decoding; against benign answers it ranks as well as mean+request (train CV
+    AUROC 0.980 each), by the request alone, and it is far worse over all answers (0.853 against 0.907)."""
     model: str = DEFAULT_MODEL
     """Policy model whose answers (and latents) the guard learns from."""
     out: str = ""
@@ -70,9 +74,14 @@ class GuardTrainConfig:
     """Candidate layers for the probe (comma-separated hidden-state indices)."""
     cs: str = "0.003,0.01,0.03,0.1"
     """Candidate inverse L2 strengths (comma-separated)."""
-    lookalike_weights: str = "1"
+    lookalike_weights: str = "1,3,10"
     """Candidate fitting weights of answers to look-alike benign requests (comma-separated; chosen by
-    CV with the rest): a weight above 1 asks the head to tell harm from its benign neighbours."""
+    CV with the rest): a weight above 1 asks the head to tell harm from its benign neighbours (the
+    shipped probe: 10)."""
+    select_by: str = "cv_auroc_vs_benign"
+    """What grouped CV maximises: 'cv_auroc_vs_benign' (unsafe answers against answers to benign
+    requests, look-alikes included: the guard's job while decoding, and the issue-13 target) or
+    'cv_auroc' (all answers, safe answers to harmful requests included; the first probes' rule)."""
     pyrit_weight: float = 0.25
     """Weight of PyRIT's human-labelled responses as extra training rows (0 = not used)."""
     folds: int = 5
@@ -100,6 +109,8 @@ class GuardTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if any(w <= 0 for w in _floats(self.lookalike_weights)) or not _floats(self.lookalike_weights):
             raise ValueError(f"lookalike_weights must be positive numbers, got {self.lookalike_weights!r}")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
         if self.pyrit_weight < 0:
             raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
         unknown = [p for p in self.poolings.split(",") if p not in FEATURE_POOLINGS]
@@ -287,7 +298,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
         candidates = {("embedding", 0): (f_train, extra)}
 
     selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr,
-                            lookalike_weights=_floats(config.lookalike_weights))
+                            lookalike_weights=_floats(config.lookalike_weights), select_by=config.select_by)
     f_sel, extra_sel = candidates[selection.key]
     head = fit_selected(f_sel, extra_sel, selection)
     info = {"train_answers": len(train), "dev_answers": len(dev), "heldout_answers": len(heldout),
@@ -317,7 +328,8 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
         "kind": config.kind, "model": lm.model_id, "split": "dev",
         "selection": {"features": f"{selection.key[0]}:{selection.key[1]}", "c": selection.c,
                       "lookalike_weight": selection.lookalike_weight,
-                      "cv_auroc_train": selection.cv_auroc, "threshold": selection.threshold},
+                      "cv_auroc_train": selection.cv_auroc, "select_by": config.select_by,
+                      "cv_auroc_vs_benign_train": selection.cv_auroc_vs_benign, "threshold": selection.threshold},
         "labels": {"judge": config.labels, **label_counts},
         "dev": dev_report.pop("all"),
         "dev_by": dev_report,

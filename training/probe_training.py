@@ -171,8 +171,8 @@ def evaluate(f: Features, risk: np.ndarray, threshold: float, prefixes: Sequence
         metrics.update(_vs_benign(f, risk, at, f"_prefix_{p}"))
     metrics.update(rates(f, risk, threshold))
     for p in prefixes:
-        at = f.prefix == p
-        metrics[f"tpr_prefix_{p}"] = float((risk[at & (f.y == 1)] >= threshold).mean())
+        unsafe = (f.prefix == p) & (f.y == 1)
+        metrics[f"tpr_prefix_{p}"] = float((risk[unsafe] >= threshold).mean()) if unsafe.any() else float("nan")
     return metrics
 
 
@@ -187,16 +187,26 @@ class Selection:
     cv_auroc: float
     threshold: float
     table: list[dict]
+    cv_auroc_vs_benign: float = float("nan")
 
 
 Candidate = tuple[Features, "tuple[np.ndarray, np.ndarray, float] | None"]
 
 
+SELECT_BY = ("cv_auroc", "cv_auroc_vs_benign")
+"""Selection criteria: out-of-fold AUROC over all answers, or of unsafe answers against answers to
+benign requests only (what a guard must do at decoding time: safe answers to harmful requests are
+left out, where the label, not the request, decides)."""
+
+
 def select_head(candidates: dict[tuple[str, int], Candidate], cs: Sequence[float], folds: int,
-                max_lookalike_fpr: float, log=None, lookalike_weights: Sequence[float] = (1.0,)) -> Selection:
-    """Grouped CV over candidate feature sets x C x look-alike weight; the threshold from the
-    winner's out-of-fold risks. Each row of the table also has the out-of-fold AUROC of unsafe
-    answers against benign ones (``cv_auroc_vs_benign``), for the record."""
+                max_lookalike_fpr: float, log=None, lookalike_weights: Sequence[float] = (1.0,),
+                select_by: str = "cv_auroc") -> Selection:
+    """Grouped CV over candidate feature sets x C x look-alike weight, the winner by ``select_by``
+    (one of :data:`SELECT_BY`); the threshold from the winner's out-of-fold risks. Each row of the
+    table has both criteria."""
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
     table, best = [], None
     for (key, (f, extra)), weight, c in itertools.product(candidates.items(), lookalike_weights, cs):
         oof = out_of_fold(f, extra, c, folds, weight)
@@ -206,11 +216,11 @@ def select_head(candidates: dict[tuple[str, int], Candidate], cs: Sequence[float
         table.append(row)
         if log:
             log(row)
-        if best is None or row["cv_auroc"] > best[0]["cv_auroc"]:
+        if best is None or row[select_by] > best[0][select_by]:
             best = (row, key, oof, f)
     row, key, oof, f = best
     return Selection(key, row["c"], row["lookalike_weight"], row["cv_auroc"],
-                     choose_threshold(f, oof, max_lookalike_fpr), table)
+                     choose_threshold(f, oof, max_lookalike_fpr), table, row["cv_auroc_vs_benign"])
 
 
 def fit_selected(f: Features, extra: tuple[np.ndarray, np.ndarray, float] | None, selection: Selection) -> LinearHead:
