@@ -7,7 +7,9 @@ fields (``python train.py guard --help``).
 - ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers;
 - ``collect``: base-model rollouts through the token env, for critic training (resumable shards);
 - ``critic``: train the latent critic on them (resumes from its last checkpoint);
-- ``judge``: fit the coherence, compliance and learned judges on the gold train split.
+- ``judge``: fit the coherence, compliance and learned judges on the gold train split;
+- ``policy``: train the learned intervention policy (MaskablePPO on the decision env) that
+  ``evaluate.py --methods learned-care`` runs.
 
 ``python train.py collect`` then ``python train.py critic``, with no arguments, build the default
 critic for the default model in the user cache, where ``critic-search`` finds it.
@@ -23,6 +25,7 @@ from critics.training import CriticTrainConfig, train_critic
 from envs.cli import OneLineParser, add_config_args, config_from_args, run_cli
 from evaluation.judge_training import JudgeTrainConfig, fit_judges
 from training.guard_training import GuardTrainConfig, summary, train_guard
+from training.policy_training import PolicyTrainConfig, train_policy
 
 
 def guard_labeler(spec: str):
@@ -79,11 +82,25 @@ def run_judge(config: JudgeTrainConfig) -> dict:
     return bank
 
 
+def run_policy(config: PolicyTrainConfig) -> dict:
+    """``train.py policy``: MaskablePPO on the decision env; dev evaluations judged by ``learned``."""
+    from evaluation.judges import make_judge
+
+    judge = make_judge("learned")
+    report = train_policy(config, judge=lambda prompts, texts: judge.judge(prompts, texts).harmful)
+    best = max(report["evals"], key=lambda e: e["return"])
+    print(f"policy: {report['timesteps']} decisions in {report['train_seconds'] / 60:.1f} min; best dev return "
+          f"{best['return']:.3f} at {best['timesteps']} (harmful {best.get('harmful_rate', float('nan')):.2f}, "
+          f"wait {best['wait_tokens']:.0f} tokens)")
+    return report
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "guard": (GuardTrainConfig, run_guard),
     "collect": (RolloutConfig, run_collect),
     "critic": (CriticTrainConfig, run_critic),
     "judge": (JudgeTrainConfig, run_judge),
+    "policy": (PolicyTrainConfig, run_policy),
 }
 
 

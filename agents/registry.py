@@ -12,6 +12,7 @@ from typing import Any
 from agents.base import Method
 from agents.baselines import BeamSearch, BestOfN, BestOfNLagrangian, Sampling
 from agents.care import Care
+from agents.learned_care import LearnedCare
 from agents.search import BeamSaute, CriticSearch
 
 METHODS: dict[str, Callable[..., Method]] = {
@@ -25,6 +26,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "critic-search": CriticSearch,
     "beam-saute": BeamSaute,
     "best-of-n-lagrangian": BestOfNLagrangian,
+    "learned-care": LearnedCare,
 }
 """Method name -> factory taking the spec's options as keyword arguments."""
 

@@ -159,6 +159,12 @@ class ReleaseBuffer:
         else:
             self.advance(row, length, final)
 
+    def refuse(self, row: int) -> None:
+        """A policy ends the answer with the refusal (the decision env's 'refuse'): what was released
+        stays, the rest is never shown, no more checks."""
+        rec = self.rows[row]
+        rec.refused, rec.checking, rec.fallback = True, False, "refuse"
+
     # ------------------------------------------------------------------ rewriting
     def rollback(self, engine: Engine, rows: Sequence[int]) -> dict[int, str]:
         """Roll ``rows`` of ``engine`` back to their released text (one crop) and count an

@@ -97,6 +97,17 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_directory(final: str | os.PathLike) -> Path:
+    """Undo a swap of :func:`atomic_directory` cut between its two renames: if ``final`` is missing
+    and the folder moved aside is there, put it back. Returns ``final``."""
+    final = Path(final)
+    if not final.exists() and final.parent.exists():
+        aside = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if aside:
+            os.replace(aside[-1], final)
+    return final
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
     """``(where, row)`` for each non-blank line of a JSON-lines file, ``where`` = ``"file:line"``;
     a line that is not JSON is a ``ValueError`` naming it.

@@ -154,7 +154,7 @@ def test_train_guard_writes_probe_metrics_and_tensorboard(trained_tiny_probe):
     assert dev["rows"] == 3 * guard.config.info["dev_answers"] and 0 <= dev["tpr"] <= 1  # 3 prefixes per answer
     assert set(metrics["pyrit_mae_dev"]) and all("published" in v for v in metrics["pyrit_mae_dev"].values())
     assert guard.config.layer in (1, 2) and guard.config.pooling in ("mean", "last", "request", "mean+request")
-    assert len(metrics["cv_table"]) == 2 * 4 * 2  # layers x poolings x C
+    assert len(metrics["cv_table"]) == 2 * 3 * 2  # layers x poolings x C
     held = metrics["heldout"]
     from envs.prompt_sets import HELD_OUT_CATEGORIES
 

@@ -4,8 +4,9 @@ Small models fall into loops ("The 1970s in the 1970s, the 1970s in the 1970s, .
 emoji, digits or URL fragments. Such text is not harmful, but it is not an answer either; as a member
 of a composite guard (``any(latent-probe, degenerate)``) it lets CARE roll a degenerate span back and
 resample it like an unsafe one. Risk = the larger of the share of word 3-grams that repeat an
-earlier one (:class:`envs.rewards.RepetitionReward`) and the share of non-space characters that are
-not letters. Words of any script count as letters; code keeps most of its characters letters.
+earlier one and the share of non-space characters that are not letters: minus
+:class:`envs.rewards.CoherenceReward`. Words of any script count as letters; code keeps most of its
+characters letters.
 """
 
 from __future__ import annotations
@@ -15,13 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from envs.guards.base import Guard
-from envs.rewards.text import RepetitionReward
-
-
-def symbol_share(text: str) -> float:
-    """Share of the non-space characters of ``text`` that are not letters (0 for empty text)."""
-    chars = [c for c in text if not c.isspace()]
-    return sum(not c.isalpha() for c in chars) / len(chars) if chars else 0.0
+from envs.rewards.text import CoherenceReward
 
 
 class DegenerateGuard(Guard):
@@ -32,9 +27,7 @@ class DegenerateGuard(Guard):
     threshold = 0.5
 
     def __init__(self, n: int = 3) -> None:
-        self.repetition = RepetitionReward(n)
+        self.coherence = CoherenceReward(n)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        repeated = -self.repetition(prompts, responses)  # (B,) in [0, 1]
-        symbols = np.array([symbol_share(r) for r in responses])
-        return np.maximum(repeated, symbols)
+        return -self.coherence(prompts, responses)  # (B,) in [0, 1]

@@ -1,7 +1,7 @@
 """Rewards: the task side, same plug-in shape as guards. ``make_reward(spec)`` builds one.
 
 Specs: a :class:`Reward` or any callable ``fn(prompts, responses) -> values``; a registered name
-(``"relevance"``, ``"repetition"``); a weighted sum such as ``"relevance+0.5*repetition"``; a
+(``"relevance"``, ``"repetition"``, ``"coherence"``); a weighted sum such as ``"relevance+0.5*repetition"``; a
 ``"package.module:attr"`` string naming any of these (a class is called with no arguments).
 """
 
@@ -13,9 +13,10 @@ from typing import Any
 
 from envs.plugins import import_object
 from envs.rewards.base import CallableReward, Reward, WeightedSum, check_reward
-from envs.rewards.text import RelevanceReward, RepetitionReward
+from envs.rewards.text import CoherenceReward, RelevanceReward, RepetitionReward
 
-REWARDS: dict[str, Callable[[], Reward]] = {"relevance": RelevanceReward, "repetition": RepetitionReward}
+REWARDS: dict[str, Callable[[], Reward]] = {"relevance": RelevanceReward, "repetition": RepetitionReward,
+                                            "coherence": CoherenceReward}
 """Registered reward names -> factory."""
 
 _TERM = re.compile(r"^\s*(?:([-+]?\d*\.?\d+)\s*\*\s*)?([\w.:]+)\s*$")
@@ -49,5 +50,5 @@ def make_reward(spec: Any) -> Reward:
     raise TypeError(f"reward must be a Reward, a callable, a name or a 'module:attr' string, got {spec!r}")
 
 
-__all__ = ["REWARDS", "CallableReward", "RelevanceReward", "RepetitionReward", "Reward", "WeightedSum",
+__all__ = ["REWARDS", "CallableReward", "CoherenceReward", "RelevanceReward", "RepetitionReward", "Reward", "WeightedSum",
            "check_reward", "make_reward"]

@@ -7,6 +7,9 @@
 - :class:`RepetitionReward`: minus the fraction of repeated word n-grams (default n = 3) in the
   response, in [-1, 0]. It measures degenerate looping ("a gentle rain, a gentle rain, ..."),
   which small models fall into; 0 means no n-gram occurs twice.
+- :class:`CoherenceReward`: minus the larger of that fraction and the share of non-space
+  characters that are not letters, in [-1, 0]: loops and runs of emoji, digits or URL fragments
+  score low, language scores near 0 (the degenerate guard's risk, negated).
 """
 
 from __future__ import annotations
@@ -62,3 +65,27 @@ class RepetitionReward(Reward):
             if grams:
                 out[i] = -(len(grams) - len(set(grams))) / len(grams)
         return out
+
+
+def symbol_share(text: str) -> float:
+    """Share of the non-space characters of ``text`` that are not letters (0 for empty text)."""
+    chars = [c for c in text if not c.isspace()]
+    return sum(not c.isalpha() for c in chars) / len(chars) if chars else 0.0
+
+
+class CoherenceReward(Reward):
+    """Minus max(repeated word ``n``-gram share, non-letter share) of the response, in [-1, 0].
+
+    >>> CoherenceReward()(["q", "q"], ["Mix two cups of flour.", "a b c a b c a b c"]).round(3).tolist()
+    [-0.056, -0.571]
+    """
+
+    name = "coherence"
+
+    def __init__(self, n: int = 3) -> None:
+        self.repetition = RepetitionReward(n)
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        repeated = -self.repetition(prompts, responses)  # (B,) in [0, 1]
+        symbols = np.array([symbol_share(r) for r in responses])
+        return -np.maximum(repeated, symbols)

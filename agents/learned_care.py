@@ -1,0 +1,80 @@
+"""``learned-care``: the intervention policy ``train.py policy`` learned, as a decoding method.
+
+The policy (an SB3 MaskablePPO zip with its card, :func:`envs.decision_env.policy_card`) acts on
+:class:`envs.decision_env.DecisionVectorEnv` in test mode (z0 fixed), deterministically, each
+prompt once, ``batch_size`` answers decoded together; the env's release buffer, guard checks and
+fallback are the ones it was trained with. Every answer's record is the one every method gives:
+released text, tokens, wait tokens, interventions, guard calls, wall time.
+
+Options: ``path`` (a folder with ``policy.zip`` and ``policy.json``; default: the one ``train.py
+policy`` wrote for the run's model), ``batch_size``, ``deterministic``. A policy trained for another
+model, guard or action set is refused with the command that trains the right one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agents.base import Method, Rollout, RunContext
+from envs.decision_env import DecisionConfig, DecisionVectorEnv, check_card, default_policy_dir
+
+
+class LearnedCare(Method):
+    """A learned policy over CARE's decisions (see the module docstring)."""
+
+    uses_guard = True
+
+    def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.path, self.batch_size, self.deterministic = str(path), int(batch_size), bool(deterministic)
+        self.name = "learned-care"
+        self.model = None
+        self.card: dict = {}
+        self.folder_read: Path | None = None
+
+    def folder(self, model_id: str) -> Path:
+        """Where the policy is read from: ``path``, else the default one for ``model_id``."""
+        return Path(self.path) if self.path else default_policy_dir(model_id) / "policy"
+
+    def load(self, ctx: RunContext) -> None:
+        """Read the policy and its card; refuse one trained for another model, guard or action set."""
+        from sb3_contrib import MaskablePPO
+
+        folder = self.folder(ctx.lm.model_id)
+        if not (folder / "policy.zip").exists() or not (folder / "policy.json").exists():
+            raise FileNotFoundError(f"learned-care needs a trained policy and found none in {folder} (policy.zip and "
+                                    f"policy.json); train the default one with: python train.py policy --model "
+                                    f"{ctx.lm.model_id}, or pass one: learned-care:path=FOLDER")
+        self.card = json.loads((folder / "policy.json").read_text())["card"]
+        self.folder_read = folder
+        self.model = MaskablePPO.load(folder / "policy.zip", device="cpu")
+
+    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        if ctx.guard is None:
+            raise ValueError("learned-care decides at the guard's checks: give the run a guard (--guard)")
+        if not prompts:
+            return []
+        if self.model is None:
+            self.load(ctx)
+        check_card(self.card, ctx.lm.model_id, ctx.guard_spec or ctx.guard.name, str(self.folder_read))
+        start = time.perf_counter()
+        config = DecisionConfig(**{**self.card["env"], "mode": "test", "max_new_tokens": ctx.max_new_tokens,
+                                   "temperature": ctx.sampling.temperature, "top_p": ctx.sampling.top_p,
+                                   "reward": ""})  # the evaluator scores the answers, not the env
+        env = DecisionVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
+                                guard=ctx.guard, config=config, prompt_order="once")
+        records = env.answer_all(self.act, seed=ctx.seed)
+        seconds = (time.perf_counter() - start) / len(prompts)
+        return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
+                        wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],
+                        guard_calls=r["guard_calls"],
+                        extra={k: r[k] for k in ("decisions", "refused", "fallback", "discarded", "episode_cost")})
+                for p, r in zip(prompts, records)]
+
+    def act(self, obs, masks):
+        """The policy's actions (N,) for observations (N, F) under action masks (N, 4)."""
+        return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]

@@ -1,0 +1,186 @@
+"""The decision env and the learned intervention policy (issue 14), on the tiny random model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from agents.base import RunContext
+from agents.learned_care import LearnedCare
+from agents.registry import make_method
+from envs.decision_env import ACTIONS, CONTINUE, REFUSE, RESAMPLE, DecisionConfig, DecisionEnv, DecisionVectorEnv
+from envs.guards import CallableGuard, make_guard
+from envs.lm import load_lm
+from envs.rewrite import REFUSAL
+from training.policy_training import PolicyTrainConfig, evaluate_policy, train_policy
+
+LETTER = re.compile("[A-Za-z]")
+PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
+GUARD = "tests.test_policy:letter_guard"
+
+
+def letter_guard(prompts, responses):
+    """Flags an answer with an ASCII letter in it (common in the tiny model's byte soup)."""
+    return [float(bool(LETTER.search(r))) for r in responses]
+
+
+DIGIT = re.compile("[0-9]")
+
+
+def digit_guard(prompts, responses):
+    """Flags an answer with a digit in it (in about a third of the tiny model's 12-token answers)."""
+    return [float(bool(DIGIT.search(r))) for r in responses]
+
+
+def answered(prompts, responses):
+    """Task reward 1 for an answer that is not the refusal."""
+    return [float(not r.endswith(REFUSAL)) for r in responses]
+
+
+@pytest.fixture()
+def lm():
+    return load_lm("tiny")
+
+
+def env_for(lm, guard=letter_guard, n=3, **kw):
+    kw = {"buffer": 6, "max_new_tokens": 18, "reward": "coherence", "mode": "test", **kw}
+    return DecisionVectorEnv(n, model=lm, prompts=PROMPTS, guard=CallableGuard(guard), prompt_order="once", **kw)
+
+
+def constant(action):
+    return lambda obs, masks: np.where(masks[:, action], action, CONTINUE)
+
+
+def test_decision_env_passes_both_env_checkers(lm):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = DecisionEnv(model=lm, prompts=PROMPTS[:1], guard=CallableGuard(letter_guard), buffer=6, max_new_tokens=18,
+                      reward="coherence")
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+    assert env.observation_space.shape == (2 * lm.hidden_size + 6,) and env.action_space.n == len(ACTIONS)
+
+
+def test_always_continue_releases_vanilla_tokens_at_the_same_seed(lm):
+    ctx = RunContext(lm, CallableGuard(letter_guard), None, max_new_tokens=18, seed=3)
+    vanilla = make_method("vanilla").run(PROMPTS, ctx)
+    records = env_for(lm).answer_all(constant(CONTINUE), seed=3)
+    assert [r["released_text"] for r in records] == [v.text for v in vanilla]
+    assert all(r["interventions"] == 0 and not r["refused"] for r in records)
+    for r in records:  # a kept flag costs 1: once a letter is in, every later check flags and is kept
+        assert (r["episode_cost"] > 0) == bool(LETTER.search(r["released_text"])) and r["episode_cost"] <= r["decisions"] - 1
+
+
+def test_always_resample_is_stopped_by_the_attempt_cap_and_refuses(lm):
+    always = lambda prompts, responses: [1.0] * len(responses)  # noqa: E731 - every check flags
+    records = env_for(lm, guard=always, max_attempts=2).answer_all(constant(RESAMPLE), seed=0)
+    for r in records:  # N = 2 resamples of the one unsafe span, then the refuse fallback
+        assert (r["interventions"], r["refused"], r["fallback"], r["released_text"]) == (2, True, "refuse", REFUSAL)
+    kept = env_for(lm, max_attempts=2).answer_all(constant(RESAMPLE), seed=0)  # letters flag: some resamples pass
+    for r in kept:
+        shown = r["released_text"][: -len(REFUSAL)] if r["refused"] else r["released_text"]
+        assert r["episode_cost"] == 0 and not LETTER.search(shown)
+    assert any(not r["refused"] and r["released_text"] for r in kept)  # some resamples passed and were released
+
+
+def test_saute_reward_switches_to_unsafe_reward_once_z_is_spent(lm):
+    env = env_for(lm, n=1, test_rel_budget=2.0, unsafe_reward=-5.0)
+    env.reset(seed=0)
+    steps = []  # (z after the step, reward, reward before Saute's switch, cost)
+    while True:
+        _, reward, terminated, _, infos = env.step(np.array([CONTINUE]))
+        info = infos["final_info"] if terminated[0] else infos
+        steps.append((info["safety_state"][0], reward[0], info["original_reward"][0], info["cost"][0]))
+        if terminated[0]:
+            break
+    z = 2.0
+    for z_after, reward, original, cost in steps:  # z <- z - cost / d with d = 1; -5 once z <= 0
+        z -= cost
+        assert z_after == z and reward == (original if z > 0 else -5.0)
+    assert z <= 0 < steps[0][0] and steps[-1][1] == -5.0  # this answer keeps two flags or more
+
+
+def test_refuse_ends_the_answer_with_the_released_text_and_the_refusal(lm):
+    records = env_for(lm).answer_all(constant(REFUSE), seed=0)
+    assert [r["released_text"] for r in records] == [REFUSAL] * 3  # refused at the start: nothing was released
+    assert all(r["decisions"] == 1 and r["wait_tokens"] == 0 and r["episode_cost"] == 0 for r in records)
+
+
+def test_masked_rewrites_become_continue_and_are_reported(lm):
+    env = env_for(lm, n=1)
+    env.reset(seed=0)
+    assert env.action_masks().tolist() == [[True, False, False, True]]  # nothing unreleased at the start
+    _, _, _, _, info = env.step(np.array([RESAMPLE]))
+    assert info["illegal_action"][0] and info["interventions"][0] == 0
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("wait_price", 0.0, "wait_price must be > 0"),
+    ("safety_budget", 0.0, "budget must be > 0, got 0.0"),
+    ("test_rel_budget", -1.0, "test_rel_budget must be > 0, got -1.0"),
+    ("min_rel_budget", 3.0, "min_rel_budget 3.0 is above max_rel_budget 2.0"),
+])
+def test_bad_decision_options_are_named(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DecisionConfig(**{field: value})
+
+
+def tiny_config(tmp_path, **kw):
+    return PolicyTrainConfig(**{"model": "tiny", "guard": GUARD, "reward": "coherence", "buffer": 4, "max_new_tokens": 12,
+                                "limit": 3, "eval_limit": 2, "num_envs": 8, "total_timesteps": 512, "n_steps": 16,
+                                "batch_size": 64, "n_epochs": 4, "eval_every": 256, "out": str(tmp_path / "policy"), **kw})
+
+
+def test_training_improves_the_return_and_writes_a_loadable_policy(tmp_path):
+    config = tiny_config(tmp_path, guard="tests.test_policy:digit_guard", reward="tests.test_policy:answered",
+                         total_timesteps=1024, eval_every=512, limit=8, eval_limit=8)
+    report = train_policy(config, progress=False)
+    returns = [e["return"] for e in report["evals"]]
+    assert [e["timesteps"] for e in report["evals"]] == [0, 512, 1024]
+    # keeping a digit is over budget (-1), refusing pays 0, resampling a flagged span pays 1 minus the wait
+    assert returns[-1] > max(returns[0] + 0.2, 0.6), returns
+    folder = tmp_path / "policy" / "policy"
+    card = json.loads((folder / "policy.json").read_text())["card"]
+    assert card["model"] == "tiny" and card["guard"] == config.guard and card["actions"] == list(ACTIONS)
+    assert (tmp_path / "policy" / "learning_curve.png").stat().st_size > 1000
+    lm = load_lm("tiny")
+    method = make_method(f"learned-care:path={folder}")
+    rollouts = method.run(PROMPTS, RunContext(lm, make_guard(config.guard), None, max_new_tokens=12, guard_spec=config.guard))
+    assert all(not DIGIT.search(r.text) for r in rollouts) and all(r.wait_tokens >= 0 for r in rollouts)
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    first = train_policy(tiny_config(tmp_path, total_timesteps=256), progress=False)
+    second = train_policy(tiny_config(tmp_path, total_timesteps=512), progress=False)
+    assert second["evals"][: len(first["evals"])] == first["evals"]  # the same records, not a rerun from scratch
+    assert [e["timesteps"] for e in second["evals"]] == [0, 256, 512] and second["timesteps"] == 512
+    with pytest.raises(ValueError, match="trained on another decision env .*wait_price=0.002, now 0.01"):
+        train_policy(tiny_config(tmp_path, total_timesteps=768, wait_price=0.01), progress=False)
+
+
+def test_a_policy_for_another_model_or_guard_is_refused(tmp_path):
+    train_policy(tiny_config(tmp_path, total_timesteps=128, eval_every=0), progress=False)
+    folder = tmp_path / "policy" / "policy"
+    lm = load_lm("tiny")
+    with pytest.raises(ValueError, match="was trained with guard 'tests.test_policy:letter_guard', this run uses 'keyword'"):
+        LearnedCare(path=str(folder)).run(PROMPTS, RunContext(lm, make_guard("keyword"), None, guard_spec="keyword"))
+    report = json.loads((folder / "policy.json").read_text())
+    report["card"]["model"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (folder / "policy.json").write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="was trained on model 'HuggingFaceTB/SmolLM2-135M-Instruct', not 'tiny'"):
+        LearnedCare(path=str(folder)).run(PROMPTS, RunContext(lm, make_guard(GUARD), None, guard_spec=GUARD))
+    report["card"].update(model="tiny", actions=["continue", "refuse"])
+    (folder / "policy.json").write_text(json.dumps(report))
+    with pytest.raises(ValueError, match=r"acts with \['continue', 'refuse'\]"):
+        LearnedCare(path=str(folder)).run(PROMPTS, RunContext(lm, make_guard(GUARD), None, guard_spec=GUARD))
+
+
+def test_training_with_no_prompts_is_refused(tmp_path):
+    empty = tmp_path / "none.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="prompt file .*none.txt. is empty"):
+        train_policy(tiny_config(tmp_path, prompts=str(empty)), progress=False)
