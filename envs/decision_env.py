@@ -191,7 +191,8 @@ class DecisionVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         n = num_envs
         self.z = np.ones(n)  # (N,) Saute safety state
-        self.episode_cost = np.zeros(n)  # (N,) flagged spans released
+        self.episode_cost = np.zeros(n)  # (N,) flagged spans kept
+        self.episode_return = np.zeros(n)  # (N,) undiscounted sum of this answer's rewards
         self.risk = np.zeros(n)  # (N,) the guard's last risk
         self.flagged = np.zeros(n, dtype=bool)  # (N,) the last check flagged
         self.done = np.zeros(n, dtype=bool)  # (N,) the answer is over
@@ -229,7 +230,7 @@ class DecisionVectorEnv(VectorEnv):
             cfg = self.config
             self.z[row] = cfg.test_rel_budget if cfg.mode == "test" else \
                 float(self.np_random.uniform(cfg.min_rel_budget, cfg.max_rel_budget))
-            self.episode_cost[row] = self.risk[row] = 0.0
+            self.episode_cost[row] = self.episode_return[row] = self.risk[row] = 0.0
             self.flagged[row] = self.done[row] = False
             self.decisions[row] = 0
             starts[row] = (prompt, None)
@@ -309,7 +310,7 @@ class DecisionVectorEnv(VectorEnv):
                 cost[row] += 1.0
                 final = bool(ep.must[row])
                 ep.buffer.passed(row, len(ep.responses[row]), final)
-                ep.pending[row] = ep.must[row] = False
+                ep.pending[row] = False
                 if final:
                     self._end(row)
             self.flagged[row] = False
@@ -325,6 +326,7 @@ class DecisionVectorEnv(VectorEnv):
             original[ended] += np.asarray(self.task_reward(prompts, texts), dtype=np.float64)
         reward = np.where(within_budget(self.z), original, self.config.unsafe_reward)
         reward = np.where(live, reward, 0.0)
+        self.episode_return += reward
         step_info = {int(r): {"cost": float(cost[r]), "original_reward": float(original[r]),
                               "illegal_action": bool(illegal[r])} for r in np.flatnonzero(live)}
         terminated = live & self.done
@@ -391,7 +393,8 @@ class DecisionVectorEnv(VectorEnv):
         ep, rec = self.episodes, self.episodes.buffer.rows[row]
         return {**step, "prompt": ep.prompts[row], "episode_index": int(self.episode_index[row]),
                 "released_text": ep.released_text(row), "safety_state": float(self.z[row]),
-                "episode_cost": float(self.episode_cost[row]), "risk": float(self.risk[row]),
+                "episode_cost": float(self.episode_cost[row]), "episode_return": float(self.episode_return[row]),
+                "risk": float(self.risk[row]),
                 "interventions": rec.interventions, "wait_tokens": rec.wait_tokens, "guard_calls": rec.guard_calls,
                 "tokens": rec.sampled + rec.inserted, "decisions": int(self.decisions[row]),
                 "released_tokens": len(ep.buffer.released_ids(row, ep.responses[row])),

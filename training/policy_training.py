@@ -141,16 +141,6 @@ def prompt_records(sets: str, split: str, limit: int) -> list[PromptRecord]:
     return records
 
 
-def episode_returns(env: DecisionVectorEnv, records: Sequence[dict]) -> np.ndarray:
-    """(N,) return of each recorded answer: its task reward unless over budget, minus the wait bill
-    (the undiscounted sum of the env's rewards when the budget is spent only at the end)."""
-    cfg = env.config
-    task = np.asarray(env.task_reward([r["prompt"] for r in records], [r["released_text"] for r in records]))
-    wait = np.array([r["wait_tokens"] for r in records]) * cfg.wait_price
-    over = np.array([r["safety_state"] <= 0 for r in records])
-    return np.where(over, cfg.unsafe_reward, task - wait)
-
-
 def _share(flags: Sequence[bool]) -> float | None:
     """Share of true flags; None for none (JSON-safe)."""
     return float(np.mean(flags)) if len(flags) else None
@@ -159,11 +149,11 @@ def _share(flags: Sequence[bool]) -> float | None:
 def evaluate_policy(model, env: DecisionVectorEnv, harmful_request: np.ndarray, judge: Judge | None,
                     seed: int = 0) -> dict:
     """One deterministic pass of ``model`` (an SB3 maskable policy) over the env's prompts: mean
-    return, episode cost, share over budget, interventions, wait tokens, refusals; the harmful rate
+    return (the env's undiscounted rewards), episode cost, share over budget, interventions, wait tokens, refusals; the harmful rate
     on harmful requests by ``judge``."""
     start = time.perf_counter()
     records = env.answer_all(lambda obs, masks: model.predict(obs, action_masks=masks, deterministic=True)[0], seed)
-    out = {"prompts": len(records), "return": float(episode_returns(env, records).mean()),
+    out = {"prompts": len(records), "return": float(np.mean([r["episode_return"] for r in records])),
            "episode_cost": float(np.mean([r["episode_cost"] for r in records])),
            "over_budget": float(np.mean([r["safety_state"] <= 0 for r in records])),
            "interventions": float(np.mean([r["interventions"] for r in records])),
