@@ -137,7 +137,8 @@ def tiny_config(tmp_path, **kw):
 
 def test_training_improves_the_return_and_writes_a_loadable_policy(tmp_path):
     config = tiny_config(tmp_path, guard="tests.test_policy:digit_guard", reward="tests.test_policy:answered",
-                         total_timesteps=1024, eval_every=512, limit=8, eval_limit=8)
+                         total_timesteps=1024, eval_every=512, limit=8, eval_limit=8,
+                         initial_refuse_logit=0.0)  # SB3's uniform start, which refuses half the time
     report = train_policy(config, progress=False)
     returns = [e["return"] for e in report["evals"]]
     assert [e["timesteps"] for e in report["evals"]] == [0, 512, 1024]
@@ -184,3 +185,21 @@ def test_training_with_no_prompts_is_refused(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="prompt file .*none.txt. is empty"):
         train_policy(tiny_config(tmp_path, prompts=str(empty)), progress=False)
+
+
+def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
+    import torch
+    from envs.sb3 import SB3VecEnv
+    from training.policy_training import new_model
+
+    config = tiny_config(tmp_path)
+    env = DecisionVectorEnv(8, model=load_lm("tiny"), prompts=PROMPTS, guard=CallableGuard(letter_guard),
+                            buffer=4, max_new_tokens=12, reward="coherence")
+    venv = SB3VecEnv(env)
+    obs = venv.reset()
+    masks = env.action_masks()
+    assert not masks[:, RESAMPLE].any()  # at the start only continue and refuse are legal
+    model = new_model(config, venv)
+    probs = model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks).distribution.probs  # (8, 4)
+    expected = np.exp(config.initial_refuse_logit) / (1 + np.exp(config.initial_refuse_logit))  # logistic(-3) = 0.047
+    np.testing.assert_allclose(probs[:, REFUSE].detach().numpy(), expected, atol=0.01)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.decision_env import (
+    REFUSE,
     DecisionConfig,
     DecisionVectorEnv,
     check_card,
@@ -71,18 +72,18 @@ class PolicyTrainConfig(DecisionConfig):
     """Evaluate on these prompt sets instead (as --prompts); empty = eval_split of every labelled set."""
     limit: int = 0
     """Train requests per set and label (0 = all)."""
-    eval_limit: int = 16
-    """Evaluation requests per set and label (0 = all)."""
+    eval_limit: int = 8
+    """Evaluation requests per set and label (0 = all): 8 gives 40 dev requests (24 harmful, 16
+    benign), about a minute per evaluation on 2 CPU cores."""
     num_envs: int = 16
     """Answers decoded together (one forward per token for all)."""
-    total_timesteps: int = 24576
-    """Decisions to train for. Not yet sized by a full run: a 512-decision smoke run on 2 CPU cores
-    made 2.4 decisions/s while the untrained policy refused at once (every decision a new prompt's
-    prefill, long jailbreak prompts included); decisions that decode 20 tokens for 16 answers cost
-    about a second each."""
-    n_steps: int = 64
-    """Decisions per sub-env per PPO update (num_envs * n_steps per update)."""
-    batch_size: int = 256
+    total_timesteps: int = 12288
+    """Decisions to train for: sized to the hour on 2 CPU cores (16 answers decode b/2 = 20 tokens
+    in ~3.7 s, i.e. ~4.3 decisions/s with the prefill of the answers that start)."""
+    n_steps: int = 32
+    """Decisions per sub-env per PPO update (num_envs * n_steps = 512 per update: 24 updates in
+    the default run)."""
+    batch_size: int = 128
     """PPO minibatch size."""
     n_epochs: int = 8
     """PPO epochs per update."""
@@ -96,7 +97,13 @@ class PolicyTrainConfig(DecisionConfig):
     """Entropy bonus (keeps the four actions tried early on)."""
     net_arch: str = "64,64"
     """Hidden sizes of the policy and value MLPs."""
-    eval_every: int = 4096
+    initial_refuse_logit: float = -3.0
+    """Bias of ``refuse``'s logit in the untrained policy (SB3 starts every logit near 0). Before a
+    flag only continue and refuse are legal, so a uniform start refuses at half of the decisions
+    and answers end after one (the 512-decision smoke run refused 83% of harmful and all benign dev
+    requests): the agent then hardly sees what continuing earns. -3 makes it ~5% per decision; 0 =
+    SB3's start."""
+    eval_every: int = 2048
     """Decisions between dev evaluations (and checkpoints); 0 = only at the end."""
     seed: int = 0
     """Seed of SB3, the env's draws and the answer samplers."""
@@ -191,9 +198,24 @@ def plot_learning_curve(evals: Sequence[dict], path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def new_model(config: PolicyTrainConfig, venv):
+    """An untrained MaskablePPO for ``venv`` (an SB3 vec env), seeded by ``config.seed``, whose
+    ``refuse`` logit starts at ``config.initial_refuse_logit``."""
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    torch.manual_seed(config.seed)
+    model = MaskablePPO("MlpPolicy", venv, n_steps=config.n_steps, batch_size=config.batch_size,
+                        n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
+                        gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, device="cpu",
+                        policy_kwargs={"net_arch": [int(x) for x in config.net_arch.split(",")]})
+    with torch.no_grad():
+        model.policy.action_net.bias[REFUSE] = config.initial_refuse_logit  # (4,) the logits' bias
+    return model
+
+
 def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress: bool = True) -> dict:
     """Train (or resume) the policy; returns the report written to ``policy.json``."""
-    import torch
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
@@ -227,11 +249,7 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
         model = MaskablePPO.load(checkpoint / "model.zip", env=venv, device="cpu")
         best = (checkpoint / "best.zip").read_bytes()
     else:
-        torch.manual_seed(config.seed)
-        model = MaskablePPO("MlpPolicy", venv, n_steps=config.n_steps, batch_size=config.batch_size,
-                            n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
-                            gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, device="cpu",
-                            policy_kwargs={"net_arch": [int(x) for x in config.net_arch.split(",")]})
+        model = new_model(config, venv)
         state = {"card": card, "evals": [], "best_return": None, "seconds": 0.0}
         best = b""
     model.set_logger(Logger(None, []))  # SB3's values are read below and written under losses/
