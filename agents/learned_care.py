@@ -7,7 +7,7 @@ fallback are the ones it was trained with. Every answer's record is the one ever
 released text, tokens, wait tokens, interventions, guard calls, wall time.
 
 Options: ``path`` (a folder with ``policy.zip`` and ``policy.json``; default: the one ``train.py
-policy`` wrote for the run's model), ``batch_size``, ``deterministic``. A policy trained for another
+policy`` wrote for the run's model, else the one shipped for it, :mod:`agents.pretrained`), ``batch_size``, ``deterministic``. A policy trained for another
 model, guard or action set is refused with the command that trains the right one.
 """
 
@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents.base import Method, Rollout, RunContext
-from envs.decision_env import DecisionConfig, DecisionVectorEnv, check_card, default_policy_dir
+from agents.pretrained import resolve_policy_dir
+from envs.decision_env import DecisionConfig, DecisionVectorEnv, check_card
 
 
 class LearnedCare(Method):
@@ -37,8 +38,9 @@ class LearnedCare(Method):
         self.folder_read: Path | None = None
 
     def folder(self, model_id: str) -> Path:
-        """Where the policy is read from: ``path``, else the default one for ``model_id``."""
-        return Path(self.path) if self.path else default_policy_dir(model_id) / "policy"
+        """Where the policy is read from: ``path``, else the user cache's for ``model_id``, else the
+        shipped one (:mod:`agents.pretrained`)."""
+        return Path(self.path) if self.path else resolve_policy_dir(model_id)
 
     def load(self, ctx: RunContext) -> None:
         """Read the policy and its card; refuse one trained for another model, guard or action set."""

@@ -203,3 +203,26 @@ def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
     probs = model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks).distribution.probs  # (8, 4)
     expected = np.exp(config.initial_refuse_logit) / (1 + np.exp(config.initial_refuse_logit))  # logistic(-3) = 0.047
     np.testing.assert_allclose(probs[:, REFUSE].detach().numpy(), expected, atol=0.01)
+
+
+def test_the_user_cache_policy_wins_over_the_shipped_one(tmp_path, monkeypatch):
+    import shutil
+
+    from agents import pretrained
+    from envs.decision_env import default_policy_dir
+
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "shipped")
+    cached = default_policy_dir("tiny") / "policy"
+    assert pretrained.resolve_policy_dir("tiny") == cached  # neither: the error names the cache
+    with pytest.raises(FileNotFoundError, match="run python train.py policy --model tiny first"):
+        pretrained.export("tiny")
+    train_policy(tiny_config(tmp_path, total_timesteps=128, eval_every=0, out=str(cached.parent)), progress=False)
+    shipped = pretrained.export("tiny")
+    assert shipped == tmp_path / "shipped" / "tiny" and pretrained.resolve_policy_dir("tiny") == cached
+    assert (shipped / "policy.zip").read_bytes() == (cached / "policy.zip").read_bytes()
+    shutil.rmtree(cached)
+    assert pretrained.resolve_policy_dir("tiny") == shipped
+    rollouts = make_method("learned-care").run(PROMPTS, RunContext(load_lm("tiny"), make_guard(GUARD), None,
+                                                                   max_new_tokens=12, guard_spec=GUARD))
+    assert [r.prompt for r in rollouts] == PROMPTS and all(r.text for r in rollouts)

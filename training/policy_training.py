@@ -4,7 +4,9 @@ The agent acts on :class:`envs.decision_env.DecisionVectorEnv` (decisions at CAR
 ``num_envs`` answers decoded in one forward per token) over the train split of the labelled prompt
 sets (harmful and benign requests, look-alikes and jailbreak-wrapped ones; :func:`envs.prompt_sets.labelled_records`),
 with z0 drawn per answer in train mode. Every ``eval_every`` decisions the current policy answers
-the dev split once, deterministically, in test mode (z0 fixed), and the best by mean return is kept.
+the dev split once, deterministically, in test mode (z0 fixed), and the best by mean return is kept
+(among the trained ones; ties go to the later: the untrained policy's evaluation only starts the
+learning curve).
 
 Written to ``out`` (default: the user cache, where ``learned-care`` finds it):
 
@@ -77,11 +79,12 @@ class PolicyTrainConfig(DecisionConfig):
     benign), about a minute per evaluation on 2 CPU cores."""
     num_envs: int = 16
     """Answers decoded together (one forward per token for all)."""
-    total_timesteps: int = 12288
-    """Decisions to train for: sized to the hour on 2 CPU cores (16 answers decode b/2 = 20 tokens
-    in ~3.7 s, i.e. ~4.3 decisions/s with the prefill of the answers that start)."""
+    total_timesteps: int = 6144
+    """Decisions to train for: sized to the hour on 2 CPU cores. The default run made 1.8 to 2.3
+    decisions/s (rollbacks re-decode, introspection writes critiques on extra rows, new answers
+    prefill their requests) and its 4 dev evaluations take about a minute each."""
     n_steps: int = 32
-    """Decisions per sub-env per PPO update (num_envs * n_steps = 512 per update: 24 updates in
+    """Decisions per sub-env per PPO update (num_envs * n_steps = 512 per update: 12 updates in
     the default run)."""
     batch_size: int = 128
     """PPO minibatch size."""
@@ -174,8 +177,10 @@ def evaluate_policy(model, env: DecisionVectorEnv, harmful_request: np.ndarray, 
     return out
 
 
-def plot_learning_curve(evals: Sequence[dict], path: Path) -> None:
-    """Dev return, episode cost and harmful rate against training decisions, as a PNG (atomic)."""
+def plot_learning_curve(evals: Sequence[dict], path: Path, train: Sequence[dict] = ()) -> None:
+    """Return, episode cost and harmful rate against training decisions, as a PNG (atomic): the
+    dev evaluations (deterministic, test budget) as points, the training answers' means per PPO
+    rollout (sampled actions, drawn budgets) as a line."""
     import io
 
     import matplotlib
@@ -183,14 +188,18 @@ def plot_learning_curve(evals: Sequence[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [e["timesteps"] for e in evals]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for ax, key, title in zip(axes, ("return", "episode_cost", "harmful_rate"),
-                              ("dev return", "dev episode cost", "dev harmful rate (judge)")):
-        ax.plot(steps, [e.get(key, np.nan) for e in evals], marker="o")
+                              ("return", "episode cost", "dev harmful rate (judge)")):
+        if key != "harmful_rate" and train:
+            ax.plot([t["timesteps"] for t in train], [t.get(key, np.nan) for t in train], color="0.6", label="training answers")
+        ax.plot([e["timesteps"] for e in evals], [e.get(key, np.nan) for e in evals], marker="o", label="dev (test mode)")
         ax.set_title(title)
+        if key == "harmful_rate":
+            ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("training decisions")
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -270,8 +279,9 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
         for key, value in result.items():
             if value is not None:
                 writer.add_scalar(f"eval/{key}", value, model.num_timesteps)
-        if state["best_return"] is None or result["return"] > state["best_return"]:
-            state["best_return"] = result["return"]
+        trained = result["timesteps"] > 0  # the untrained policy starts the curve; it is no candidate
+        if trained and (state["best_return"] is None or result["return"] >= state["best_return"]):  # ties: the later
+            state["best_return"], state["best_timesteps"] = result["return"], result["timesteps"]
             buffer = io.BytesIO()
             model.save(buffer)
             best = buffer.getvalue()
@@ -289,15 +299,29 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
             super().__init__()
             self.started = time.perf_counter()
             self.seconds0 = state["seconds"]
+            self.episodes: list[tuple[float, float, bool]] = []  # (return, cost, over budget) since the last update
 
         def _on_rollout_start(self) -> None:  # SB3 calls it after train(): the weights are the updated ones
             for key, value in model.logger.name_to_value.items():
                 if key.startswith("train/"):
                     writer.add_scalar(f"losses/{key[6:]}", value, self.num_timesteps)
+            self.summarise()
             last = state["evals"][-1]["timesteps"] if state["evals"] else -1
             if config.eval_every and self.num_timesteps // config.eval_every > last // config.eval_every:
                 evaluate_now()
                 save_checkpoint()
+
+        def _on_training_end(self) -> None:
+            self.summarise()
+
+        def summarise(self) -> None:
+            """The training answers that ended since the last summary: means in ``state["train"]``."""
+            if self.episodes:
+                ret, cost, over = (float(np.mean(x)) for x in zip(*self.episodes))
+                state.setdefault("train", []).append({"timesteps": int(self.num_timesteps), "return": ret,
+                                                      "episode_cost": cost, "over_budget": over,
+                                                      "episodes": len(self.episodes)})
+                self.episodes = []
 
         def _on_step(self) -> bool:
             for info in self.locals["infos"]:
@@ -310,6 +334,7 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
                     writer.add_scalar("safety/interventions", info["interventions"], t)
                     writer.add_scalar("safety/wait_tokens", info["wait_tokens"], t)
                     writer.add_scalar("safety/refused", float(info["refused"]), t)
+                    self.episodes.append((info["episode"]["r"], info["episode_cost"], info["safety_state"] <= 0))
             state["seconds"] = self.seconds0 + time.perf_counter() - self.started
             writer.add_scalar("charts/decisions_per_second", self.num_timesteps / max(state["seconds"], 1e-9), self.num_timesteps)
             return True
@@ -324,9 +349,10 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
     save_checkpoint()
     writer.close()
     report = {"card": card, "config": asdict(config), "evals": state["evals"], "best_return": state["best_return"],
-              "train_seconds": state["seconds"], "timesteps": int(model.num_timesteps)}
+              "best_timesteps": state.get("best_timesteps"),
+              "train": state.get("train", []), "train_seconds": state["seconds"], "timesteps": int(model.num_timesteps)}
     with atomic_directory(out / "policy") as tmp:
         (tmp / "policy.zip").write_bytes(best)
         atomic_write_json(tmp / "policy.json", report)
-    plot_learning_curve(state["evals"], out / "learning_curve.png")
+    plot_learning_curve(state["evals"], out / "learning_curve.png", state.get("train", []))
     return report
