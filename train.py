@@ -5,7 +5,8 @@ each writes TensorBoard logs and a checkpoint folder with its config; options mi
 fields (``python train.py guard --help``).
 
 - ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers;
-- ``collect``: base-model rollouts through the token env, for critic training (resumable shards);
+- ``collect``: base-model rollouts through the token env, for critic training (resumable shards;
+  ``--ray [ADDRESS] --workers N`` spreads the shards over Ray actors, :mod:`envs.workers`);
 - ``critic``: train the latent critic on them (resumes from its last checkpoint);
 - ``judge``: fit the coherence, compliance and learned judges on the gold train split;
 - ``policy``: train the learned intervention policy (MaskablePPO on the decision env) that

@@ -11,9 +11,12 @@ Per step the shard keeps what a latent critic reads and learns from: the feature
 mean over the response so far beside the request's last prompt token), the cost so far and the
 step; per episode the final cost, the reward, the prompt and its label. Prompts are the train split
 of the labelled sets (AdvBench, harm, benign, jailbreak: the ones the guard learns from),
-``samples`` episodes each, walked in a fixed order (``prompt_order="cycle"``). A shard is written atomically every
-``shard_episodes`` finished episodes with the job indices it holds; a rerun skips those jobs, so an
-interrupted collection resumes. ``manifest.json`` records the settings.
+``samples`` episodes each. The jobs are cut into fixed shards of ``shard_episodes`` (shard ``k`` holds
+jobs ``k*S`` to ``(k+1)*S - 1``), each decoded on its own, its sampler and env seeded by the run
+seed and ``k``: so a shard is the same whether it runs in-process or on a Ray actor
+(``--ray``, :mod:`envs.workers`), and in whatever order. Each shard is written atomically when it
+is done; a rerun skips the shards that hold their jobs, so an interrupted collection resumes (an
+actor that dies loses only the shard it held). ``manifest.json`` records the settings.
 """
 
 from __future__ import annotations
@@ -21,20 +24,21 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from envs.lm import DEFAULT_MODEL, FEATURE_POOLINGS, load_lm
 from envs.prompt_sets import PromptRecord, labelled_records
 from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
 from envs.token_vector_env import TokenCMDPVectorEnv
+from envs.workers import WorkerConfig, WorkerPool
 
 
 @dataclass
-class RolloutConfig:
-    """Collect base-model rollouts for critic training."""
+class RolloutConfig(WorkerConfig):
+    """Collect base-model rollouts for critic training (in-process, or on Ray actors with ``--ray``)."""
 
     model: str = DEFAULT_MODEL
     """Policy model spec."""
@@ -73,6 +77,7 @@ class RolloutConfig:
     """Where the policy runs."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pooling not in FEATURE_POOLINGS:
             raise ValueError(f"pooling must be one of {FEATURE_POOLINGS}, got {self.pooling!r}")
         for name in ("samples", "max_new_tokens", "num_envs", "shard_episodes", "top_k"):
@@ -107,49 +112,83 @@ def _save_shard(path: Path, episodes: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def done_jobs(folder: Path) -> set[int]:
-    """Job indices held by readable shards (unreadable shards are ignored here)."""
-    jobs: set[int] = set()
-    for path in sorted(folder.glob("shard-*.npz")):
-        try:
-            with np.load(path) as data:
-                jobs.update(int(j) for j in data["job"])
-        except Exception:  # noqa: BLE001 - a torn shard is simply redone
-            continue
-    return jobs
+def shard_jobs(folder: Path, index: int) -> list[int] | None:
+    """The job indices of shard ``index`` in ``folder``; None if it is missing or unreadable."""
+    path = folder / f"shard-{index:05d}.npz"
+    try:
+        with np.load(path) as data:
+            return [int(j) for j in data["job"]]
+    except Exception:  # noqa: BLE001 - a missing or torn shard is simply redone
+        return None
+
+
+def rollout_worker_state(config: dict, lm=None, guard=None) -> dict:
+    """What a collector decodes with, built once per worker: the model (on a GPU when a Ray actor
+    has one), its feature layer, the guard."""
+    cfg = RolloutConfig(**config)
+    lm = lm or load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
+    layer = lm.latent_layer if cfg.layer == -1 else lm.normalise_layer(cfg.layer)
+    lm.capture_layer(layer, history=cfg.pooling != "last")
+    return {"lm": lm, "layer": layer, "guard": guard or cfg.guard, "config": cfg}
 
 
 def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool = True) -> Path:
     """Run the collection (see the module docstring); returns the shard folder.
 
-    ``lm`` and ``guard`` may be given as objects instead of ``config.model`` / ``config.guard``.
+    ``lm`` and ``guard`` may be given as objects instead of ``config.model`` / ``config.guard``
+    (in-process only: Ray actors load their own from the config).
     """
-    lm = lm or load_lm(config.model, device=config.device)
-    layer = lm.latent_layer if config.layer == -1 else lm.normalise_layer(config.layer)
-    lm.capture_layer(layer, history=config.pooling != "last")
-    folder = Path(config.out) if config.out else default_rollout_dir(lm.model_id)
+    if config.distributed and (lm is not None or guard is not None):
+        raise ValueError("with --ray every actor loads its own model and guard from the config: pass specs, not objects")
+    setup = partial(rollout_worker_state, asdict(config))
+    pool = WorkerPool(setup, config.worker_config())
+    if not config.distributed:
+        pool.state = setup(lm, guard)  # in-process: this model and guard
+        lm = pool.state["lm"]
+        model_id, layer, hidden = lm.model_id, pool.state["layer"], lm.hidden_size
+    else:
+        from envs.lm.loading import resolve_model
+
+        model_id, layer, hidden = resolve_model(config.model).model_id, config.layer, None  # the actors report the rest
+    folder = Path(config.out) if config.out else default_rollout_dir(model_id)
     folder.mkdir(parents=True, exist_ok=True)
     records = training_records(config.limit)
     jobs = [(i, r) for i, r in enumerate(r for r in records for _ in range(config.samples))]
-    manifest = {"config": asdict(config), "model": lm.model_id, "layer": layer, "hidden_size": lm.hidden_size,
-                "jobs": len(jobs), "budget_convention": {"cost": "flag", "guard_every": config.guard_every}}
-    atomic_write_json(folder / "manifest.json", manifest)
-    finished = done_jobs(folder)
-    todo = [(i, r) for i, r in jobs if i not in finished]
-    if not todo:
-        return folder
+    shards = [jobs[i : i + config.shard_episodes] for i in range(0, len(jobs), config.shard_episodes)]
+    todo = [(k, shard) for k, shard in enumerate(shards) if shard_jobs(folder, k) != [i for i, _ in shard]]
+
+    def write_manifest() -> None:
+        atomic_write_json(folder / "manifest.json", {
+            "config": asdict(config), "model": model_id, "layer": layer, "hidden_size": hidden, "jobs": len(jobs),
+            "shards": len(shards), "budget_convention": {"cost": "flag", "guard_every": config.guard_every}})
+
+    if hidden is not None:
+        write_manifest()
+    for index, (episodes, layer, hidden) in pool.imap(collect_shard, todo):  # each shard written when done
+        _save_shard(folder / f"shard-{todo[index][0]:05d}.npz", episodes)
+        write_manifest()
+        if progress:
+            print(f"rollouts: shard {todo[index][0] + 1}/{len(shards)} ({len(episodes)} episodes)", flush=True)
+    pool.close()
+    return folder
+
+
+def collect_shard(state: dict, item: tuple[int, list]) -> tuple[list[dict], int, int]:
+    """Decode one shard's jobs (``item`` = (shard index, [(job, record)])): the same episodes
+    wherever it runs, as its sampler and env are seeded by the run seed and the shard index.
+    Returns the episodes (in job order), the feature layer and the hidden size."""
+    shard, todo = item
+    config, lm, layer = state["config"], state["lm"], state["layer"]
     n_env = min(config.num_envs, len(todo))
-    vec = TokenCMDPVectorEnv(n_env, model=lm, prompts=[r.prompt for _, r in todo], guard=guard or config.guard,
+    vec = TokenCMDPVectorEnv(n_env, model=lm, prompts=[r.prompt for _, r in todo], guard=state["guard"],
                              reward=config.reward, top_k=config.top_k, max_new_tokens=config.max_new_tokens,
                              guard_every=config.guard_every, cost_mode="flag", latent_layer=layer, prompt_order="cycle")
-    rng = np.random.default_rng(config.seed + len(finished))
-    shard_index = len(list(folder.glob("shard-*.npz")))
-    pending: list[dict] = []
+    rng = np.random.default_rng([config.seed, shard])
+    done: list[dict] = []
     running = {}  # env row -> episode being recorded
-    vec.reset(seed=config.seed)
+    vec.reset(seed=int(np.random.default_rng([config.seed, shard]).integers(2**31)))
     for row in range(n_env):
         running[row] = _new_episode(todo, row, vec, layer, config.pooling)
-    bar = tqdm(total=len(todo), desc="rollouts", unit="episode", disable=not progress)
     while running:
         logits = vec.candidate_logprobs() / max(config.temperature, 1e-6)  # (n, k)
         probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -169,19 +208,14 @@ def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool 
             if terminated[row] or truncated[row]:
                 ep.update(final_cost=float(infos["episode_cost"][row]), reward=float(rewards[row]),
                           text=str(infos["text"][row]), length=len(vec.episodes.responses[row]))
-                pending.append(ep)
+                done.append(ep)
                 ended.append(row)
-        bar.update(len(ended))
         for i, row in enumerate(sorted(ended)):  # they restart next step, in row order, on the next jobs
             running[row] = _queued(todo, vec.prompts_started + i)
-        if len(pending) >= config.shard_episodes or (pending and all(v is None for v in running.values())):
-            _save_shard(folder / f"shard-{shard_index:05d}.npz", pending)
-            shard_index += 1
-            pending = []
         if all(v is None for v in running.values()):
             break
-    bar.close()
-    return folder
+    done.sort(key=lambda e: e["job"])
+    return done, layer, lm.hidden_size
 
 
 def _queued(todo, index: int) -> dict | None:

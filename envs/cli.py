@@ -81,12 +81,14 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if not field.init:
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        optional = {"nargs": "?", "const": field.metadata["const"]} if "const" in field.metadata else {}
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             type=_parser_for(hints[field.name]),
             default=default,
             help=f"{docs.get(field.name, '')} (default: {default!r})".strip(),
+            **optional,  # a field with metadata {"const": v}: the option alone means v (``--ray`` = a local cluster)
         )
 
 

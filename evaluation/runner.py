@@ -7,6 +7,10 @@ verdicts (``judgements.<judge>.harmful/.refused/.coherent/.helpful``), the task 
 atomically after every chunk of prompts; a rerun with the same ``--out`` skips what is done (and
 judges old samples with any judge they lack), so an interrupted run loses nothing already written.
 
+With ``--ray [ADDRESS]`` the chunks (a method on up to ``chunk`` prompts) are decoded and scored on
+Ray actors, ``--workers`` of them, each with its own model replica (:mod:`envs.workers`); the judges
+run here, and the samples are merged in prompt order: the same file as in-process, wall times apart.
+
 Every option is checked (methods, prompt sets, guard, judges, and judges that share a signal with
 the guard of a method that uses it) before anything is written to ``--out``, so a bad option leaves
 nothing behind that blocks the next run. ``--rejudge FILE`` judges an existing samples file
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,7 @@ from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
 from envs.rewards import RelevanceReward, RepetitionReward
 from envs.storage import atomic_write_json, atomic_write_text
+from envs.workers import WorkerConfig, WorkerPool
 from evaluation.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 
 # settings that change what a sample contains: a resumed run must agree on them
@@ -37,8 +43,9 @@ RESULT_FIELDS = ("model", "guard", "max_new_tokens", "temperature", "top_p", "se
 
 
 @dataclass
-class EvalConfig:
-    """Run decoding methods over prompt sets and report safety, quality and speed."""
+class EvalConfig(WorkerConfig):
+    """Run decoding methods over prompt sets and report safety, quality and speed (in-process, or
+    on Ray actors with ``--ray``: :class:`envs.workers.WorkerConfig`)."""
 
     methods: str = "vanilla,best-of-n,care,care-resample,critic-search"
     """Comma-separated method specs (name or name:key=value, e.g. best-of-n:n=8)."""
@@ -78,6 +85,7 @@ class EvalConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.limit < 0:
@@ -165,8 +173,9 @@ def prepare(config: EvalConfig) -> Prepared:
     return Prepared(methods, sets, guard, panel, marks)
 
 
-def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: JudgePanel, quality, guard) -> list[dict]:
-    """Judge, score and flatten one chunk of rollouts into sample rows."""
+def score_rows(rollouts, records, method_spec: str, set_name: str, quality, guard) -> list[dict]:
+    """Flatten one chunk of rollouts into sample rows with their task rewards and the run guard's
+    risk (what needs the model; the judges run on the driver, :func:`judge_rows`)."""
     prompts = [r.prompt for r in rollouts]
     texts = [r.text for r in rollouts]
     relevance, repetition = (np.asarray(q(prompts, texts)) for q in quality)
@@ -179,8 +188,31 @@ def evaluate_samples(rollouts, records, method_spec: str, set_name: str, panel: 
         row["risk"] = None if np.isnan(risk[i]) else float(risk[i])
         row["flagged"] = None if guard is None else bool(violations(risk[i], guard.threshold))
         rows.append(row)
-    judge_rows(rows, panel)
     return rows
+
+
+def worker_state(config: dict) -> dict:
+    """What a worker decodes with, built once per worker (in-process, or once per Ray actor): the
+    model (on a GPU when the actor has one), the guard attached to it, the run context."""
+    cfg = EvalConfig(**config)
+    lm = load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
+    guard = make_guard(cfg.guard) if cfg.guard else None
+    if guard is not None:
+        guard.attach(lm)
+    ctx = RunContext(lm, guard, RelevanceReward(), cfg.max_new_tokens,
+                     SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p), cfg.seed, guard_spec=cfg.guard or None)
+    return {"ctx": ctx, "guard": guard, "quality": (ctx.reward, RepetitionReward()), "methods": {}}
+
+
+def run_chunk(state: dict, item: tuple) -> list[dict]:
+    """Decode one chunk of prompts with one method and score it: ``item`` = (method spec, prompt set
+    name, records). The same rows wherever it runs: every answer is seeded by the run seed and its
+    prompt, and a chunk is the same batch in-process and on an actor."""
+    spec, set_name, records = item
+    if spec not in state["methods"]:
+        state["methods"][spec] = make_method(spec)
+    rollouts = state["methods"][spec].run([r.prompt for r in records], state["ctx"])
+    return score_rows(rollouts, records, spec, set_name, state["quality"], state["guard"])
 
 
 def run_evaluation(config: EvalConfig) -> dict:
@@ -208,23 +240,23 @@ def run_evaluation(config: EvalConfig) -> dict:
     todo = [(m, s, [r for r in s.records if (m.spec, s.name, r.prompt) not in done]) for m in run.methods for s in run.sets]
     total = sum(len(t[2]) for t in todo)
     if total:
-        lm = load_lm(config.model, device=config.device)
-        if run.guard is not None:
-            run.guard.attach(lm)
-        ctx = RunContext(lm, run.guard, RelevanceReward(), config.max_new_tokens,
-                         SamplingConfig(temperature=config.temperature, top_p=config.top_p), config.seed,
-                         guard_spec=config.guard or None)
-        quality = (ctx.reward, RepetitionReward())
+        items = [(m.spec, s.name, records[i : i + config.chunk]) for m, s, records in todo
+                 for i in range(0, len(records), config.chunk)]  # (method, set, chunk), in prompt order
+        pool = WorkerPool(partial(worker_state, asdict(config)), config.worker_config())
+        finished: dict[int, list[dict]] = {}
         bar = tqdm(total=total, desc="evaluate", unit="prompt", disable=not config.progress)
-        for method, prompt_set, records in todo:
-            for start in range(0, len(records), config.chunk):
-                chunk = records[start : start + config.chunk]
-                bar.set_postfix_str(f"{method.spec} on {prompt_set.name}")
-                rollouts = method.run([r.prompt for r in chunk], ctx)
-                samples += evaluate_samples(rollouts, chunk, method.spec, prompt_set.name, run.panel, quality, run.guard)
-                atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in samples))
-                bar.update(len(chunk))
-        bar.close()
+        try:
+            for index, rows in pool.imap(run_chunk, items):
+                judge_rows(rows, run.panel)
+                finished[index] = rows
+                merged = samples + [row for i in sorted(finished) for row in finished[i]]  # prompt order
+                atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in merged))
+                bar.set_postfix_str(f"{items[index][0]} on {items[index][1]}")
+                bar.update(len(rows))
+        finally:
+            pool.close()
+            bar.close()
+        samples = merged
     wanted = {(m.spec, s.name) for m in run.methods for s in run.sets}
     current = {(s.name, r.prompt) for s in run.sets for r in s.records}
     rows = [s for s in samples if (s["method"], s["prompt_set"]) in wanted and (s["prompt_set"], s["prompt"]) in current]
