@@ -173,11 +173,13 @@ class WorkerPool:
             slot, index = running.pop(done[0])
             try:
                 result = self.ray.get(done[0])
-            except (RayActorError, ActorDiedError):
+            except (RayActorError, ActorDiedError) as error:
+                if "creation task" in str(error):  # setup() raised: every new actor would too
+                    raise RuntimeError(f"a Ray worker could not start: {error}") from None
                 self.restarts += 1
                 if self.restarts > self.config.max_restarts:
                     raise RuntimeError(f"Ray actors died {self.restarts} times in this run (max_restarts "
-                                       f"{self.config.max_restarts}); see `ray status` and the actors' logs") from None
+                                       f"{self.config.max_restarts}); the last: {error}") from None
                 queue.insert(0, index)  # the unit the actor held runs again, first
                 self.actors[slot] = self._new_actor()
                 feed(slot)

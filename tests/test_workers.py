@@ -145,3 +145,14 @@ def test_bad_worker_options_are_named(field, value, message):
 def test_more_gpus_per_worker_than_the_cluster_has_is_refused(cluster, tmp_path):
     with pytest.raises(ValueError, match=r"--worker-gpus 1 asks for more GPUs per worker than the cluster has \(0\)"):
         run_evaluation(eval_config(tmp_path, "gpu", ray="", worker_gpus=1))
+
+
+def broken_state():
+    raise FileNotFoundError("no model here")
+
+
+def test_a_worker_that_cannot_start_is_an_error_naming_why(cluster):
+    pool = WorkerPool(broken_state, WorkerConfig(ray="", workers=1))
+    with pytest.raises(RuntimeError, match="(?s)a Ray worker could not start: .*no model here"):
+        list(pool.imap(square, [1]))
+    assert pool.restarts == 0  # not retried: every new actor would fail the same way
