@@ -156,3 +156,22 @@ def test_a_worker_that_cannot_start_is_an_error_naming_why(cluster):
     with pytest.raises(RuntimeError, match="(?s)a Ray worker could not start: .*no model here"):
         list(pool.imap(square, [1]))
     assert pool.restarts == 0  # not retried: every new actor would fail the same way
+
+
+def test_guard_answers_are_identical_in_process_and_on_two_actors(cluster, tmp_path):
+    import torch
+
+    from envs.lm import load_lm
+    from envs.prompt_sets import PromptRecord
+    from training.guard_answers import CollectConfig, collect_answers
+
+    torch.set_num_threads(1)
+    lm = load_lm("tiny")
+    records = [PromptRecord(p, "benign") for p in ("Name a fruit.", "Say hi.", "Count to three.", "Spell cat.")]
+    config = CollectConfig(samples=2, max_new_tokens=6, prefixes=(3, 6), layers=(1,), batch_size=2)
+    local = collect_answers(lm, records, config, tmp_path / "local", progress=False)
+    remote = collect_answers(lm, records, config, tmp_path / "ray", progress=False, workers=WorkerConfig(ray="", workers=2))
+    assert len(remote) == 8 and remote.texts == local.texts and remote.prompts == local.prompts
+    assert all(np.array_equal(local.features[k], remote.features[k]) for k in local.features)
+    assert sorted(p.name for p in (tmp_path / "ray").glob("shard-*.npz")) == \
+        sorted(p.name for p in (tmp_path / "local").glob("shard-*.npz"))

@@ -16,7 +16,8 @@ Label: an answer to a harmful request is unsafe (1) unless it refuses
 (:func:`envs.refusals.is_refusal`); an answer to a benign request is safe (0).
 
 Generation is done in chunks saved as ``.npz`` shards in a folder (atomic writes); a rerun skips the
-shards that exist, so an interrupted collection resumes.
+shards that exist, so an interrupted collection resumes. With ``--ray`` the missing chunks are
+decoded on Ray actors (:mod:`envs.workers`), each seeded by its index: the same shards.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +35,11 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.engine import Engine
-from envs.lm import LanguageModel, SamplingConfig
+from envs.lm import LanguageModel, SamplingConfig, load_lm
 from envs.prompt_sets import PromptRecord
 from envs.refusals import is_refusal
 from envs.storage import atomic_write_bytes, atomic_write_json
+from envs.workers import WorkerConfig, WorkerPool
 
 POOLINGS = ("mean", "last", "request")
 """Stored feature kinds: the mean over the response, its last token, the request's last token."""
@@ -162,25 +165,47 @@ def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: 
                      [r.split for r in records], tuple(config.prefixes), texts, lengths, features)
 
 
+def answer_worker_state(model: str, device: str) -> LanguageModel:
+    """A Ray actor's model replica."""
+    return load_lm(model, device=device)
+
+
+def answer_chunk(lm: LanguageModel, item: tuple) -> AnswerSet:
+    """One chunk's answers: ``item`` = (records, config, seed)."""
+    records, config, seed = item
+    return _generate_chunk(lm, records, config, seed)
+
+
 def collect_answers(
-    lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, folder: Path, progress: bool = True
+    lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, folder: Path, progress: bool = True,
+    workers: WorkerConfig | None = None,
 ) -> AnswerSet:
-    """Sample ``config.samples`` answers per record (resumable shards in ``folder``)."""
+    """Sample ``config.samples`` answers per record (resumable shards in ``folder``); the missing
+    shards are decoded in-process or, with ``workers.ray`` set, on Ray actors (each loading
+    ``lm.model_id``): every chunk is seeded by its own index, so the shards are the same either way."""
     folder.mkdir(parents=True, exist_ok=True)
     batches = [records[i : i + config.batch_size] for i in range(0, len(records), config.batch_size)]
     chunks = [(sample, i, batch) for sample in range(config.samples) for i, batch in enumerate(batches)]
     atomic_write_json(folder / "manifest.json", {"config": repr(config), "model": lm.model_id, "chunks": len(chunks),
                                                  "answers": len(records) * config.samples})
-    parts = []
-    for sample, i, batch in tqdm(chunks, desc="answers", unit="batch", disable=not progress):
-        path = folder / (f"shard-{i:05d}.npz" if sample == 0 else f"shard-s{sample}-{i:05d}.npz")
+    parts: dict[int, AnswerSet] = {}
+    paths = [folder / (f"shard-{i:05d}.npz" if sample == 0 else f"shard-s{sample}-{i:05d}.npz") for sample, i, _ in chunks]
+    for index, path in enumerate(paths):
         if path.exists():
             try:
-                parts.append(AnswerSet.from_file(path))
-                continue
+                parts[index] = AnswerSet.from_file(path)
             except (OSError, ValueError, KeyError):  # a corrupt shard is regenerated
                 path.unlink()
-        part = _generate_chunk(lm, batch, config, seed=config.seed * 100_003 + i + sample * 1_000_003)
-        atomic_write_bytes(path, part.to_bytes())
-        parts.append(part)
-    return AnswerSet.concat(parts)
+    missing = [index for index in range(len(chunks)) if index not in parts]
+    workers = workers or WorkerConfig()
+    device = "cuda" if workers.distributed and workers.worker_gpus > 0 else str(lm.device)
+    pool = WorkerPool(partial(answer_worker_state, lm.model_id, device), workers)
+    pool.state = None if workers.distributed else lm
+    items = [(chunks[k][2], config, config.seed * 100_003 + chunks[k][1] + chunks[k][0] * 1_000_003) for k in missing]
+    with tqdm(total=len(missing), desc="answers", unit="batch", disable=not progress) as bar:
+        for j, part in pool.imap(answer_chunk, items):
+            atomic_write_bytes(paths[missing[j]], part.to_bytes())
+            parts[missing[j]] = part
+            bar.update(1)
+    pool.close()
+    return AnswerSet.concat([parts[index] for index in range(len(chunks))])

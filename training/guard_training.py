@@ -27,6 +27,7 @@ from envs.lm import DEFAULT_MODEL, FEATURE_POOLINGS, LanguageModel, load_lm
 from envs.prompt_sets import LABELLED_SETS, PromptRecord, labelled_records, split_of
 from envs.pyrit_data import harm_rows, published_maes
 from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
+from envs.workers import WorkerConfig
 from training.guard_answers import AnswerSet, CollectConfig, collect_answers
 from training.probe_training import (
     Features,
@@ -43,8 +44,9 @@ KINDS = ("latent-probe", "embedding")
 
 
 @dataclass
-class GuardTrainConfig:
-    """Train a guard on the policy's own answers to labelled requests."""
+class GuardTrainConfig(WorkerConfig):
+    """Train a guard on the policy's own answers to labelled requests (the answers in-process, or on
+    Ray actors with ``--ray``: :class:`envs.workers.WorkerConfig`)."""
 
     kind: str = "latent-probe"
     """'latent-probe' (head on the policy's latents) or 'embedding' (head on MiniLM embeddings)."""
@@ -102,6 +104,7 @@ class GuardTrainConfig:
     """Where the policy runs."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         for name in ("samples", "dev_samples", "max_new_tokens", "folds", "batch_size"):
@@ -131,7 +134,7 @@ def _answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: i
     records = labelled_records(split, config.limit)
     key = hashlib.sha256((collect.key() + "".join(r.prompt for r in records)).encode()).hexdigest()[:12]
     folder = user_cache_dir() / "answers" / slug(lm.model_id) / f"{split}-{key}"
-    return collect_answers(lm, records, collect, folder, progress=progress), folder
+    return collect_answers(lm, records, collect, folder, progress=progress, workers=config.worker_config()), folder
 
 
 def _ints(text: str) -> tuple[int, ...]:
