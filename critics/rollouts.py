@@ -33,7 +33,7 @@ from envs.lm import DEFAULT_MODEL, FEATURE_POOLINGS, load_lm
 from envs.prompt_sets import PromptRecord, labelled_records
 from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
 from envs.token_vector_env import TokenCMDPVectorEnv
-from envs.workers import WorkerConfig, WorkerPool
+from envs.workers import WorkerConfig, WorkerPool, init_ray
 
 
 @dataclass
@@ -140,6 +140,8 @@ def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool 
     """
     if config.distributed and (lm is not None or guard is not None):
         raise ValueError("with --ray every actor loads its own model and guard from the config: pass specs, not objects")
+    if config.distributed:  # reach the cluster (and check it can host the actors) before writing anything
+        init_ray(config.worker_config())
     setup = partial(rollout_worker_state, asdict(config))
     pool = WorkerPool(setup, config.worker_config())
     if not config.distributed:

@@ -106,7 +106,7 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError)
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ConnectionError)
 """What a bad option or value raises; the CLIs print these as one line (set LATENTGUARD_DEBUG=1 for the traceback)."""
 
 

@@ -35,7 +35,7 @@ from envs.lm import DEFAULT_MODEL, SamplingConfig, load_lm
 from envs.prompt_sets import PromptSet, load_prompt_set
 from envs.rewards import RelevanceReward, RepetitionReward
 from envs.storage import atomic_write_json, atomic_write_text
-from envs.workers import WorkerConfig, WorkerPool
+from envs.workers import WorkerConfig, WorkerPool, init_ray
 from evaluation.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 
 # settings that change what a sample contains: a resumed run must agree on them
@@ -227,6 +227,8 @@ def run_evaluation(config: EvalConfig) -> dict:
     saved = saved_config(out)
     check_resume(out, saved, config)
     run = prepare(config)
+    if config.distributed:  # reach the cluster (and check it can host the actors) before writing anything
+        init_ray(config.worker_config())
     files = run_fingerprints(config, run.methods)
     check_files(out, saved, files, config)
     out.mkdir(parents=True, exist_ok=True)
