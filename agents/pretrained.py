@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from envs.storage import atomic_directory, slug
+from envs.storage import atomic_directory, cached_or_shipped, slug
 
 FOLDER = Path(__file__).parent / "pretrained"
 
@@ -32,10 +32,7 @@ def resolve_policy_dir(model_id: str) -> Path:
     one, else the shipped one, else the user cache's path (so the error names where to train it)."""
     from envs.decision_env import default_policy_dir
 
-    cached, shipped = default_policy_dir(model_id) / "policy", pretrained_policy_dir(model_id)
-    if (cached / "policy.json").is_file() or not (shipped / "policy.json").is_file():
-        return cached
-    return shipped
+    return cached_or_shipped(default_policy_dir(model_id) / "policy", pretrained_policy_dir(model_id), "policy.json")
 
 
 def export(model_id: str, source: Path | None = None) -> Path:

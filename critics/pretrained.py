@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from envs.storage import atomic_directory, slug
+from envs.storage import atomic_directory, cached_or_shipped, slug
 
 FOLDER = Path(__file__).parent / "pretrained"
 
@@ -33,10 +33,7 @@ def resolve_critic_dir(model_id: str) -> Path:
     one, else the shipped one, else the user cache's path (so the error names where to build it)."""
     from critics.training import default_critic_dir
 
-    cached, shipped = default_critic_dir(model_id), pretrained_critic_dir(model_id)
-    if (cached / "critic.json").is_file() or not (shipped / "critic.json").is_file():
-        return cached
-    return shipped
+    return cached_or_shipped(default_critic_dir(model_id), pretrained_critic_dir(model_id), "critic.json")
 
 
 def export(model_id: str) -> Path:

@@ -136,3 +136,12 @@ def slug(model_id: str) -> str:
     'HuggingFaceTB_SmolLM2-135M-Instruct'
     """
     return re.sub(r"[^\w.-]+", "_", model_id).strip("_")[-80:]
+
+
+def cached_or_shipped(cached: Path, shipped: Path, marker: str) -> Path:
+    """Where a trained artefact is read from by default: the user cache's folder if it holds
+    ``marker`` (your own training run), else the folder shipped in the package if it does, else the
+    cache's (so the error names where to build it)."""
+    if (cached / marker).is_file() or not (shipped / marker).is_file():
+        return cached
+    return shipped
