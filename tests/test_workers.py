@@ -175,3 +175,19 @@ def test_guard_answers_are_identical_in_process_and_on_two_actors(cluster, tmp_p
     assert all(np.array_equal(local.features[k], remote.features[k]) for k in local.features)
     assert sorted(p.name for p in (tmp_path / "ray").glob("shard-*.npz")) == \
         sorted(p.name for p in (tmp_path / "local").glob("shard-*.npz"))
+
+
+def test_a_learned_policy_evaluates_the_same_on_actors(cluster, tmp_path):
+    import torch
+
+    from training.policy_training import PolicyTrainConfig, train_policy
+
+    torch.set_num_threads(1)
+    train_policy(PolicyTrainConfig(model="tiny", guard="keyword", reward="coherence", buffer=4, max_new_tokens=12,
+                                   limit=3, eval_limit=2, num_envs=4, total_timesteps=64, n_steps=16, batch_size=32,
+                                   n_epochs=1, eval_every=0, out=str(tmp_path / "policy")), progress=False)
+    method = f"learned-care:path={tmp_path / 'policy' / 'policy'}"
+    run_evaluation(eval_config(tmp_path, "local", methods=method))
+    run_evaluation(eval_config(tmp_path, "ray", methods=method, ray="", workers=2))
+    local, remote = (read_samples(tmp_path / name / "samples.jsonl") for name in ("local", "ray"))
+    assert len(local) == 4 and strip(local) == strip(remote)
