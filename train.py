@@ -10,7 +10,7 @@ fields (``python train.py guard --help``).
 - ``critic``: train the latent critic on them (resumes from its last checkpoint);
 - ``judge``: fit the coherence, compliance and learned judges on the gold train split;
 - ``policy``: train the learned intervention policy (MaskablePPO on the decision env) that
-  ``evaluate.py --methods learned-care`` runs.
+  ``evaluate.py --methods learned-care`` runs (``--ray``: its dev evaluations on Ray actors).
 
 ``python train.py collect`` then ``python train.py critic``, with no arguments, build the default
 critic for the default model in the user cache, where ``critic-search`` finds it.

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.guards import make_guard
 from envs.lm import DEFAULT_MODEL, FEATURE_POOLINGS, load_lm
 from envs.prompt_sets import PromptRecord, labelled_records
 from envs.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
@@ -129,7 +130,7 @@ def rollout_worker_state(config: dict, lm=None, guard=None) -> dict:
     lm = lm or load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
     layer = lm.latent_layer if cfg.layer == -1 else lm.normalise_layer(cfg.layer)
     lm.capture_layer(layer, history=cfg.pooling != "last")
-    return {"lm": lm, "layer": layer, "guard": guard or cfg.guard, "config": cfg}
+    return {"lm": lm, "layer": layer, "guard": make_guard(guard or cfg.guard), "config": cfg}  # one guard for every shard
 
 
 def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool = True) -> Path:

@@ -191,3 +191,22 @@ def test_a_learned_policy_evaluates_the_same_on_actors(cluster, tmp_path):
     run_evaluation(eval_config(tmp_path, "ray", methods=method, ray="", workers=2))
     local, remote = (read_samples(tmp_path / name / "samples.jsonl") for name in ("local", "ray"))
     assert len(local) == 4 and strip(local) == strip(remote)
+
+
+def test_the_policy_dev_evaluations_are_the_same_on_actors(cluster, tmp_path):
+    import torch
+
+    from training.policy_training import PolicyTrainConfig, train_policy
+
+    torch.set_num_threads(1)
+    base = {"model": "tiny", "guard": "keyword", "reward": "coherence", "buffer": 4, "max_new_tokens": 12, "limit": 3,
+            "eval_limit": 2, "num_envs": 4, "total_timesteps": 128, "n_steps": 16, "batch_size": 32, "n_epochs": 1,
+            "eval_every": 64}
+    local = train_policy(PolicyTrainConfig(**base, out=str(tmp_path / "local")), progress=False)
+    remote = train_policy(PolicyTrainConfig(**base, out=str(tmp_path / "ray"), ray="", workers=2), progress=False)
+
+    def measured(evals):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in evals]
+
+    assert [e["timesteps"] for e in local["evals"]] == [0, 64, 128] and local["evals"][0]["prompts"] > 4  # > 1 chunk
+    assert measured(local["evals"]) == measured(remote["evals"])

@@ -4,7 +4,8 @@ The agent acts on :class:`envs.decision_env.DecisionVectorEnv` (decisions at CAR
 ``num_envs`` answers decoded in one forward per token) over the train split of the labelled prompt
 sets (harmful and benign requests, look-alikes and jailbreak-wrapped ones; :func:`envs.prompt_sets.labelled_records`),
 with z0 drawn per answer in train mode. Every ``eval_every`` decisions the current policy answers
-the dev split once, deterministically, in test mode (z0 fixed), and the best by mean return is kept
+the dev split once, deterministically, in test mode (z0 fixed), in chunks of ``num_envs`` requests
+(in this process, or on Ray actors with ``--ray``: the same answers), and the best by mean return is kept
 (among the trained ones; ties go to the later: the untrained policy's evaluation only starts the
 learning curve).
 
@@ -29,9 +30,11 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +52,18 @@ from envs.guards import make_guard
 from envs.lm import DEFAULT_MODEL, load_lm
 from envs.prompt_sets import PromptRecord, labelled_records, load_prompt_set
 from envs.storage import atomic_directory, atomic_write_bytes, atomic_write_json, recover_directory
+from envs.workers import WorkerConfig, WorkerPool, init_ray
 
 Judge = Callable[[list[str], list[str]], np.ndarray]
 """``judge(prompts, texts) -> (N,) bool``: answers that attempt the harm."""
 
 
 @dataclass
-class PolicyTrainConfig(DecisionConfig):
+class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     """Train the learned intervention policy (MaskablePPO) on the decision env; the env's own
-    options (b, N, wait price, budgets, reward, latent) are :class:`DecisionConfig`'s."""
+    options (b, N, wait price, budgets, reward, latent) are :class:`DecisionConfig`'s. With
+    ``--ray`` the dev evaluations run on Ray actors (:class:`envs.workers.WorkerConfig`); training
+    itself stays in this process."""
 
     model: str = DEFAULT_MODEL
     """Policy model that decodes the answers."""
@@ -116,7 +122,8 @@ class PolicyTrainConfig(DecisionConfig):
     """Where the language model runs (the small policy net stays on the CPU)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        DecisionConfig.__post_init__(self)
+        self.check_workers()
         for name in ("num_envs", "total_timesteps", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -156,13 +163,47 @@ def _share(flags: Sequence[bool]) -> float | None:
     return float(np.mean(flags)) if len(flags) else None
 
 
-def evaluate_policy(model, env: DecisionVectorEnv, harmful_request: np.ndarray, judge: Judge | None,
-                    seed: int = 0) -> dict:
-    """One deterministic pass of ``model`` (an SB3 maskable policy) over the env's prompts: mean
-    return (the env's undiscounted rewards), episode cost, share over budget, interventions, wait tokens, refusals; the harmful rate
-    on harmful requests by ``judge``."""
+def policy_eval_state(config: dict, lm=None, guard=None) -> dict:
+    """What a worker answers the evaluation prompts with, built once: the model (on a GPU when a
+    Ray actor has one), the guard and a test-mode decision env of ``num_envs`` rows."""
+    cfg = PolicyTrainConfig(**config)
+    lm = lm or load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
+    env = DecisionVectorEnv(cfg.num_envs, model=lm, prompts=["-"], guard=guard or make_guard(cfg.guard),
+                            config=decision_config(cfg, mode="test"), prompt_order="once")
+    return {"env": env, "policy": (None, None)}
+
+
+def answer_chunk(state: dict, item: tuple[bytes, list[str], int]) -> list[dict]:
+    """``item`` = (the policy as SB3 zip bytes, prompts, seed): each prompt answered once,
+    deterministically, in test mode; the answers' records in prompt order. The same records
+    wherever it runs: every answer is seeded by the seed and its prompt."""
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    policy, prompts, seed = item
+    if state["policy"][0] != policy:  # one load per policy, not per chunk
+        # SB3's load reseeds Python's, NumPy's and torch's global RNGs (and draws initial weights):
+        # an in-process evaluation must leave training's random streams as they were
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            state["policy"] = (policy, MaskablePPO.load(io.BytesIO(policy), device="cpu"))
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    model, env = state["policy"][1], state["env"]
+    env.prompts = list(prompts)
+    return env.answer_all(lambda obs, masks: model.predict(obs, action_masks=masks, deterministic=True)[0], seed)
+
+
+def evaluate_policy(policy: bytes, prompts: Sequence[str], harmful_request: np.ndarray, judge: Judge | None,
+                    pool, chunk: int, seed: int = 0) -> dict:
+    """One deterministic pass of ``policy`` (SB3 maskable policy, zip bytes) over ``prompts``, in
+    chunks of ``chunk`` on ``pool`` (a :class:`envs.workers.WorkerPool` on :func:`policy_eval_state`):
+    mean return (the env's undiscounted rewards), episode cost, share over budget, interventions,
+    wait tokens, refusals; the harmful rate on harmful requests by ``judge``."""
     start = time.perf_counter()
-    records = env.answer_all(lambda obs, masks: model.predict(obs, action_masks=masks, deterministic=True)[0], seed)
+    items = [(policy, list(prompts[i : i + chunk]), seed) for i in range(0, len(prompts), chunk)]
+    done = dict(pool.imap(answer_chunk, items))
+    records = [r for i in range(len(items)) for r in done[i]]
     out = {"prompts": len(records), "return": float(np.mean([r["episode_return"] for r in records])),
            "episode_cost": float(np.mean([r["episode_cost"] for r in records])),
            "over_budget": float(np.mean([r["safety_state"] <= 0 for r in records])),
@@ -240,8 +281,11 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
     guard = make_guard(config.guard)
     train_env = DecisionVectorEnv(config.num_envs, model=lm, prompts=train_prompts, guard=guard,
                                   config=decision_config(config, mode="train"), prompt_order="random")
-    eval_env = DecisionVectorEnv(config.num_envs, model=lm, prompts=[r.prompt for r in eval_records], guard=guard,
-                                 config=decision_config(config, mode="test"), prompt_order="once")
+    if config.distributed:  # reach the cluster (and check it can host the actors) before writing anything
+        init_ray(config.worker_config())
+    eval_pool = WorkerPool(partial(policy_eval_state, asdict(config)), config.worker_config())
+    if not config.distributed:
+        eval_pool.state = policy_eval_state(asdict(config), lm, guard)  # in-process: this model and guard
     eval_harmful = np.array([r.label == "harmful" for r in eval_records])
     card = policy_card(train_env, config.guard)
     venv = VecMonitor(SB3VecEnv(train_env), info_keywords=("episode_cost", "safety_state", "interventions",
@@ -274,7 +318,11 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
 
     def evaluate_now() -> None:
         nonlocal best
-        result = evaluate_policy(model, eval_env, eval_harmful, judge, config.seed) | {"timesteps": int(model.num_timesteps)}
+        buffer = io.BytesIO()
+        model.save(buffer)
+        weights = buffer.getvalue()
+        result = evaluate_policy(weights, [r.prompt for r in eval_records], eval_harmful, judge, eval_pool,
+                                 config.num_envs, config.seed) | {"timesteps": int(model.num_timesteps)}
         state["evals"].append(result)
         for key, value in result.items():
             if value is not None:
@@ -282,9 +330,7 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
         trained = result["timesteps"] > 0  # the untrained policy starts the curve; it is no candidate
         if trained and (state["best_return"] is None or result["return"] >= state["best_return"]):  # ties: the later
             state["best_return"], state["best_timesteps"] = result["return"], result["timesteps"]
-            buffer = io.BytesIO()
-            model.save(buffer)
-            best = buffer.getvalue()
+            best = weights
         if progress:
             print(f"eval at {result['timesteps']} decisions: return {result['return']:.3f}, cost {result['episode_cost']:.2f}, "
                   f"harmful {result.get('harmful_rate', float('nan')):.2f}, wait {result['wait_tokens']:.0f}, "
