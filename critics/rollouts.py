@@ -127,7 +127,7 @@ def rollout_worker_state(config: dict, lm=None, guard=None) -> dict:
     """What a collector decodes with, built once per worker: the model (on a GPU when a Ray actor
     has one), its feature layer, the guard."""
     cfg = RolloutConfig(**config)
-    lm = lm or load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
+    lm = lm or load_lm(cfg.model, device=cfg.worker_device(cfg.device))
     layer = lm.latent_layer if cfg.layer == -1 else lm.normalise_layer(cfg.layer)
     lm.capture_layer(layer, history=cfg.pooling != "last")
     return {"lm": lm, "layer": layer, "guard": make_guard(guard or cfg.guard), "config": cfg}  # one guard for every shard
@@ -189,7 +189,7 @@ def collect_shard(state: dict, item: tuple[int, list]) -> tuple[list[dict], int,
     rng = np.random.default_rng([config.seed, shard])
     done: list[dict] = []
     running = {}  # env row -> episode being recorded
-    vec.reset(seed=int(np.random.default_rng([config.seed, shard]).integers(2**31)))
+    vec.reset(seed=int(rng.integers(2**31)))
     for row in range(n_env):
         running[row] = _new_episode(todo, row, vec, layer, config.pooling)
     while running:

@@ -65,6 +65,10 @@ class WorkerConfig:
     def distributed(self) -> bool:
         return self.ray is not None
 
+    def worker_device(self, local: str) -> str:
+        """Where a worker puts its model: 'cuda' on an actor given GPUs, else ``local``."""
+        return "cuda" if self.distributed and self.worker_gpus > 0 else str(local)
+
     def worker_config(self) -> WorkerConfig:
         """These options alone (a config that inherits them carries its own fields too)."""
         return WorkerConfig(**{f: getattr(self, f) for f in WorkerConfig.__dataclass_fields__})

@@ -195,7 +195,7 @@ def worker_state(config: dict) -> dict:
     """What a worker decodes with, built once per worker (in-process, or once per Ray actor): the
     model (on a GPU when the actor has one), the guard attached to it, the run context."""
     cfg = EvalConfig(**config)
-    lm = load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
+    lm = load_lm(cfg.model, device=cfg.worker_device(cfg.device))
     guard = make_guard(cfg.guard) if cfg.guard else None
     if guard is not None:
         guard.attach(lm)

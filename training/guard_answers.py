@@ -198,7 +198,7 @@ def collect_answers(
                 path.unlink()
     missing = [index for index in range(len(chunks)) if index not in parts]
     workers = workers or WorkerConfig()
-    device = "cuda" if workers.distributed and workers.worker_gpus > 0 else str(lm.device)
+    device = workers.worker_device(lm.device)
     pool = WorkerPool(partial(answer_worker_state, lm.model_id, device), workers)
     pool.state = None if workers.distributed else lm
     items = [(chunks[k][2], config, config.seed * 100_003 + chunks[k][1] + chunks[k][0] * 1_000_003) for k in missing]

@@ -167,7 +167,7 @@ def policy_eval_state(config: dict, lm=None, guard=None) -> dict:
     """What a worker answers the evaluation prompts with, built once: the model (on a GPU when a
     Ray actor has one), the guard and a test-mode decision env of ``num_envs`` rows."""
     cfg = PolicyTrainConfig(**config)
-    lm = lm or load_lm(cfg.model, device="cuda" if cfg.distributed and cfg.worker_gpus > 0 else cfg.device)
+    lm = lm or load_lm(cfg.model, device=cfg.worker_device(cfg.device))
     env = DecisionVectorEnv(cfg.num_envs, model=lm, prompts=["-"], guard=guard or make_guard(cfg.guard),
                             config=decision_config(cfg, mode="test"), prompt_order="once")
     return {"env": env, "policy": (None, None)}
