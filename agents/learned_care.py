@@ -7,8 +7,10 @@ fallback are the ones it was trained with. Every answer's record is the one ever
 released text, tokens, wait tokens, interventions, guard calls, wall time.
 
 Options: ``path`` (a folder with ``policy.zip`` and ``policy.json``; default: the one ``train.py
-policy`` wrote for the run's model, else the one shipped for it, :mod:`agents.pretrained`), ``batch_size``, ``deterministic``. A policy trained for another
-model, guard or action set is refused with the command that trains the right one.
+policy`` wrote for the run's model, else the one shipped for it, :mod:`agents.pretrained`),
+``batch_size``, ``deterministic`` (false: actions sampled from the policy, as in training, from a
+torch stream seeded by the run's seed). A policy trained for another model, guard or action set is
+refused with the command that trains the right one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from agents.base import Method, Rollout, RunContext
 from agents.pretrained import resolve_policy_dir
@@ -69,7 +73,9 @@ class LearnedCare(Method):
                                    "reward": ""})  # the evaluator scores the answers, not the env
         env = DecisionVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
                                 guard=ctx.guard, config=config, prompt_order="once")
-        records = env.answer_all(self.act, seed=ctx.seed)
+        with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
+            torch.manual_seed(ctx.seed)
+            records = env.answer_all(self.act, seed=ctx.seed)
         seconds = (time.perf_counter() - start) / len(prompts)
         return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
                         wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],

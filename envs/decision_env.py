@@ -28,7 +28,8 @@ by ``continue`` and ``info["illegal_action"]`` says so.
 tokens / b), attempts used / N, answer progress (tokens / max_new_tokens), last check flagged.
 
 **Reward** (Saute, :mod:`envs.safety_state`): each step pays ``-wait_price`` per wait token it added
-(tokens decoded or spliced while nothing new reached the user); the step that ends an answer also
+(tokens decoded or spliced while nothing new reached the user) beyond the answer's first ``buffer``
+(the fill every guarded answer waits for; ``price_fill`` prices it too); the step that ends an answer also
 pays the task reward of the released text (``reward``, default relevance + coherence; '' = none,
 as when a trained policy only answers); once ``z <= 0`` a step pays ``unsafe_reward`` instead
 (``info["original_reward"]`` keeps the other).
@@ -106,9 +107,16 @@ class DecisionConfig:
     reward: str = "relevance+coherence"
     """Task reward of the released answer: on topic (MiniLM cosine) and language, not a loop
     ('' = none: rewards are then the wait bill and the budget's alone)."""
-    wait_price: float = 0.002
-    """Reward lost per wait token: 100 tokens of waiting (about CARE's bill on a flagged answer)
-    cost 0.2, the gap between an on-topic answer and a vague one in relevance."""
+    wait_price: float = 0.01
+    """Reward lost per priced wait token: a resample (up to b = 40 tokens decoded again) costs up to
+    0.4, about what an answer loses in relevance and coherence by being a refusal, so after a flag
+    the agent weighs a retry against refusing. At 0.002 a retry cost 0.08 and the first default
+    policy learned never to refuse: it resampled at CARE's cost."""
+    price_fill: bool = False
+    """Price the buffer's first fill too (the b wait tokens every guarded answer pays before its
+    first release). Off: only the wait beyond it is priced, the wait the agent's interventions add.
+    On, an answer starts 0.4 in debt at 0.01 and a refusal at the first decision owes nothing: the
+    run trained so (2,048-4,096 decisions) learned to refuse 56% of benign dev requests."""
     safety_budget: float = 1.0
     """Saute's d: cost units per unit of z (cost = 1 per flagged span released)."""
     unsafe_reward: float = -1.0
@@ -317,8 +325,10 @@ class DecisionVectorEnv(VectorEnv):
         cost += self._decode(inner)
         self.z = np.where(live, update(self.z, cost, self.config.safety_budget), self.z)
         self.episode_cost += np.where(live, cost, 0.0)
-        wait = np.array([ep.buffer.rows[r].wait_tokens for r in range(n)]) - wait_before
-        original = -self.config.wait_price * wait
+        wait_after = np.array([ep.buffer.rows[r].wait_tokens for r in range(n)])
+        free = 0 if self.config.price_fill else self.config.buffer  # the first fill's wait, unpriced
+        priced = np.maximum(wait_after - free, 0) - np.maximum(wait_before - free, 0)
+        original = -self.config.wait_price * priced
         ended = np.flatnonzero(live & self.done)
         if ended.size and self.task_reward is not None:
             prompts = [ep.prompts[r] for r in ended]

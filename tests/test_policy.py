@@ -104,6 +104,28 @@ def test_saute_reward_switches_to_unsafe_reward_once_z_is_spent(lm):
     assert z <= 0 < steps[0][0] and steps[-1][1] == -5.0  # this answer keeps two flags or more
 
 
+def never(prompts, responses):
+    return [0.0] * len(responses)
+
+
+@pytest.mark.parametrize("price_fill", [False, True])
+def test_the_buffers_first_fill_is_free_unless_priced(lm, price_fill):
+    env = env_for(lm, guard=never, n=1, wait_price=0.05, price_fill=price_fill)
+    env.reset(seed=0)
+    originals = []
+    while True:
+        _, _, terminated, _, infos = env.step(np.array([CONTINUE]))
+        info = infos["final_info"] if terminated[0] else infos
+        originals.append(info["original_reward"][0])
+        if terminated[0]:
+            break
+    wait = info["wait_tokens"][0]
+    task = env.task_reward([PROMPTS[0]], [info["released_text"][0]])[0]
+    assert wait >= 6  # nothing is released before the buffer (b = 6) has filled
+    priced = wait if price_fill else max(wait - 6, 0)
+    assert sum(originals) == pytest.approx(task - 0.05 * priced)
+
+
 def test_refuse_ends_the_answer_with_the_released_text_and_the_refusal(lm):
     records = env_for(lm).answer_all(constant(REFUSE), seed=0)
     assert [r["released_text"] for r in records] == [REFUSAL] * 3  # refused at the start: nothing was released
@@ -159,8 +181,8 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     second = train_policy(tiny_config(tmp_path, total_timesteps=512), progress=False)
     assert second["evals"][: len(first["evals"])] == first["evals"]  # the same records, not a rerun from scratch
     assert [e["timesteps"] for e in second["evals"]] == [0, 256, 512] and second["timesteps"] == 512
-    with pytest.raises(ValueError, match="trained on another decision env .*wait_price=0.002, now 0.01"):
-        train_policy(tiny_config(tmp_path, total_timesteps=768, wait_price=0.01), progress=False)
+    with pytest.raises(ValueError, match="trained on another decision env .*wait_price=0.01, now 0.02"):
+        train_policy(tiny_config(tmp_path, total_timesteps=768, wait_price=0.02), progress=False)
 
 
 def test_a_policy_for_another_model_or_guard_is_refused(tmp_path):
@@ -203,6 +225,37 @@ def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
     probs = model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks).distribution.probs  # (8, 4)
     expected = np.exp(config.initial_refuse_logit) / (1 + np.exp(config.initial_refuse_logit))  # logistic(-3) = 0.047
     np.testing.assert_allclose(probs[:, REFUSE].detach().numpy(), expected, atol=0.01)
+
+
+def test_the_policy_net_sees_the_safety_state_unchanged_beside_a_squeezed_latent():
+    import gymnasium as gym
+    import torch
+    from envs.policy_features import LatentStateExtractor
+
+    extractor = LatentStateExtractor(gym.spaces.Box(-np.inf, np.inf, (20 + 6,), np.float32), latent_features=4)
+    obs = torch.randn(3, 26)  # (B, F + 6)
+    features = extractor(obs)  # (3, 4 + 6)
+    assert features.shape == (3, 10) and extractor.features_dim == 10
+    torch.testing.assert_close(features[:, 4:], obs[:, 20:])  # z, risk, fill, attempts, progress, flagged
+    assert features[:, :4].abs().max() < 1  # tanh
+    expected = torch.tanh(extractor.project[1](torch.nn.functional.layer_norm(obs[:, :20], (20,),
+                                                                              extractor.project[0].weight, extractor.project[0].bias)))
+    torch.testing.assert_close(features[:, :4], expected)
+
+
+def test_a_trained_policy_uses_the_latent_projection_by_default_and_a_plain_mlp_at_zero(tmp_path):
+    from envs.policy_features import LatentStateExtractor
+    from envs.sb3 import SB3VecEnv
+    from training.policy_training import new_model
+
+    venv = SB3VecEnv(DecisionVectorEnv(2, model=load_lm("tiny"), prompts=PROMPTS, guard=CallableGuard(letter_guard),
+                                       buffer=4, max_new_tokens=12, reward="coherence"))
+    projected = new_model(tiny_config(tmp_path), venv).policy.features_extractor
+    assert isinstance(projected, LatentStateExtractor) and projected.features_dim == 32 + 6
+    plain = new_model(tiny_config(tmp_path, latent_features=0), venv).policy.features_extractor
+    assert not isinstance(plain, LatentStateExtractor) and plain.features_dim == venv.observation_space.shape[0]
+    with pytest.raises(ValueError, match="latent_features must be >= 0 .*got -1"):
+        tiny_config(tmp_path, latent_features=-1)
 
 
 def test_the_user_cache_policy_wins_over_the_shipped_one(tmp_path, monkeypatch):

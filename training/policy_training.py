@@ -89,15 +89,19 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     """Decisions to train for: sized to the hour on 2 CPU cores. The default run made 1.8 to 2.3
     decisions/s (rollbacks re-decode, introspection writes critiques on extra rows, new answers
     prefill their requests) and its 4 dev evaluations take about a minute each."""
-    n_steps: int = 32
-    """Decisions per sub-env per PPO update (num_envs * n_steps = 512 per update: 12 updates in
-    the default run)."""
+    n_steps: int = 16
+    """Decisions per sub-env per PPO update (num_envs * n_steps = 256 per update: 24 updates in
+    the default run). PPO's clip lets an action's probability grow by about a third per update, so
+    an action that starts rare (refuse, below) needs many updates, not many decisions per update,
+    to become the policy's choice: at 512 per update (12 updates) the first default policy never
+    chose it."""
     batch_size: int = 128
     """PPO minibatch size."""
     n_epochs: int = 8
     """PPO epochs per update."""
-    learning_rate: float = 3e-4
-    """Adam step size."""
+    learning_rate: float = 1e-3
+    """Adam step size: the hour allows 24 updates, so each must move (PPO's clip bounds how far).
+    On the tiny test env at wait price 0.01, 3e-4 had not learned in 1,024 decisions; 1e-3 had by 512."""
     gamma: float = 0.99
     """Discount per decision (an answer has about 4 to 10)."""
     gae_lambda: float = 0.95
@@ -106,6 +110,10 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     """Entropy bonus (keeps the four actions tried early on)."""
     net_arch: str = "64,64"
     """Hidden sizes of the policy and value MLPs."""
+    latent_features: int = 32
+    """Numbers the latent is squeezed to before the MLPs, the 6 safety-state fields passed beside
+    it (:class:`envs.policy_features.LatentStateExtractor`); 0 = one MLP over the whole
+    observation, where the state fields are 6 inputs in 1,158 (the first default policy)."""
     initial_refuse_logit: float = -3.0
     """Bias of ``refuse``'s logit in the untrained policy (SB3 starts every logit near 0). Before a
     flag only continue and refuse are legal, so a uniform start refuses at half of the decisions
@@ -129,6 +137,8 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0 or self.limit < 0 or self.eval_limit < 0:
             raise ValueError("eval_every, limit and eval_limit must be >= 0")
+        if self.latent_features < 0:
+            raise ValueError(f"latent_features must be >= 0 (0 = no latent projection), got {self.latent_features}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         try:
@@ -254,11 +264,17 @@ def new_model(config: PolicyTrainConfig, venv):
     import torch
     from sb3_contrib import MaskablePPO
 
+    from envs.policy_features import LatentStateExtractor
+
     torch.manual_seed(config.seed)
+    policy_kwargs: dict = {"net_arch": [int(x) for x in config.net_arch.split(",")]}
+    if config.latent_features:
+        policy_kwargs.update(features_extractor_class=LatentStateExtractor,
+                             features_extractor_kwargs={"latent_features": config.latent_features})
     model = MaskablePPO("MlpPolicy", venv, n_steps=config.n_steps, batch_size=config.batch_size,
                         n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
                         gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, device="cpu",
-                        policy_kwargs={"net_arch": [int(x) for x in config.net_arch.split(",")]})
+                        policy_kwargs=policy_kwargs)
     with torch.no_grad():
         model.policy.action_net.bias[REFUSE] = config.initial_refuse_logit  # (4,) the logits' bias
     return model
