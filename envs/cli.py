@@ -87,7 +87,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
             dest=field.name,
             type=_parser_for(hints[field.name]),
             default=default,
-            help=f"{docs.get(field.name, '')} (default: {default!r})".strip(),
+            help=f"{docs.get(field.name, '')} (default: {default!r})".strip().replace("%", "%%"),  # argparse formats help with %
             **optional,  # a field with metadata {"const": v}: the option alone means v (``--ray`` = a local cluster)
         )
 

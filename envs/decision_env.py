@@ -107,16 +107,17 @@ class DecisionConfig:
     reward: str = "relevance+coherence"
     """Task reward of the released answer: on topic (MiniLM cosine) and language, not a loop
     ('' = none: rewards are then the wait bill and the budget's alone)."""
-    wait_price: float = 0.01
-    """Reward lost per priced wait token: a resample (up to b = 40 tokens decoded again) costs up to
-    0.4, about what an answer loses in relevance and coherence by being a refusal, so after a flag
-    the agent weighs a retry against refusing. At 0.002 a retry cost 0.08 and the first default
-    policy learned never to refuse: it resampled at CARE's cost."""
+    wait_price: float = 0.03
+    """Reward lost per priced wait token: a resample (20 to 40 tokens decoded again) costs 0.6 to
+    1.2, more than an answer loses in relevance and coherence by being a refusal, so after a flag
+    the agent learns that refusing is cheaper than retrying (it need not: it reads the request and
+    z). At 0.002 a retry cost 0.08 and the first default policy learned never to refuse, resampling
+    at CARE's cost; at 0.01 (fill unpriced) its dev answers after 2,048 decisions still never refused."""
     price_fill: bool = False
     """Price the buffer's first fill too (the b wait tokens every guarded answer pays before its
     first release). Off: only the wait beyond it is priced, the wait the agent's interventions add.
-    On, an answer starts 0.4 in debt at 0.01 and a refusal at the first decision owes nothing: the
-    run trained so (2,048-4,096 decisions) learned to refuse 56% of benign dev requests."""
+    On, an answer starts 0.4 in debt at 0.01 while a refusal at the first decision owes nothing: a
+    run trained so refused 56% of benign dev requests after 4,096 decisions."""
     safety_budget: float = 1.0
     """Saute's d: cost units per unit of z (cost = 1 per flagged span released)."""
     unsafe_reward: float = -1.0

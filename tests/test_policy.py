@@ -181,7 +181,7 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     second = train_policy(tiny_config(tmp_path, total_timesteps=512), progress=False)
     assert second["evals"][: len(first["evals"])] == first["evals"]  # the same records, not a rerun from scratch
     assert [e["timesteps"] for e in second["evals"]] == [0, 256, 512] and second["timesteps"] == 512
-    with pytest.raises(ValueError, match="trained on another decision env .*wait_price=0.01, now 0.02"):
+    with pytest.raises(ValueError, match="trained on another decision env .*wait_price=0.03, now 0.02"):
         train_policy(tiny_config(tmp_path, total_timesteps=768, wait_price=0.02), progress=False)
 
 

@@ -85,12 +85,12 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     benign), about a minute per evaluation on 2 CPU cores."""
     num_envs: int = 16
     """Answers decoded together (one forward per token for all)."""
-    total_timesteps: int = 6144
-    """Decisions to train for: sized to the hour on 2 CPU cores. The default run made 1.8 to 2.3
-    decisions/s (rollbacks re-decode, introspection writes critiques on extra rows, new answers
-    prefill their requests) and its 4 dev evaluations take about a minute each."""
+    total_timesteps: int = 4096
+    """Decisions to train for: the default run took about 45 minutes on 2 CPU cores (1.6 to 1.8
+    decisions/s: rollbacks re-decode, introspection writes critiques on extra rows, new answers
+    prefill their requests; its 3 dev evaluations take about a minute and a half each)."""
     n_steps: int = 16
-    """Decisions per sub-env per PPO update (num_envs * n_steps = 256 per update: 24 updates in
+    """Decisions per sub-env per PPO update (num_envs * n_steps = 256 per update: 16 updates in
     the default run). PPO's clip lets an action's probability grow by about a third per update, so
     an action that starts rare (refuse, below) needs many updates, not many decisions per update,
     to become the policy's choice: at 512 per update (12 updates) the first default policy never
@@ -100,7 +100,7 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     n_epochs: int = 8
     """PPO epochs per update."""
     learning_rate: float = 1e-3
-    """Adam step size: the hour allows 24 updates, so each must move (PPO's clip bounds how far).
+    """Adam step size: the default run has 16 updates, so each must move (PPO's clip bounds how far).
     On the tiny test env at wait price 0.01, 3e-4 had not learned in 1,024 decisions; 1e-3 had by 512."""
     gamma: float = 0.99
     """Discount per decision (an answer has about 4 to 10)."""

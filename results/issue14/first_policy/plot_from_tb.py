@@ -1,5 +1,5 @@
 """The learning curve of the default policy's run, its training answers read back from TensorBoard
-(that run predates ``state["train"]``): means per 512-decision PPO rollout."""
+(kept for the record; paths as moved. That run predates ``state["train"]``): means per 512-decision PPO rollout."""
 import json
 from pathlib import Path
 
@@ -19,5 +19,5 @@ for end in range(512, 6144 + 1, 512):
     train.append({"timesteps": end, "episodes": int(inside.sum()),
                   **{k: float(np.mean(np.array([x.value for x in v])[inside])) for k, v in series.items()}})
 evals = json.loads(Path("runs/policy-main/policy/policy.json").read_text())["evals"]
-plot_learning_curve(evals, Path("results/issue14/learning_curve.png"), train)
-Path("results/issue14/training_answers.json").write_text(json.dumps(train, indent=1) + "\n")
+plot_learning_curve(evals, Path("results/issue14/first_policy/learning_curve.png"), train)
+Path("results/issue14/first_policy/training_answers.json").write_text(json.dumps(train, indent=1) + "\n")
