@@ -4,7 +4,7 @@ An observation of :class:`envs.decision_env.DecisionVectorEnv` is ``F`` standard
 features (1,152 on the default model) followed by the 6 :data:`~envs.decision_env.STATE_FIELDS`
 (``z``, the guard's risk, buffer fill, attempts, progress, flagged). A plain MLP over all of it
 starts with the state fields as 6 inputs in 1,158: at the first layer they carry ~0.5% of the
-variance, and an hour of PPO (12 updates) hardly lifts them. :class:`LatentStateExtractor`
+variance, and the first default policy's 12 PPO updates hardly lifted them. :class:`LatentStateExtractor`
 projects the latent to ``latent_features`` numbers (LayerNorm, linear, tanh) and passes the state
 fields through as they are, so the policy and value heads see ``latent_features + 6`` inputs in
 which the safety state is a third (SB3's ``CombinedExtractor`` does the same for dict spaces).
@@ -32,14 +32,14 @@ class LatentStateExtractor(BaseFeaturesExtractor):
     def __init__(self, observation_space: gym.spaces.Box, latent_features: int = 32) -> None:
         if latent_features < 1:
             raise ValueError(f"latent_features must be >= 1, got {latent_features}")
-        width = int(observation_space.shape[0])
-        self.state_size = len(STATE_FIELDS)
-        if width <= self.state_size:
-            raise ValueError(f"observation of width {width} has no latent before its {self.state_size} "
+        width, state_size = int(observation_space.shape[0]), len(STATE_FIELDS)
+        if width <= state_size:
+            raise ValueError(f"observation of width {width} has no latent before its {state_size} "
                              "state fields: is this the decision env's observation space?")
-        super().__init__(observation_space, features_dim=latent_features + self.state_size)
-        self.project = nn.Sequential(nn.LayerNorm(width - self.state_size),
-                                     nn.Linear(width - self.state_size, latent_features), nn.Tanh())
+        super().__init__(observation_space, features_dim=latent_features + state_size)
+        self.state_size = state_size
+        self.project = nn.Sequential(nn.LayerNorm(width - state_size),  # (B, F) -> (B, latent_features)
+                                     nn.Linear(width - state_size, latent_features), nn.Tanh())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """(B, F + 6) -> (B, latent_features + 6)."""
