@@ -1,6 +1,6 @@
 """The learned intervention policy shipped with the package for the embedded default model.
 
-Training it (``python train.py policy``) takes about an hour on 2 CPU cores, so the policy that run
+Training it (``python train.py policy``) takes about 40 minutes on 2 CPU cores, so the policy that run
 produced for ``smollm2-135m-instruct`` ships in ``agents/pretrained/<model>/``: ``policy.zip`` (SB3
 MaskablePPO) and ``policy.json`` (its card: model, guard, latent, actions, budget convention; the
 training config, evaluations and time). Resolution order of ``learned-care`` for a model: an

@@ -144,9 +144,8 @@ def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool 
     if config.distributed:  # reach the cluster (and check it can host the actors) before writing anything
         init_ray(config.worker_config())
     setup = partial(rollout_worker_state, asdict(config))
-    pool = WorkerPool(setup, config.worker_config())
-    if not config.distributed:
-        pool.state = setup(lm, guard)  # in-process: this model and guard
+    pool = WorkerPool(setup, config.worker_config(), state=None if config.distributed else setup(lm, guard))
+    if not config.distributed:  # in-process: this model and guard
         lm = pool.state["lm"]
         model_id, layer, hidden = lm.model_id, pool.state["layer"], lm.hidden_size
     else:

@@ -135,11 +135,13 @@ class WorkerPool:
 
     :param setup: builds a worker's state (called once per worker: in-process once, once per actor).
     :param config: where to run.
+    :param state: in-process, a state already built (a model loaded here) to use instead of calling
+        ``setup``; ignored on Ray, where every actor builds its own.
     """
 
-    def __init__(self, setup: Callable[[], Any], config: WorkerConfig | None = None) -> None:
+    def __init__(self, setup: Callable[[], Any], config: WorkerConfig | None = None, state: Any = None) -> None:
         self.setup, self.config = setup, config or WorkerConfig()
-        self.state: Any = None
+        self.state: Any = None if self.config.distributed else state
         self.actors: list = []
         self.restarts = 0
 

@@ -82,6 +82,16 @@ def test_the_pool_gives_the_same_results_in_process_and_on_actors(cluster):
     assert local == remote == {0: 101, 1: 104, 2: 109}
 
 
+def test_an_in_process_pool_uses_a_state_it_is_given_and_actors_build_their_own(cluster):
+    def never_called():
+        raise AssertionError("setup must not run when a state is given in-process")
+
+    assert dict(WorkerPool(never_called, state={"offset": 5}).imap(square, [1, 2])) == {0: 6, 1: 9}
+    pool = WorkerPool(offset_state, WorkerConfig(ray="", workers=1), state={"offset": 5})
+    assert pool.state is None and dict(pool.imap(square, [1])) == {0: 101}
+    pool.close()
+
+
 def test_evaluation_samples_are_identical_in_process_and_on_two_actors(cluster, tmp_path):
     import torch
 

@@ -199,8 +199,7 @@ def collect_answers(
     missing = [index for index in range(len(chunks)) if index not in parts]
     workers = workers or WorkerConfig()
     device = workers.worker_device(lm.device)
-    pool = WorkerPool(partial(answer_worker_state, lm.model_id, device), workers)
-    pool.state = None if workers.distributed else lm
+    pool = WorkerPool(partial(answer_worker_state, lm.model_id, device), workers, state=lm)  # in-process: this model
     items = [(chunks[k][2], config, config.seed * 100_003 + chunks[k][1] + chunks[k][0] * 1_000_003) for k in missing]
     with tqdm(total=len(missing), desc="answers", unit="batch", disable=not progress) as bar:
         for j, part in pool.imap(answer_chunk, items):
