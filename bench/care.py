@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import alternate  # noqa: E402
 
-from agents.base import RunContext  # noqa: E402
-from agents.registry import make_method  # noqa: E402
-from envs.guards import make_guard  # noqa: E402
-from envs.lm import SamplingConfig, load_lm  # noqa: E402
-from envs.prompt_sets import load_prompt_set  # noqa: E402
+from latentguard.agents.base import RunContext  # noqa: E402
+from latentguard.agents.registry import make_method  # noqa: E402
+from latentguard.guards import make_guard  # noqa: E402
+from latentguard.lm import SamplingConfig, load_lm  # noqa: E402
+from latentguard.data.prompt_sets import load_prompt_set  # noqa: E402
 
 
 REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "care_reference.json").read_text())

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prompts import PROMPTS  # noqa: E402
 from timing import alternate  # noqa: E402
 
-from envs.lm import generate, load_lm  # noqa: E402
+from latentguard.lm import generate, load_lm  # noqa: E402
 
 # The libraries are imported before the clock starts (reported as import_s): the load time is
 # what load_lm itself costs, as in the ~20 s GGUF figure it is compared with.
@@ -40,7 +40,7 @@ import json, time
 t0 = time.perf_counter()
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
-from envs.lm import load_lm
+from latentguard.lm import load_lm
 t1 = time.perf_counter()
 lm = load_lm({model!r}, device={device!r})
 t2 = time.perf_counter()

@@ -1,6 +1,6 @@
 """How rollout collection scales on Ray: episodes/s in-process, on 1 actor and on 2 actors, one run.
 
-Each configuration runs ``train.py collect``'s library call (:func:`critics.rollouts.collect_rollouts`)
+Each configuration runs ``train.py collect``'s library call (:func:`latentguard.critics.rollouts.collect_rollouts`)
 from scratch into its own folder on the same jobs: in-process with one torch thread, then on a local
 Ray cluster with 1 and 2 actors of one CPU (one torch thread) each. Every timed call includes
 loading the model (once in-process, once per actor, the actors in parallel); starting the local
@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from critics.rollouts import RolloutConfig, collect_rollouts  # noqa: E402
+from latentguard.critics.rollouts import RolloutConfig, collect_rollouts  # noqa: E402
 
 
 def shards(folder: Path) -> list[dict]:

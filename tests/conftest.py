@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from envs.lm import load_lm
+from latentguard.lm import load_lm
 
 PROMPTS = [
     "What is the capital of France?",

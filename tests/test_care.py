@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import RunContext
-from agents.care import Care
-from agents.registry import make_method
-from envs.engine import Engine
-from envs.guards import CallableGuard
-from envs.introspection import CRITIQUE_PROMPT, OPENING
-from envs.lm import SamplingConfig, load_lm, row_generators, sample_steps
-from envs.seeding import prompt_seed
-from envs.rewrite import ReleaseBuffer, RewriteConfig
-from envs.rewrite_env import RewriteEnv, RewriteVectorEnv
+from latentguard.agents.base import RunContext
+from latentguard.agents.care import Care
+from latentguard.agents.registry import make_method
+from latentguard.episodes.engine import Engine
+from latentguard.guards import CallableGuard
+from latentguard.episodes.introspection import CRITIQUE_PROMPT, OPENING
+from latentguard.lm import SamplingConfig, load_lm, row_generators, sample_steps
+from latentguard.common.seeding import prompt_seed
+from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
+from latentguard.envs.rewrite_env import RewriteEnv, RewriteVectorEnv
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 LETTER = re.compile("[A-Za-z]")  # the "known word": any ASCII letter, common in the tiny model's byte soup
@@ -124,7 +124,7 @@ def test_a_critique_written_beside_other_rows_equals_it_written_alone_cut_to_the
     vec.reset(seed=0)
     for _ in range(buffer // 2):
         vec.step(np.zeros(2, dtype=np.int64))
-    assert vec.episodes.pending.tolist() == [True, False]
+    assert vec.episodes.awaiting_rewrite().tolist() == [True, False]
     released, flagged = vec.episodes.buffer.rows[0].released, vec.episodes.text(0)
     waited = 0
     _, _, _, _, infos = vec.step(np.array([vec.INTROSPECT, 0]))

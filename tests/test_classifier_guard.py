@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from envs.guards import make_guard
-from envs.guards.classifier import ClassifierGuard
-from envs.lm.loading import _tiny_model, tiny_tokenizer
+from latentguard.guards import make_guard
+from latentguard.guards.classifier import ClassifierGuard
+from latentguard.lm.loading import _tiny_model, tiny_tokenizer
 from tests.conftest import DEVICE
 
 PROMPTS = ["How do I bake bread?", "Hi", "Write a haiku about rain."]

@@ -6,9 +6,8 @@ import dataclasses
 
 import pytest
 
-import evaluate
-import train
-from evaluation.runner import EvalConfig
+from latentguard.cli import evaluate, train
+from latentguard.evaluation.runner import EvalConfig
 
 
 @pytest.mark.parametrize("command", sorted(train.COMMANDS))

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import RunContext
-from agents.registry import make_method
-from critics.critic import CriticConfig, LatentCritic
-from critics.rollouts import RolloutConfig, collect_rollouts
-from critics.training import CriticTrainConfig, load_steps, train_critic
-from envs.guards import CallableGuard
-from envs.lm import GREEDY, generate, load_lm
+from latentguard.agents.base import RunContext
+from latentguard.agents.registry import make_method
+from latentguard.critics.critic import CriticConfig, LatentCritic
+from latentguard.critics.rollouts import RolloutConfig, collect_rollouts
+from latentguard.critics.training import CriticTrainConfig, load_steps, train_critic
+from latentguard.guards import CallableGuard
+from latentguard.lm import GREEDY, generate, load_lm
 
 PROMPTS = ["Name a fruit.", "Say hello there."]
 
@@ -73,8 +73,8 @@ def test_critic_search_without_a_critic_says_which_commands_to_run(lm, tmp_path,
 
 
 def test_the_user_cache_critic_wins_over_the_shipped_one_and_export_keeps_its_predictions(lm, tmp_path, monkeypatch):
-    from critics import pretrained
-    from critics.training import default_critic_dir
+    from latentguard.critics import pretrained
+    from latentguard.critics.training import default_critic_dir
 
     monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "shipped")
@@ -96,8 +96,8 @@ def test_the_user_cache_critic_wins_over_the_shipped_one_and_export_keeps_its_pr
 
 
 def test_the_shipped_default_critic_is_for_the_default_model():
-    from critics.pretrained import pretrained_critic_dir
-    from envs.lm import DEFAULT_MODEL
+    from latentguard.critics.pretrained import pretrained_critic_dir
+    from latentguard.lm import DEFAULT_MODEL
 
     folder = pretrained_critic_dir(DEFAULT_MODEL)
     critic = LatentCritic.load(folder)

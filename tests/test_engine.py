@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.engine import Engine
-from envs.guards import CallableGuard
-from envs.lm import GREEDY, SamplingConfig, generate, load_lm, row_generators
+from latentguard.episodes.engine import Engine
+from latentguard.guards import CallableGuard
+from latentguard.lm import GREEDY, SamplingConfig, generate, load_lm, row_generators
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 
@@ -53,7 +53,7 @@ def test_fork_copies_rows_with_their_safety_state(lm):
     engine.check([1])
     engine.fork([1, 1, 0])
     assert engine.prompts == [PROMPTS[1], PROMPTS[1], PROMPTS[0]]
-    assert engine.z.tolist() == [0.5, 0.5, 1.0] and engine.checks.tolist() == [1, 1, 0]
+    assert engine.safety.z.tolist() == [0.5, 0.5, 1.0] and engine.checks.tolist() == [1, 1, 0]
     engine.responses[0].append(7)
     assert engine.responses[1] == []  # copies, not aliases
 
@@ -63,8 +63,8 @@ def test_check_charges_the_cost_rule_and_updates_z(lm, risk, cost_mode, cost):
     engine = Engine(lm, CallableGuard(lambda p, r: [risk] * len(r)), cost_mode=cost_mode, budget=4.0)
     engine.start(PROMPTS[:1])
     check = engine.check([0])
-    assert check.cost.tolist() == [cost] and engine.z[0] == pytest.approx(1 - cost / 4.0)
-    assert engine.within_budget().tolist() == [1 - cost / 4.0 > 0]
+    assert check.cost.tolist() == [cost] and engine.safety.z[0] == pytest.approx(1 - cost / 4.0)
+    assert engine.safety.within_budget().tolist() == [1 - cost / 4.0 > 0]
 
 
 @pytest.mark.parametrize("fn", [lambda p, r: [float("nan")] * len(r), lambda p, r: [1.5] * len(r),
@@ -74,7 +74,7 @@ def test_a_guard_that_fails_costs_a_violation(lm, fn):
     engine.start(PROMPTS[:2])
     check = engine.check([0, 1])
     assert check.risk.tolist() == [1.0, 1.0] and check.cost.tolist() == [1.0, 1.0] and check.error
-    assert not engine.within_budget().any()
+    assert not engine.safety.within_budget().any()
 
 
 @pytest.mark.parametrize("kwargs,match", [({"budget": 0}, "budget must be > 0"), ({"cost_mode": "sum"}, "cost_mode"),

@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from agents.base import RunContext
-from agents.baselines import BeamSearch, BestOfN, Sampling
-from agents.registry import make_method
-from envs.guards import CallableGuard
-from envs.lm import generate
-from envs.prompt_sets import advbench, load_prompt_set, split_of
-from evaluation.rejudge import rejudge
-from evaluation.report import wilson
-from evaluation.runner import EvalConfig, run_evaluation
+from latentguard.agents.base import RunContext
+from latentguard.agents.baselines import BeamSearch, BestOfN, Sampling
+from latentguard.agents.registry import make_method
+from latentguard.guards import CallableGuard
+from latentguard.lm import generate
+from latentguard.data.prompt_sets import advbench, load_prompt_set, split_of
+from latentguard.evaluation.rejudge import rejudge
+from latentguard.evaluation.report import wilson
+from latentguard.evaluation.runner import EvalConfig, run_evaluation
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 
@@ -214,7 +214,7 @@ def test_empty_prompt_in_a_file_is_named_as_empty(tmp_path):
 
 
 def test_cli_prints_a_bad_option_as_one_line_and_leaves_no_config(tmp_path, capsys):
-    from evaluate import main
+    from latentguard.cli.evaluate import main
 
     out = tmp_path / "run"
     assert main(["--guard", "nosuch", "--out", str(out), "--model", "tiny"]) == 2
@@ -242,7 +242,7 @@ def test_unknown_method_is_named():
     ],
 )
 def test_harm_file_names_bad_categories_and_duplicates(tmp_path, rows, match):
-    from envs.prompt_sets import harm
+    from latentguard.data.prompt_sets import harm
 
     path = tmp_path / "harm.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -260,7 +260,7 @@ def test_shipped_harm_set_has_breadth():
 def test_resume_refuses_samples_made_with_another_guard_file(tmp_path):
     probe = tmp_path / "probe.json"
     probe.write_text("{}")  # only its content matters here: the run's config records its fingerprint
-    from evaluation.fingerprints import digest
+    from latentguard.evaluation.fingerprints import digest
 
     run_evaluation(tiny_config(tmp_path, methods="vanilla"))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import RunContext
-from agents.registry import make_method
-from critics.critic import CriticConfig, LatentCritic
-from envs.guards import Guard, checked_risk
-from envs.lm import GREEDY
-from envs.token_env import TokenCMDPEnv
+from latentguard.agents.base import RunContext
+from latentguard.agents.registry import make_method
+from latentguard.critics.critic import CriticConfig, LatentCritic
+from latentguard.guards import Guard, checked_risk
+from latentguard.lm import GREEDY
+from latentguard.envs.token_env import TokenCMDPEnv
 
 PROMPT = ["Name a fruit."]
 REFUSAL = "I'm sorry, but I can't help with that."

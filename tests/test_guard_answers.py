@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.lm import SamplingConfig, generate, load_lm
-from envs.prompt_sets import PromptRecord
-from training.guard_answers import CollectConfig, _generate_chunk
+from latentguard.lm import SamplingConfig, generate, load_lm
+from latentguard.data.prompt_sets import PromptRecord
+from latentguard.training.guard_answers import CollectConfig, _generate_chunk
 
 
 def test_prefix_features_equal_a_fresh_prefill_of_that_prefix():
@@ -29,7 +29,7 @@ def test_prefixes_must_increase():
 
 
 def test_asking_for_a_second_sample_decodes_only_the_new_one(tmp_path, monkeypatch):
-    import training.guard_answers as guard_answers
+    import latentguard.training.guard_answers as guard_answers
 
     lm = load_lm("tiny", latent_layers=[1])
     records = [PromptRecord(p, "benign") for p in ("Name a fruit.", "Say hi.", "Count to three.")]

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from envs.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, make_guard
-from envs.guards.defaults import default_guard_dir
-from envs.guards.embedding import EmbeddingGuard
-from envs.guards.linear_head import LinearHead
-from envs.guards.probe import LatentProbe, ProbeConfig
-from envs.lm import load_lm
-from envs.pyrit_data import HarmData, read_harm_csv
-from envs.token_env import TokenCMDPEnv
-from training.guard_training import GuardTrainConfig, train_guard
+from latentguard.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, make_guard
+from latentguard.guards.defaults import default_guard_dir
+from latentguard.guards.embedding import EmbeddingGuard
+from latentguard.guards.linear_head import LinearHead
+from latentguard.guards.probe import LatentProbe, ProbeConfig
+from latentguard.lm import load_lm
+from latentguard.data.pyrit_data import HarmData, read_harm_csv
+from latentguard.envs.token_env import TokenCMDPEnv
+from latentguard.training.guard_training import GuardTrainConfig, train_guard
 
 
 def random_probe(lm, layer=1, pooling="mean", seed=0, model_id=None):
@@ -156,7 +156,7 @@ def test_train_guard_writes_probe_metrics_and_tensorboard(trained_tiny_probe):
     assert guard.config.layer in (1, 2) and guard.config.pooling in ("mean", "last", "request", "mean+request")
     assert len(metrics["cv_table"]) == 2 * 3 * 2  # layers x poolings x C
     held = metrics["heldout"]
-    from envs.prompt_sets import HELD_OUT_CATEGORIES
+    from latentguard.data.prompt_sets import HELD_OUT_CATEGORIES
 
     categories = {k.split(":")[1] for k in held if k.startswith("category:")}
     assert categories and categories <= set(HELD_OUT_CATEGORIES) and "source:jailbreak" in held
@@ -165,8 +165,8 @@ def test_train_guard_writes_probe_metrics_and_tensorboard(trained_tiny_probe):
 
 
 def test_relabel_marks_only_answers_to_harmful_requests_and_counts_the_changes(trained_tiny_probe):
-    from training.guard_answers import AnswerSet
-    from training.guard_training import relabel
+    from latentguard.training.guard_answers import AnswerSet
+    from latentguard.training.guard_training import relabel
 
     n = 4
     answers = AnswerSet(["a", "b", "c", "d"], np.array([1, 0, 0, 0]), np.array([True, True, False, False]),
@@ -184,8 +184,8 @@ def test_relabel_marks_only_answers_to_harmful_requests_and_counts_the_changes(t
 
 
 def test_relabel_caches_a_fingerprinted_labelers_verdicts(tmp_path):
-    from training.guard_answers import AnswerSet
-    from training.guard_training import relabel
+    from latentguard.training.guard_answers import AnswerSet
+    from latentguard.training.guard_training import relabel
 
     def answers():
         return AnswerSet(["a", "b", "c"], np.zeros(3, np.int64), np.array([True, True, False]), np.zeros(3, bool),
@@ -251,8 +251,8 @@ def test_default_guard_for_a_model_without_one_names_the_training_command(tiny_l
 
 @pytest.mark.parametrize("pooling", ["request", "mean+request"])
 def test_a_request_probe_reads_during_decoding_what_it_computes_standalone(pooling):
-    from envs.engine import Engine
-    from envs.lm import GREEDY
+    from latentguard.episodes.engine import Engine
+    from latentguard.lm import GREEDY
 
     lm = load_lm("tiny")
     width = lm.hidden_size * (2 if pooling == "mean+request" else 1)
@@ -271,8 +271,8 @@ def test_a_request_probe_reads_during_decoding_what_it_computes_standalone(pooli
 
 
 def test_an_unloaded_default_probe_already_names_what_labelled_the_shipped_one(monkeypatch, tmp_path):
-    from envs.guards.pretrained import pretrained_path
-    from envs.lm import DEFAULT_MODEL
+    from latentguard.guards.pretrained import pretrained_path
+    from latentguard.lm import DEFAULT_MODEL
 
     monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))  # no probe of the user's own: the shipped one
     labels = json.loads(pretrained_path(DEFAULT_MODEL, "latent-probe").read_text())["config"]["info"]["labels"]
@@ -291,8 +291,8 @@ def test_the_degenerate_guard_scores_loops_and_symbol_runs_by_their_formula():
 
 
 def test_look_alike_weights_are_tried_by_cross_validation_and_named_when_bad():
-    from training.guard_training import GuardTrainConfig
-    from training.probe_training import Features, row_weights, select_head
+    from latentguard.training.guard_training import GuardTrainConfig
+    from latentguard.training.probe_training import Features, row_weights, select_head
 
     rng = np.random.default_rng(0)
     n = 60  # 20 unsafe answers, 20 look-alike benign, 20 everyday benign; 2 rows per request

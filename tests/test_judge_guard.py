@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.guards import make_guard
-from envs.guards.judge import JudgeGuard, template_from_chat
-from envs.lm.loading import _tiny_model, load_model_and_tokenizer, tiny_tokenizer
+from latentguard.guards import make_guard
+from latentguard.guards.judge import JudgeGuard, template_from_chat
+from latentguard.lm.loading import _tiny_model, load_model_and_tokenizer, tiny_tokenizer
 from tests.conftest import DEVICE
 
 PAIRS = [

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from envs.guards import make_guard
-from evaluation.gold import GOLD_FILE, agreement, judge_agreement, load_gold, second_pass_agreement
-from evaluation.judges import conflicts, make_judge
-from evaluation.validation import build_panel
+from latentguard.evaluation.gold import GOLD_FILE, agreement, judge_agreement, load_gold, second_pass_agreement
+from latentguard.evaluation.judges import conflicts, make_judge
+from latentguard.evaluation.validation import build_panel
+from latentguard.guards import make_guard
+from latentguard.text.refusals import is_refusal
 
 REFUSAL = "I'm sorry, but I can't help with that."
 # a refusal followed by a real answer; a correction of a loaded question; word salad after CARE's
@@ -40,7 +41,7 @@ EXPECTED = [(True, False, True), (False, False, True), (False, False, False), (T
 @pytest.fixture(scope="module")
 def fitted():
     """The shipped fitted judges, sharing one feature cache."""
-    from evaluation.judge_features import PairFeatures
+    from latentguard.evaluation.judge_features import PairFeatures
 
     features = PairFeatures()
     return {name: make_judge(name, features) for name in ("learned", "compliance", "coherence")}
@@ -132,7 +133,7 @@ def test_report_agreement_is_recomputed_from_the_gold_file():
     assert panel.agreement["refusal"]["harmful"]["kappa"] == pytest.approx(direct["harmful"]["kappa"])
     harmful = [r for r in dev if r.label == "harmful"]
     gold = np.array([r.harmful for r in harmful])
-    predicted = np.array([not (not r.text.split() or __import__("envs.refusals").refusals.is_refusal(r.text))
+    predicted = np.array([not (not r.text.split() or is_refusal(r.text))
                           for r in harmful])
     assert panel.agreement["refusal"]["harmful"]["accuracy"] == pytest.approx(float((predicted == gold).mean()))
 
@@ -170,7 +171,7 @@ def test_learned_judge_shares_features_with_the_embedding_guard(fitted):
 
 def test_judge_fitting_reads_only_the_train_split(tmp_path, fitted):
     """Flipping every dev label changes nothing in the fitted judges."""
-    from evaluation.judge_training import JudgeTrainConfig, fit_judges
+    from latentguard.evaluation.judge_training import JudgeTrainConfig, fit_judges
 
     rows = [json.loads(line) for line in GOLD_FILE.read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"][:80]
@@ -190,7 +191,7 @@ def test_judge_fitting_reads_only_the_train_split(tmp_path, fitted):
 
 
 def test_train_judge_cli_names_a_bad_value(capsys):
-    from train import main
+    from latentguard.cli.train import main
 
     assert main(["judge", "--folds", "1"]) == 2
     assert capsys.readouterr().err.strip() == "error: folds must be >= 2, got 1"
@@ -216,8 +217,8 @@ def test_best_is_the_validated_judge_that_shares_nothing_with_the_guard():
 def test_the_judge_that_labelled_a_probe_is_not_an_independent_measure_of_it(fitted):
     import dataclasses
 
-    from envs.guards.probe import LatentProbe, ProbeConfig
-    from envs.guards.linear_head import LinearHead
+    from latentguard.guards.linear_head import LinearHead
+    from latentguard.guards.probe import LatentProbe, ProbeConfig
 
     head = LinearHead.from_numpy(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
     probe = LatentProbe(ProbeConfig("tiny", 1, "mean", 4, info={"labels": "compliance"}), head)
@@ -229,8 +230,8 @@ def test_the_judge_that_labelled_a_probe_is_not_an_independent_measure_of_it(fit
 
 
 def test_the_default_judges_leave_out_the_one_that_labelled_the_guard_and_say_so(fitted):
-    from envs.guards.probe import LatentProbe, ProbeConfig
-    from envs.guards.linear_head import LinearHead
+    from latentguard.guards.linear_head import LinearHead
+    from latentguard.guards.probe import LatentProbe, ProbeConfig
 
     head = LinearHead.from_numpy(np.zeros(4), 0.0, np.zeros(4), np.ones(4))
     probe = LatentProbe(ProbeConfig("tiny", 1, "mean", 4, info={"labels": "compliance"}), head)

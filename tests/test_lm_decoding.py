@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from envs.lm import SamplingConfig, generate
+from latentguard.lm import SamplingConfig, generate
 from tests.conftest import PROMPTS
 
 
@@ -145,7 +145,7 @@ def test_restarting_rows_equals_a_fresh_prefill_and_compacts_the_cache(tiny_lm):
 
 
 def test_pooled_latent_is_the_mean_over_response_tokens_after_edits():
-    from envs.lm import load_lm
+    from latentguard.lm import load_lm
 
     lm = load_lm("tiny")
     lm.capture_layer(1, history=True)
@@ -197,7 +197,7 @@ def test_steps_append_to_the_kv_cache_in_place(tiny_lm):
 
 
 def test_prompt_latent_is_the_request_state_at_prefill_after_steps_crops_and_restarts():
-    from envs.lm import load_lm
+    from latentguard.lm import load_lm
 
     lm = load_lm("tiny")
     lm.capture_layer(2, history=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.lm import load_lm, resolve_model
-from envs.lm.loading import resolve_device
+from latentguard.lm import load_lm, resolve_model
+from latentguard.lm.loading import resolve_device
 
 
 def test_unknown_model_name_lists_the_accepted_forms():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.guards import CallableGuard, Guard, KeywordGuard, make_guard
-from envs.rewards import RelevanceReward, RepetitionReward, WeightedSum, make_reward
+from latentguard.guards import CallableGuard, Guard, KeywordGuard, make_guard
+from latentguard.rewards import RelevanceReward, RepetitionReward, WeightedSum, make_reward
 
 
 def shouting_guard(prompts, responses):
@@ -25,7 +25,7 @@ def test_guard_specs_of_every_form():
     assert isinstance(make_guard("keyword"), KeywordGuard)
     assert isinstance(make_guard(shouting_guard), CallableGuard)
     assert make_guard("tests.test_plugins:shouting_guard").score(["q", "q"], ["HEY", "hey"]).tolist() == [1.0, 0.0]
-    assert isinstance(make_guard("envs.guards.keyword:KeywordGuard"), KeywordGuard)  # a class is instantiated
+    assert isinstance(make_guard("latentguard.guards.keyword:KeywordGuard"), KeywordGuard)  # a class is instantiated
     guard = AlwaysSafe()
     assert make_guard(guard) is guard
 

@@ -8,14 +8,14 @@ import re
 import numpy as np
 import pytest
 
-from agents.base import RunContext
-from agents.learned_care import LearnedCare
-from agents.registry import make_method
-from envs.decision_env import ACTIONS, CONTINUE, REFUSE, RESAMPLE, DecisionConfig, DecisionEnv, DecisionVectorEnv
-from envs.guards import CallableGuard, make_guard
-from envs.lm import load_lm
-from envs.rewrite import REFUSAL
-from training.policy_training import PolicyTrainConfig, evaluate_policy, train_policy
+from latentguard.agents.base import RunContext
+from latentguard.agents.learned_care import LearnedCare
+from latentguard.agents.registry import make_method
+from latentguard.envs.decision_env import ACTIONS, CONTINUE, REFUSE, RESAMPLE, DecisionConfig, DecisionEnv, DecisionVectorEnv
+from latentguard.guards import CallableGuard, make_guard
+from latentguard.lm import load_lm
+from latentguard.episodes.release import REFUSAL
+from latentguard.training.policy_training import PolicyTrainConfig, evaluate_policy, train_policy
 
 LETTER = re.compile("[A-Za-z]")
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
@@ -88,7 +88,7 @@ def test_always_resample_is_stopped_by_the_attempt_cap_and_refuses(lm):
 
 
 def test_saute_reward_switches_to_unsafe_reward_once_z_is_spent(lm):
-    env = env_for(lm, n=1, test_rel_budget=2.0, unsafe_reward=-5.0)
+    env = env_for(lm, n=1, z0=2.0, unsafe_reward=-5.0)
     env.reset(seed=0)
     steps = []  # (z after the step, reward, reward before Saute's switch, cost)
     while True:
@@ -142,9 +142,9 @@ def test_masked_rewrites_become_continue_and_are_reported(lm):
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("wait_price", 0.0, "wait_price must be > 0"),
-    ("safety_budget", 0.0, "budget must be > 0, got 0.0"),
-    ("test_rel_budget", -1.0, "test_rel_budget must be > 0, got -1.0"),
-    ("min_rel_budget", 3.0, "min_rel_budget 3.0 is above max_rel_budget 2.0"),
+    ("budget", 0.0, "budget must be > 0, got 0.0"),
+    ("z0", -1.0, "z0 must be > 0, got -1.0"),
+    ("z0_min", 3.0, "need 0 < z0_min <= z0_max, got z0_min=3.0 and z0_max=2.0"),
 ])
 def test_bad_decision_options_are_named(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -211,8 +211,8 @@ def test_training_with_no_prompts_is_refused(tmp_path):
 
 def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
     import torch
-    from envs.sb3 import SB3VecEnv
-    from training.policy_training import new_model
+    from latentguard.training.sb3 import SB3VecEnv
+    from latentguard.training.policy_training import new_model
 
     config = tiny_config(tmp_path)
     env = DecisionVectorEnv(8, model=load_lm("tiny"), prompts=PROMPTS, guard=CallableGuard(letter_guard),
@@ -230,7 +230,7 @@ def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
 def test_the_policy_net_sees_the_safety_state_unchanged_beside_a_squeezed_latent():
     import gymnasium as gym
     import torch
-    from envs.policy_features import LatentStateExtractor
+    from latentguard.agents.policy_features import LatentStateExtractor
 
     extractor = LatentStateExtractor(gym.spaces.Box(-np.inf, np.inf, (20 + 6,), np.float32), latent_features=4)
     obs = torch.randn(3, 26)  # (B, F + 6)
@@ -244,9 +244,9 @@ def test_the_policy_net_sees_the_safety_state_unchanged_beside_a_squeezed_latent
 
 
 def test_a_trained_policy_uses_the_latent_projection_by_default_and_a_plain_mlp_at_zero(tmp_path):
-    from envs.policy_features import LatentStateExtractor
-    from envs.sb3 import SB3VecEnv
-    from training.policy_training import new_model
+    from latentguard.agents.policy_features import LatentStateExtractor
+    from latentguard.training.sb3 import SB3VecEnv
+    from latentguard.training.policy_training import new_model
 
     venv = SB3VecEnv(DecisionVectorEnv(2, model=load_lm("tiny"), prompts=PROMPTS, guard=CallableGuard(letter_guard),
                                        buffer=4, max_new_tokens=12, reward="coherence"))
@@ -261,8 +261,8 @@ def test_a_trained_policy_uses_the_latent_projection_by_default_and_a_plain_mlp_
 def test_the_user_cache_policy_wins_over_the_shipped_one(tmp_path, monkeypatch):
     import shutil
 
-    from agents import pretrained
-    from envs.decision_env import default_policy_dir
+    from latentguard.agents import pretrained
+    from latentguard.agents.policy_io import default_policy_dir
 
     monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "shipped")

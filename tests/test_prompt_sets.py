@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from envs.prompt_sets import (
+from latentguard.data.prompt_sets import (
     HELD_OUT_CATEGORIES,
     HELD_OUT_TEMPLATES,
     benign,

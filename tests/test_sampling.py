@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.lm.sampling import SamplingConfig, filter_logits, sample_tokens
+from latentguard.lm.sampling import SamplingConfig, filter_logits, sample_tokens
 
 
 def test_top_k_keeps_the_k_largest():

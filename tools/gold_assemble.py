@@ -1,10 +1,10 @@
 """Join labelled batches with their candidates into the shipped gold file, and the second pass.
 
     python tools/gold_assemble.py --candidates runs/gold/*_candidates.jsonl --labels runs/gold/labels/<batch>*.jsonl \
-        --review runs/gold/labels/review_*.jsonl --second runs/gold/labels/second_pass_v2.jsonl --out evaluation/data/gold
+        --review runs/gold/labels/review_*.jsonl --second runs/gold/labels/second_pass_v2.jsonl --out latentguard/evaluation/data/gold
 
 The gold split follows the request's project split (train -> train, dev/test -> dev). Every row is
-checked with :func:`evaluation.gold.parse_gold_line`; a candidate without a label is an error.
+checked with :func:`latentguard.evaluation.gold.parse_gold_line`; a candidate without a label is an error.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from envs.prompt_sets import split_of
-from evaluation.gold import parse_gold_line
+from latentguard.data.prompt_sets import split_of
+from latentguard.evaluation.gold import parse_gold_line
 
 LABEL_KEYS = ("refused", "harmful", "coherent", "helpful", "reason")
 

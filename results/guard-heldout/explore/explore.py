@@ -1,7 +1,7 @@
 import pickle, sys, time
 import numpy as np
 sys.path.insert(0, "/work/main")
-from training.probe_training import answer_features, fit_head, predict, evaluate, Features
+from latentguard.training.probe_training import answer_features, fit_head, predict, evaluate, Features
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 tr, dv, ho = sets["train"], sets["dev"], sets["heldout"]
 P = tr.prefixes

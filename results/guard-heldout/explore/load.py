@@ -3,8 +3,8 @@ import pickle, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, "/work/main")
-from envs.lm import load_lm, DEFAULT_MODEL
-from training.guard_training import GuardTrainConfig, _answers, relabel
+from latentguard.lm import load_lm, DEFAULT_MODEL
+from latentguard.training.guard_training import GuardTrainConfig, _answers, relabel
 from train import guard_labeler
 
 out = Path("/work/main/runs/guard-explore")

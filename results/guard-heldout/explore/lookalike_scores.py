@@ -1,8 +1,8 @@
 import pickle, sys
 import numpy as np
 sys.path.insert(0, "/work/main")
-from envs.guards.pretrained import load_pretrained
-from training.probe_training import answer_features
+from latentguard.guards.pretrained import load_pretrained
+from latentguard.training.probe_training import answer_features
 p = load_pretrained("smollm2-135m-instruct", "latent-probe")
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 ho = sets["heldout"]

@@ -1,7 +1,7 @@
 import pickle, sys
 import numpy as np
 sys.path.insert(0, "/work/main")
-from training.probe_training import fit_head, predict, safe_auroc
+from latentguard.training.probe_training import fit_head, predict, safe_auroc
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 R = pickle.load(open("/work/main/runs/guard-explore/req.pkl", "rb"))
 pid = {p: i for i, p in enumerate(R["prompts"])}

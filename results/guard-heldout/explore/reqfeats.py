@@ -1,8 +1,8 @@
 import pickle, sys, time
 import numpy as np, torch
 sys.path.insert(0, "/work/main")
-from envs.lm import load_lm, DEFAULT_MODEL
-from envs.embeddings import SentenceEncoder
+from latentguard.lm import load_lm, DEFAULT_MODEL
+from latentguard.text.embeddings import SentenceEncoder
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 prompts = sorted({p for s in sets.values() for p in s.prompts})
 lm = load_lm(DEFAULT_MODEL)

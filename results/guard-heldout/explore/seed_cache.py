@@ -3,10 +3,10 @@
 import pickle, sys, hashlib, json, io
 import numpy as np
 sys.path.insert(0, "/work/main")
-from envs.lm import load_lm, DEFAULT_MODEL
-from training.guard_training import GuardTrainConfig, _answers
-from evaluation.judges import make_judge
-from envs.storage import atomic_write_bytes
+from latentguard.lm import load_lm, DEFAULT_MODEL
+from latentguard.training.guard_training import GuardTrainConfig, _answers
+from latentguard.evaluation.judges import make_judge
+from latentguard.common.storage import atomic_write_bytes
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 fp = make_judge("compliance").fingerprint()
 lm = load_lm(DEFAULT_MODEL)

@@ -2,9 +2,9 @@
 import pickle, sys, json
 import numpy as np
 sys.path.insert(0, "/work/main")
-from envs.guards.pretrained import load_pretrained
-from training.guard_training import _heldout_vs
-from training.probe_training import answer_features, evaluate
+from latentguard.guards.pretrained import load_pretrained
+from latentguard.training.guard_training import _heldout_vs
+from latentguard.training.probe_training import answer_features, evaluate
 old = load_pretrained("smollm2-135m-instruct", "latent-probe")
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 def risk_of(a):

@@ -1,7 +1,7 @@
 import pickle, sys
 import numpy as np
 sys.path.insert(0, "/work/main")
-from training.probe_training import answer_features, fit_head, predict, safe_auroc, Features
+from latentguard.training.probe_training import answer_features, fit_head, predict, safe_auroc, Features
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 tr, dv, ho = sets["train"], sets["dev"], sets["heldout"]
 print("heldout benign", (~ho.harmful_request).sum(), "lookalike", (ho.lookalike & ~ho.harmful_request).sum(),

@@ -2,8 +2,8 @@
 import pickle, sys
 import numpy as np
 sys.path.insert(0, "/work/main")
-from training.probe_training import answer_features, fit_head, predict, Features
-from training.guard_training import _heldout_vs
+from latentguard.training.probe_training import answer_features, fit_head, predict, Features
+from latentguard.training.guard_training import _heldout_vs
 sets = pickle.load(open("/work/main/runs/guard-explore/sets.pkl", "rb"))
 tr, dv, ho = sets["train"], sets["dev"], sets["heldout"]
 f = answer_features(tr, "mean+request", 18)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from training.policy_training import plot_learning_curve
+from latentguard.training.policy_training import plot_learning_curve
 
 ea = EventAccumulator("runs/policy-main/tb")
 ea.Reload()

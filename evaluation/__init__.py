@@ -1,3 +1,0 @@
-"""The evaluation harness: judges checked against a gold set labelled by reading, guarded rollouts
-on prompt sets (:mod:`evaluation.runner`), metrics and reports, re-judging. It imports ``envs`` and
-``agents`` and is imported by neither."""

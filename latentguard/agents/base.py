@@ -1,0 +1,102 @@
+"""What every decoding method returns, and what it is given.
+
+A method answers a batch of prompts and returns one :class:`Rollout` per prompt. The evaluator adds
+the judgements, the task reward and the guard's cost of the released text, the same way for every
+method, so methods are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from latentguard.guards import Guard
+from latentguard.lm import LanguageModel, SamplingConfig
+from latentguard.rewards import Reward
+from latentguard.common.seeding import prompt_seed  # noqa: F401 - re-exported for the methods
+
+
+@dataclass
+class Rollout:
+    """One answer and what it cost to produce."""
+
+    prompt: str
+    text: str
+    """The text released to the user."""
+    tokens: int
+    """Tokens generated, including those thrown away (other samples, beams, rolled-back spans)."""
+    released_tokens: int
+    """Tokens of the released text."""
+    wall_time: float
+    """Seconds of decoding for this prompt (a batch's time split evenly over its prompts)."""
+    wait_tokens: int = 0
+    """Decoding steps before the user sees the first token (0 when streamed as generated)."""
+    interventions: int = 0
+    """Rollbacks, resamples or other rewrites."""
+    guard_calls: int = 0
+    """Guard evaluations spent on this prompt."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Method-specific figures (e.g. chosen sample, fallback taken)."""
+
+
+@dataclass
+class RunContext:
+    """Shared settings of an evaluation run, handed to every method."""
+
+    lm: LanguageModel
+    guard: Guard | None
+    reward: Reward | None
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9))
+    seed: int = 0
+    guard_spec: str | None = None
+    """The spec the guard was built from (e.g. ``"latent-probe"``); ``None``: the guard's name."""
+    budget: float | None = None
+    """The run's safety budget ``d`` for the methods that use one (``uses_budget``); ``None``: each
+    method's own (its ``budget`` option, else 1)."""
+
+
+class Method(abc.ABC):
+    """A decoding method: ``run(prompts, ctx) -> [Rollout]``, one per prompt, in order."""
+
+    name: str = "method"
+    spec: str = ""
+    """The spec the method was built from (set by :func:`~latentguard.agents.registry.make_method`)."""
+    uses_guard: bool = False
+    """Whether the method consults the guard while decoding (the report warns if a judge is it)."""
+    uses_budget: bool = False
+    """Whether the method keeps a Saute safety state (the run's ``budget`` applies to it)."""
+    budget_option: float | None = None
+    """The budget the method's spec set (``None``: the run's, else 1)."""
+
+    @abc.abstractmethod
+    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        """One rollout per prompt, in order."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def resolve_budget(method: str, option: float | None, run: float | None) -> float:
+    """A method's safety budget: its own ``budget`` option, else the run's, else 1; both given and
+    different is an error naming them."""
+    if option is not None and run is not None and abs(option - run) > 1e-12:
+        raise ValueError(f"method {method!r} sets budget={option:g} but the run's --budget is {run:g}: give one of them")
+    return float(option if option is not None else run if run is not None else 1.0)
+
+
+def split_time(seconds: float, n: int) -> float:
+    """A batch's wall time per prompt."""
+    return seconds / max(n, 1)
+
+
+def trim(tokens: Sequence[int], eos: frozenset[int]) -> list[int]:
+    """Tokens up to (excluding) the first end-of-sequence token."""
+    end = next((i for i, t in enumerate(tokens) if t in eos), None)
+    return list(tokens if end is None else tokens[:end])
+
+
+def chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

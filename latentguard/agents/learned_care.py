@@ -1,0 +1,99 @@
+"""``learned-care``: the intervention policy ``train.py policy`` learned, as a decoding method.
+
+The policy (an SB3 MaskablePPO zip with its card, :func:`latentguard.agents.policy_io.policy_card`) acts on
+:class:`latentguard.envs.decision_env.DecisionVectorEnv` in test mode (z0 fixed), deterministically, each
+prompt once, ``batch_size`` answers decoded together; the env's release buffer, guard checks and
+fallback are the ones it was trained with. Every answer's record is the one every method gives:
+released text, tokens, wait tokens, interventions, guard calls, wall time.
+
+Options: ``path`` (a folder with ``policy.zip`` and ``policy.json``; default: the one ``train.py
+policy`` wrote for the run's model, else the one shipped for it, :mod:`latentguard.agents.pretrained`),
+``batch_size``, ``deterministic`` (false: actions sampled from the policy, as in training, from a
+torch stream seeded by the run's seed), ``budget`` (flagged spans an answer may let through, in the
+units of the budget the policy was trained under: ``z0 = budget / d``; default: the run's
+``--budget``, else the card's ``z0``). A policy trained for another model, guard or action set is
+refused with the command that trains the right one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from latentguard.agents.base import Method, Rollout, RunContext, resolve_budget
+from latentguard.agents.pretrained import resolve_policy_dir
+from latentguard.agents.policy_io import card_convention, card_env, check_card, load_policy
+from latentguard.envs.decision_env import DecisionConfig, DecisionVectorEnv
+
+
+class LearnedCare(Method):
+    """A learned policy over CARE's decisions (see the module docstring)."""
+
+    uses_guard = True
+    uses_budget = True
+
+    def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True,
+                 budget: float | None = None) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if budget is not None and not float(budget) > 0:
+            raise ValueError(f"budget must be > 0, got {budget}")
+        self.budget_option = None if budget is None else float(budget)
+        self.path, self.batch_size, self.deterministic = str(path), int(batch_size), bool(deterministic)
+        self.name = "learned-care"
+        self.model = None
+        self.card: dict = {}
+        self.folder_read: Path | None = None
+
+    def folder(self, model_id: str) -> Path:
+        """Where the policy is read from: ``path``, else the user cache's for ``model_id``, else the
+        shipped one (:mod:`latentguard.agents.pretrained`)."""
+        return Path(self.path) if self.path else resolve_policy_dir(model_id)
+
+    def load(self, ctx: RunContext) -> None:
+        """Read the policy and its card; refuse one trained for another model, guard or action set."""
+        folder = self.folder(ctx.lm.model_id)
+        if not (folder / "policy.zip").exists() or not (folder / "policy.json").exists():
+            raise FileNotFoundError(f"learned-care needs a trained policy and found none in {folder} (policy.zip and "
+                                    f"policy.json); train the default one with: python train.py policy --model "
+                                    f"{ctx.lm.model_id}, or pass one: learned-care:path=FOLDER")
+        self.card = json.loads((folder / "policy.json").read_text())["card"]
+        self.folder_read = folder
+        self.model = load_policy(folder / "policy.zip", device="cpu")
+
+    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        if ctx.guard is None:
+            raise ValueError("learned-care decides at the guard's checks: give the run a guard (--guard)")
+        if not prompts:
+            return []
+        if self.model is None:
+            self.load(ctx)
+        check_card(self.card, ctx.lm.model_id, ctx.guard_spec or ctx.guard.name, str(self.folder_read))
+        start = time.perf_counter()
+        env = card_env(self.card)
+        budget = None if self.budget_option is None and ctx.budget is None else \
+            resolve_budget(self.name, self.budget_option, ctx.budget)
+        if budget is not None:  # a budget of B flagged spans: z0 = B / d under the budget d it was trained with
+            env["z0"] = budget / card_convention(self.card).budget
+        config = DecisionConfig(**{**env, "mode": "test", "max_new_tokens": ctx.max_new_tokens,
+                                   "temperature": ctx.sampling.temperature, "top_p": ctx.sampling.top_p,
+                                   "reward": ""})  # the evaluator scores the answers, not the env
+        env = DecisionVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
+                                guard=ctx.guard, config=config, prompt_order="once")
+        with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
+            torch.manual_seed(ctx.seed)
+            records = env.answer_all(self.act, seed=ctx.seed)
+        seconds = (time.perf_counter() - start) / len(prompts)
+        return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
+                        wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],
+                        guard_calls=r["guard_calls"],
+                        extra={k: r[k] for k in ("decisions", "refused", "fallback", "discarded", "episode_cost")})
+                for p, r in zip(prompts, records)]
+
+    def act(self, obs, masks):
+        """The policy's actions (N,) for observations (N, F) under action masks (N, 4)."""
+        return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]

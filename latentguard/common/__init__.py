@@ -1,0 +1,3 @@
+"""What every room shares: where files live and how they are written (:mod:`~latentguard.common.storage`),
+seeds that depend only on what they seed (:mod:`~latentguard.common.seeding`), and plug-in resolution
+(:mod:`~latentguard.common.plugins`)."""

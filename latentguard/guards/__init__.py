@@ -1,0 +1,111 @@
+"""Guards: the pluggable cost side. ``make_guard(spec)`` turns a spec into a :class:`Guard`.
+
+Specs:
+
+- ``"keyword"`` (or ``"keyword:word1|word2"``): regular expressions on the response;
+- ``"profanity"``: alt-profanity-check's offensive-language model;
+- ``"degenerate"``: loops and symbol runs (:mod:`latentguard.guards.degenerate`), for composites such as
+  ``"any(latent-probe, degenerate)"``;
+- ``"latent-probe"`` / ``"latent-probe:PATH"``: a logistic head on the policy's own latents (zero
+  extra forwards during decoding); without a path, the one trained for the policy model (user
+  cache, else the one shipped; with neither, an error naming ``python train.py guard``);
+- ``"embedding"`` / ``"embedding:PATH"``: a logistic head on MiniLM sentence embeddings;
+- ``"judge:MODEL"``: a Llama-Guard-style generative guard, P(unsafe verdict) from one forward;
+- ``"classifier:MODEL"``: any ``AutoModelForSequenceClassification``;
+- ``"any(a, b, ...)"`` / ``"max(a, b, ...)"``: composites (:mod:`latentguard.guards.composite`);
+- a :class:`Guard` object, a callable ``fn(prompts, responses) -> risks``, or a
+  ``"package.module:attr"`` string naming any of these (a Guard class is instantiated).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from latentguard.guards.base import CallableGuard, Guard, check_risk, checked_risk, violations
+from latentguard.guards.composite import AnyGuard, MaxGuard, split_top_level
+from latentguard.guards.defaults import DefaultGuard, load_trained_guard
+from latentguard.guards.keyword import DEFAULT_PATTERNS, KeywordGuard
+from latentguard.common.plugins import import_object
+
+
+def _keyword(arg: str | None) -> Guard:
+    return KeywordGuard(arg.split("|") if arg else None)
+
+
+def _judge(arg: str | None) -> Guard:
+    if not arg:
+        raise ValueError("the judge guard needs a model: 'judge:MODEL', e.g. 'judge:meta-llama/Llama-Guard-3-1B'")
+    from latentguard.guards.judge import JudgeGuard
+
+    return JudgeGuard(arg)
+
+
+def _classifier(arg: str | None) -> Guard:
+    if not arg:
+        raise ValueError("the classifier guard needs a model: 'classifier:MODEL' (a local folder or a hub id)")
+    from latentguard.guards.classifier import ClassifierGuard
+
+    return ClassifierGuard(arg)
+
+
+def _degenerate(arg: str | None) -> Guard:
+    from latentguard.guards.degenerate import DegenerateGuard
+
+    if arg:
+        raise ValueError(f"the degenerate guard takes no argument, got {arg!r}; use 'degenerate'")
+    return DegenerateGuard()
+
+
+def _profanity(arg: str | None) -> Guard:
+    from latentguard.guards.profanity import ProfanityGuard
+
+    return ProfanityGuard()
+
+
+def _trained(kind: str) -> Callable[[str | None], Guard]:
+    def factory(arg: str | None) -> Guard:
+        return load_trained_guard(kind, arg) if arg else DefaultGuard(kind)
+
+    return factory
+
+
+GUARDS: dict[str, Callable[[str | None], Guard]] = {
+    "keyword": _keyword,
+    "profanity": _profanity,
+    "degenerate": _degenerate,
+    "latent-probe": _trained("latent-probe"),
+    "embedding": _trained("embedding"),
+    "judge": _judge,
+    "classifier": _classifier,
+}
+"""Registered guard names -> factory taking the text after ``name:`` (or ``None``)."""
+
+
+def make_guard(spec: Any) -> Guard:
+    """Build a guard from a spec (see the module docstring)."""
+    if isinstance(spec, Guard):
+        return spec
+    if isinstance(spec, str):
+        spec = spec.strip()
+        composite = re.fullmatch(r"(any|max)\((.*)\)", spec, flags=re.DOTALL)
+        if composite:
+            members = [make_guard(s) for s in split_top_level(composite.group(2))]
+            return (AnyGuard if composite.group(1) == "any" else MaxGuard)(members)
+        name, _, arg = spec.partition(":")
+        if name in GUARDS:
+            return GUARDS[name](arg or None)
+        if ":" not in spec:
+            raise ValueError(f"unknown guard {spec!r}: use one of {sorted(GUARDS)} or a 'package.module:attr' string")
+        obj = import_object(spec, "guard")
+        if isinstance(obj, type) and issubclass(obj, Guard):
+            return obj()
+        return make_guard(obj)
+    if callable(spec):
+        return CallableGuard(spec)
+    raise TypeError(f"guard must be a Guard, a callable, a name or a 'module:attr' string, got {spec!r}")
+
+
+__all__ = ["DEFAULT_PATTERNS", "GUARDS", "AnyGuard", "CallableGuard", "DefaultGuard", "Guard", "KeywordGuard",
+           "MaxGuard", "check_risk", "checked_risk", "make_guard", "violations"]

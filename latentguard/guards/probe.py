@@ -1,0 +1,142 @@
+"""A latent safety probe: a logistic head on the policy's own hidden states.
+
+``risk = sigmoid(w . (x - mu) / sigma + b)`` where ``x`` is the policy's hidden state at one layer,
+pooled over the response so far (``mean``), taken at the last response token (``last``), at the
+request's last token (``request``: what the policy computed at prefill), or the mean and the request
+side by side (``mean+request``).
+
+- During decoding (:meth:`LatentProbe.score_state`) ``x`` is read from the decoding state the
+  policy already computed: zero extra forward passes.
+- Standalone (:meth:`LatentProbe.score`, e.g. as an evaluation judge) the probe runs the policy
+  model once over prompt + response to get ``x``; an empty response is judged on the prompt's
+  last latent.
+
+Saved as ``probe.safetensors`` + ``probe.json`` (model id, layer, pooling, latent size, threshold);
+attaching it to a different model, layer or latent size is an error, never a silent mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from latentguard.guards.base import Guard
+from latentguard.guards.linear_head import LinearHead
+from latentguard.lm.state import FEATURE_POOLINGS, feature_width
+
+if TYPE_CHECKING:
+    from latentguard.lm import DecodeState, LanguageModel
+
+
+@dataclass
+class ProbeConfig:
+    """What a probe reads; saved beside its weights."""
+
+    model_id: str
+    """The policy model whose latents the probe reads."""
+    layer: int
+    """Hidden-state index (0 = embeddings, num_layers = final normed state)."""
+    pooling: str
+    """``mean`` over the response tokens so far, ``last`` response token, ``request`` (last prompt
+    token) or ``mean+request`` (both, concatenated)."""
+    hidden_size: int
+    """Latent size of the policy at that layer (the head reads twice as many for ``mean+request``)."""
+    threshold: float = 0.5
+    """Operating point: risk >= threshold is flagged."""
+    info: dict = field(default_factory=dict)
+    """Training record (data, regularisation, selection, metrics summary)."""
+
+
+class LatentProbe(Guard):
+    """A logistic probe on one layer of the policy's latents (see the module docstring)."""
+
+    name = "latent-probe"
+
+    @property
+    def lineage(self) -> frozenset[str]:
+        """The policy's latents, and what labelled its training answers (``info["labels"]``): the
+        refusal-marker rule (also every probe from before that record), or ``labeller:JUDGE``, so
+        that the judge that made a probe's labels is never taken for an independent measure of it."""
+        labels = self.config.info.get("labels", "refusal")
+        made_by = "rule:refusal-markers" if labels in ("refusal", "refusal-markers") else f"labeller:{labels}"
+        return frozenset({"features:policy-latents", made_by})
+
+    def __init__(self, config: ProbeConfig, head: LinearHead) -> None:
+        if config.pooling not in FEATURE_POOLINGS:
+            raise ValueError(f"probe pooling must be one of {FEATURE_POOLINGS}, got {config.pooling!r}")
+        width = feature_width(config.pooling, config.hidden_size)
+        if head.dim != width:
+            raise ValueError(f"probe head reads {head.dim} features, but pooling {config.pooling!r} of hidden size "
+                             f"{config.hidden_size} gives {width}")
+        self.config = config
+        self.head = head
+        self.threshold = float(config.threshold)
+        self.lm: LanguageModel | None = None
+        self.forwards = 0  # forwards this probe ran itself (stays 0 during decoding)
+
+    # ------------------------------------------------------------------ scoring
+    def features_from_state(self, state: DecodeState, rows: Sequence[int]) -> torch.Tensor:
+        """(R, H) latents of ``rows`` read from a decoding state (no forward); (R, 2H) for ``mean+request``."""
+        return state.features(self.config.layer, self.config.pooling, rows)
+
+    def score_state(self, prompts, responses, state=None, rows=None) -> np.ndarray:
+        if state is None or state.lm is not self.lm:
+            return self.score(prompts, responses)
+        rows = list(range(state.batch_size)) if rows is None else list(rows)
+        return self.head.risk(self.features_from_state(state, rows))
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        """Risk of each (prompt, response): one forward of the policy model per batch."""
+        lm = self._ensure_lm()
+        out = []
+        for start in range(0, len(prompts), batch_size):
+            ps, rs = prompts[start : start + batch_size], responses[start : start + batch_size]
+            state = prefill_answers(lm, ps, rs)
+            self.forwards += 1
+            out.append(self.head.risk(self.features_from_state(state, range(len(ps)))))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    # ------------------------------------------------------------------ the policy model
+    def attach(self, lm: LanguageModel) -> None:
+        """Read latents from ``lm``; it must be the model the probe was trained on."""
+        cfg = self.config
+        lm.check_reader("probe", cfg.model_id, cfg.hidden_size, cfg.layer,
+                        f"train one for it with: python train.py guard --model {lm.model_id}")
+        lm.capture_layer(cfg.layer, history=cfg.pooling != "last")
+        self.head = self.head.to(lm.device)
+        self.lm = lm
+
+    def _ensure_lm(self) -> LanguageModel:
+        if self.lm is None:
+            from latentguard.lm import load_lm
+
+            self.attach(load_lm(self.config.model_id))
+        return self.lm
+
+    # ------------------------------------------------------------------ files
+    def save(self, folder: str | Path) -> Path:
+        """Write ``probe.safetensors`` + ``probe.json`` into ``folder`` (atomically)."""
+        return self.head.save(folder, "probe", asdict(self.config))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LatentProbe:
+        """Load a probe saved by :meth:`save`."""
+        head, config = LinearHead.load(folder, "probe")
+        return cls(ProbeConfig(**config), head)
+
+
+def prefill_answers(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], max_tokens: int | None = None):
+    """One forward over prompt (chat template) + response text; ``prompt_lengths`` mark the split.
+
+    Responses are cut to ``max_tokens`` tokens when given. Returns the decoding state.
+    """
+    prompt_ids = [lm.encode_prompt(p) for p in prompts]
+    response_ids = [lm.tokenizer(r, add_special_tokens=False).input_ids[:max_tokens] for r in responses]
+    state = lm.prefill(token_ids=[p + r for p, r in zip(prompt_ids, response_ids)])
+    state.prompt_lengths = torch.as_tensor([len(p) for p in prompt_ids], device=state.ids.device)
+    return state
