@@ -20,18 +20,18 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import alternate  # noqa: E402
+from timing import alternate
 
-from latentguard.agents.base import RunContext  # noqa: E402
-from latentguard.agents.registry import make_method  # noqa: E402
-from latentguard.guards import make_guard  # noqa: E402
-from latentguard.lm import SamplingConfig, load_lm  # noqa: E402
-from latentguard.data.prompt_sets import load_prompt_set  # noqa: E402
-
+from latentguard.agents.base import RunContext
+from latentguard.agents.registry import make_method
+from latentguard.data.prompt_sets import load_prompt_set
+from latentguard.guards import make_guard
+from latentguard.lm import SamplingConfig, load_lm
 
 REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "care_reference.json").read_text())
 """CARE's answers recorded with the pre-engine batched loop (8 prompts per set, seed 0)."""
@@ -65,8 +65,8 @@ def main() -> None:
     for name, spec in ((n, sets[n]) for n in names):
         prompts = [r.prompt for r in load_prompt_set(spec).records[: args.prompts]]
         timed(vanilla, prompts[:2], ctx), timed(care, prompts[:2], ctx)  # warm-up
-        times, outputs = alternate([("vanilla", lambda: timed(vanilla, prompts, ctx)),
-                                    ("care", lambda: timed(care, prompts, ctx))], args.repeats)
+        times, outputs = alternate([("vanilla", partial(timed, vanilla, prompts, ctx)),
+                                    ("care", partial(timed, care, prompts, ctx))], args.repeats)
         care_rollouts, vanilla_rollouts = outputs[-1]["care"], outputs[-1]["vanilla"]
         ratio = statistics.median(times["care"]) / statistics.median(times["vanilla"])
         result[f"care_vs_vanilla_{name}"] = ratio

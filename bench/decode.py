@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prompts import PROMPTS  # noqa: E402
-from timing import alternate  # noqa: E402
+from prompts import PROMPTS
+from timing import alternate
 
-from latentguard.lm import generate, load_lm  # noqa: E402
+from latentguard.lm import generate, load_lm
 
 # The libraries are imported before the clock starts (reported as import_s): the load time is
 # what load_lm itself costs, as in the ~20 s GGUF figure it is compared with.

@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prompts import PROMPTS  # noqa: E402
-from timing import alternate  # noqa: E402
+from prompts import PROMPTS
+from timing import alternate
 
-from latentguard.lm import load_lm  # noqa: E402
-from latentguard.envs.token_env import TokenCMDPEnv  # noqa: E402
-from latentguard.envs.token_vector_env import TokenCMDPVectorEnv  # noqa: E402
+from latentguard.envs.token_env import TokenCMDPEnv
+from latentguard.envs.token_vector_env import TokenCMDPVectorEnv
+from latentguard.lm import load_lm
 
 
 def backend_loop(lm, prompts, steps):

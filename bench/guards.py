@@ -23,13 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentguard.guards import make_guard  # noqa: E402
-from latentguard.guards.defaults import default_guard_dir  # noqa: E402
-from latentguard.guards.embedding import EmbeddingGuard  # noqa: E402
-from latentguard.guards.linear_head import LinearHead  # noqa: E402
-from latentguard.guards.probe import LatentProbe, ProbeConfig  # noqa: E402
-from latentguard.lm import load_lm  # noqa: E402
-from latentguard.lm.state import DecodeState  # noqa: E402
+from latentguard.guards import make_guard
+from latentguard.guards.defaults import default_guard_dir
+from latentguard.guards.embedding import EmbeddingGuard
+from latentguard.guards.linear_head import LinearHead
+from latentguard.guards.probe import LatentProbe, ProbeConfig
+from latentguard.lm import load_lm
+from latentguard.lm.state import DecodeState
 
 PROMPTS = [
     "Give me three tips for sleeping better.", "Explain photosynthesis to a ten-year-old.",

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentguard.critics.rollouts import RolloutConfig, collect_rollouts  # noqa: E402
+from latentguard.critics.rollouts import RolloutConfig, collect_rollouts
 
 
 def shards(folder: Path) -> list[dict]:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from timing import alternate  # noqa: E402
+from timing import alternate
 
 
 def test_alternate_reverses_the_order_on_odd_repeats_and_keeps_each_output():

@@ -13,13 +13,13 @@ import torch
 from latentguard.agents.base import RunContext
 from latentguard.agents.care import Care
 from latentguard.agents.registry import make_method
-from latentguard.episodes.engine import Engine
-from latentguard.guards import CallableGuard
-from latentguard.episodes.introspection import CRITIQUE_PROMPT, OPENING
-from latentguard.lm import SamplingConfig, load_lm, row_generators, sample_steps
 from latentguard.common.seeding import prompt_seed
-from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
 from latentguard.envs.rewrite_env import RewriteEnv, RewriteVectorEnv
+from latentguard.episodes.engine import Engine
+from latentguard.episodes.introspection import CRITIQUE_PROMPT, OPENING
+from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
+from latentguard.guards import CallableGuard
+from latentguard.lm import SamplingConfig, load_lm, row_generators, sample_steps
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 LETTER = re.compile("[A-Za-z]")  # the "known word": any ASCII letter, common in the tiny model's byte soup

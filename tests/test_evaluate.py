@@ -10,12 +10,12 @@ import pytest
 from latentguard.agents.base import RunContext
 from latentguard.agents.baselines import BeamSearch, BestOfN, Sampling
 from latentguard.agents.registry import make_method
-from latentguard.guards import CallableGuard
-from latentguard.lm import generate
 from latentguard.data.prompt_sets import advbench, load_prompt_set, split_of
 from latentguard.evaluation.rejudge import rejudge
 from latentguard.evaluation.report import wilson
 from latentguard.evaluation.runner import EvalConfig, run_evaluation
+from latentguard.guards import CallableGuard
+from latentguard.lm import generate
 
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
 
@@ -95,8 +95,8 @@ def test_greedy_method_equals_greedy_generation(tiny_lm):
 
 
 def test_best_of_n_releases_the_safest_then_the_best_rewarded(tiny_lm):
-    risk = lambda p, r: [len(x) / 1000 for x in r]  # noqa: E731  longer = riskier, all tiny
-    length = lambda p, r: [float(len(x)) for x in r]  # noqa: E731
+    risk = lambda p, r: [len(x) / 1000 for x in r]
+    length = lambda p, r: [float(len(x)) for x in r]
     # all under the threshold: the best reward (the longest answer) is released
     ctx = RunContext(tiny_lm, CallableGuard(risk, threshold=0.5), length, max_new_tokens=6)
     rollout = BestOfN(n=4).run(PROMPTS[:1], ctx)[0]

@@ -10,9 +10,9 @@ import torch
 from latentguard.agents.base import RunContext
 from latentguard.agents.registry import make_method
 from latentguard.critics.critic import CriticConfig, LatentCritic
+from latentguard.envs.token_env import TokenCMDPEnv
 from latentguard.guards import Guard, checked_risk
 from latentguard.lm import GREEDY
-from latentguard.envs.token_env import TokenCMDPEnv
 
 PROMPT = ["Name a fruit."]
 REFUSAL = "I'm sorry, but I can't help with that."

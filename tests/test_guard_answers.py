@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentguard.lm import SamplingConfig, generate, load_lm
 from latentguard.data.prompt_sets import PromptRecord
+from latentguard.lm import SamplingConfig, generate, load_lm
 from latentguard.training.guard_answers import CollectConfig, _generate_chunk
 
 

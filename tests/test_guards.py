@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from latentguard.data.pyrit_data import HarmData, read_harm_csv
+from latentguard.envs.token_env import TokenCMDPEnv
 from latentguard.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, make_guard
 from latentguard.guards.defaults import default_guard_dir
 from latentguard.guards.embedding import EmbeddingGuard
 from latentguard.guards.linear_head import LinearHead
 from latentguard.guards.probe import LatentProbe, ProbeConfig
 from latentguard.lm import load_lm
-from latentguard.data.pyrit_data import HarmData, read_harm_csv
-from latentguard.envs.token_env import TokenCMDPEnv
 from latentguard.training.guard_training import GuardTrainConfig, train_guard
 
 

@@ -11,11 +11,19 @@ import pytest
 from latentguard.agents.base import RunContext
 from latentguard.agents.learned_care import LearnedCare
 from latentguard.agents.registry import make_method
-from latentguard.envs.decision_env import ACTIONS, CONTINUE, REFUSE, RESAMPLE, DecisionConfig, DecisionEnv, DecisionVectorEnv
+from latentguard.envs.decision_env import (
+    ACTIONS,
+    CONTINUE,
+    REFUSE,
+    RESAMPLE,
+    DecisionConfig,
+    DecisionEnv,
+    DecisionVectorEnv,
+)
+from latentguard.episodes.release import REFUSAL
 from latentguard.guards import CallableGuard, make_guard
 from latentguard.lm import load_lm
-from latentguard.episodes.release import REFUSAL
-from latentguard.training.policy_training import PolicyTrainConfig, evaluate_policy, train_policy
+from latentguard.training.policy_training import PolicyTrainConfig, train_policy
 
 LETTER = re.compile("[A-Za-z]")
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
@@ -76,7 +84,7 @@ def test_always_continue_releases_vanilla_tokens_at_the_same_seed(lm):
 
 
 def test_always_resample_is_stopped_by_the_attempt_cap_and_refuses(lm):
-    always = lambda prompts, responses: [1.0] * len(responses)  # noqa: E731 - every check flags
+    always = lambda prompts, responses: [1.0] * len(responses)
     records = env_for(lm, guard=always, max_attempts=2).answer_all(constant(RESAMPLE), seed=0)
     for r in records:  # N = 2 resamples of the one unsafe span, then the refuse fallback
         assert (r["interventions"], r["refused"], r["fallback"], r["released_text"]) == (2, True, "refuse", REFUSAL)
@@ -211,8 +219,9 @@ def test_training_with_no_prompts_is_refused(tmp_path):
 
 def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
     import torch
-    from latentguard.training.sb3 import SB3VecEnv
+
     from latentguard.training.policy_training import new_model
+    from latentguard.training.sb3 import SB3VecEnv
 
     config = tiny_config(tmp_path)
     env = DecisionVectorEnv(8, model=load_lm("tiny"), prompts=PROMPTS, guard=CallableGuard(letter_guard),
@@ -230,6 +239,7 @@ def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
 def test_the_policy_net_sees_the_safety_state_unchanged_beside_a_squeezed_latent():
     import gymnasium as gym
     import torch
+
     from latentguard.agents.policy_features import LatentStateExtractor
 
     extractor = LatentStateExtractor(gym.spaces.Box(-np.inf, np.inf, (20 + 6,), np.float32), latent_features=4)
@@ -245,8 +255,8 @@ def test_the_policy_net_sees_the_safety_state_unchanged_beside_a_squeezed_latent
 
 def test_a_trained_policy_uses_the_latent_projection_by_default_and_a_plain_mlp_at_zero(tmp_path):
     from latentguard.agents.policy_features import LatentStateExtractor
-    from latentguard.training.sb3 import SB3VecEnv
     from latentguard.training.policy_training import new_model
+    from latentguard.training.sb3 import SB3VecEnv
 
     venv = SB3VecEnv(DecisionVectorEnv(2, model=load_lm("tiny"), prompts=PROMPTS, guard=CallableGuard(letter_guard),
                                        buffer=4, max_new_tokens=12, reward="coherence"))

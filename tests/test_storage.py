@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from latentguard.lm.loading import cached_gguf_folder, resolve_model
 from latentguard.common.storage import atomic_directory, atomic_write_json, user_cache_dir
+from latentguard.lm.loading import cached_gguf_folder, resolve_model
 
 
 def test_cache_dir_follows_latentguard_cache(monkeypatch, tmp_path):

@@ -9,9 +9,9 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import latentguard  # noqa: F401  (registers the env)
-from latentguard.guards import CallableGuard
+import latentguard
 from latentguard.envs.token_env import TokenCMDPEnv
+from latentguard.guards import CallableGuard
 
 PROMPTS = ["Name a fruit.", "Say hello."]
 
@@ -208,8 +208,8 @@ def test_maskable_ppo_runs_on_the_token_env_through_its_masks(tiny_lm):
 def test_the_main_names_are_exported_from_envs_and_both_ids_are_registered():
     import gymnasium as gym
 
-    from latentguard.lm import load_lm
     from latentguard.envs.saute import SauteWrapper
+    from latentguard.lm import load_lm
 
     assert latentguard.load_lm is load_lm and latentguard.SauteWrapper is SauteWrapper
     assert {latentguard.TOKEN_CMDP_ID, latentguard.REWRITE_ID} <= set(gym.registry)

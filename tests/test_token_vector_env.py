@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import latentguard  # noqa: F401
-from latentguard.training.sb3 import SB3VecEnv
 from latentguard.envs.token_env import TokenCMDPEnv
 from latentguard.envs.token_vector_env import TokenCMDPVectorEnv
+from latentguard.training.sb3 import SB3VecEnv
 
 PROMPTS = ["Name a fruit.", "Say hello.", "Count to three."]
 

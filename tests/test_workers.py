@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentguard.critics.rollouts import RolloutConfig, collect_rollouts, training_records
 from latentguard.cli.config_args import parse_config
-from latentguard.workers.pool import WorkerConfig, WorkerPool, check_reachable
+from latentguard.critics.rollouts import RolloutConfig, collect_rollouts, training_records
 from latentguard.evaluation.runner import EvalConfig, read_samples, run_evaluation
+from latentguard.workers.pool import WorkerConfig, WorkerPool, check_reachable
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,8 +171,8 @@ def test_a_worker_that_cannot_start_is_an_error_naming_why(cluster):
 def test_guard_answers_are_identical_in_process_and_on_two_actors(cluster, tmp_path):
     import torch
 
-    from latentguard.lm import load_lm
     from latentguard.data.prompt_sets import PromptRecord
+    from latentguard.lm import load_lm
     from latentguard.training.guard_answers import CollectConfig, collect_answers
 
     torch.set_num_threads(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -64,12 +65,12 @@ def envs(lm, guard_spec: str) -> dict:
     out["saute_token_env"] = traj
     dec = DecisionVectorEnv(3, model=lm, prompts=PROMPTS, guard=make_guard(guard_spec), buffer=8, max_new_tokens=24,
                             reward="relevance+coherence", mode="train")
-    obs, infos = dec.reset(seed=2)
+    obs, _ = dec.reset(seed=2)
     traj = []
     for _ in range(25):
         masks = dec.action_masks()
         actions = np.array([int(rng.choice(np.flatnonzero(m))) for m in masks])
-        obs, reward, terminated, truncated, infos = dec.step(actions)
+        obs, reward, terminated, _, _ = dec.step(actions)
         traj.append([[round(float(x), 6) for x in reward], [round(float(x), 6) for x in obs[:, -6]],
                      terminated.tolist()])
     out["decision_env"] = traj
@@ -78,7 +79,7 @@ def envs(lm, guard_spec: str) -> dict:
 
 def main(argv: list[str]) -> None:
     if argv[0] == "compare":
-        a, b = (json.load(open(p)) for p in argv[1:3])
+        a, b = (json.loads(Path(p).read_text()) for p in argv[1:3])
         bad = [f"{section}/{key}" for section in a for key in a[section] if a[section][key] != b.get(section, {}).get(key)]
         print("identical" if not bad else f"DIFFERENT: {bad}")
         sys.exit(1 if bad else 0)

@@ -8,14 +8,14 @@ method, so methods are compared on equal terms.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from latentguard.common.seeding import prompt_seed  # noqa: F401 - re-exported for the methods
 from latentguard.guards import Guard
 from latentguard.lm import LanguageModel, SamplingConfig
 from latentguard.rewards import Reward
-from latentguard.common.seeding import prompt_seed  # noqa: F401 - re-exported for the methods
 
 
 @dataclass
@@ -56,6 +56,14 @@ class RunContext:
     budget: float | None = None
     """The run's safety budget ``d`` for the methods that use one (``uses_budget``); ``None``: each
     method's own (its ``budget`` option, else 1)."""
+    on_answers: Callable[[int], None] | None = None
+    """Called with how many answers a method has just finished (a progress bar's hook; methods call
+    :meth:`answered`)."""
+
+    def answered(self, n: int = 1) -> None:
+        """Tell :attr:`on_answers` that ``n`` more answers are final."""
+        if self.on_answers is not None and n > 0:
+            self.on_answers(int(n))
 
 
 class Method(abc.ABC):
@@ -74,6 +82,11 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         """One rollout per prompt, in order."""
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Load and check what the method reads for ``ctx``'s model, guard and budget (a critic, a
+        policy), raising an error that names the file and the fix. :meth:`run` calls it; an
+        evaluation calls it first, before it writes anything. The default reads nothing."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -9,7 +9,7 @@ prompts share its batch, and resuming an evaluation reproduces it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ class Sampling(Method):
         sampling = GREEDY if self.greedy else ctx.sampling
         for batch in chunks(list(prompts), self.batch_size):
             start = time.perf_counter()
-            engine = sample_answers(ctx, batch, sampling, [prompt_seed(ctx.seed, p) for p in batch])
+            ended = Counted(ctx.answered)
+            engine = sample_answers(ctx, batch, sampling, [prompt_seed(ctx.seed, p) for p in batch], ended)
+            ctx.answered(len(batch) - ended.total)  # rows cut at max_new_tokens in the last step
             seconds = split_time(time.perf_counter() - start, len(batch))
             for row, prompt in enumerate(batch):
                 tokens = engine.responses[row]
@@ -46,11 +48,24 @@ class Sampling(Method):
         return out
 
 
-def sample_answers(ctx: RunContext, prompts: Sequence[str], sampling: SamplingConfig, seeds: Sequence[int]) -> Engine:
-    """An engine holding one sampled answer per prompt (row ``i``: ``prompts[i]``, seeded by ``seeds[i]``)."""
+class Counted:
+    """A progress hook that also counts what it was told (``total``)."""
+
+    def __init__(self, hook: Callable[[int], None]) -> None:
+        self.hook, self.total = hook, 0
+
+    def __call__(self, n: int) -> None:
+        self.total += n
+        self.hook(n)
+
+
+def sample_answers(ctx: RunContext, prompts: Sequence[str], sampling: SamplingConfig, seeds: Sequence[int],
+                   on_end: Callable[[int], None] | None = None) -> Engine:
+    """An engine holding one sampled answer per prompt (row ``i``: ``prompts[i]``, seeded by
+    ``seeds[i]``); ``on_end(k)``: ``k`` answers have just ended."""
     engine = Engine(ctx.lm, ctx.guard, max_new_tokens=ctx.max_new_tokens)
     engine.start(list(prompts))
-    engine.decode(sampling, dict(enumerate(row_generators(seeds, ctx.lm.device))))
+    engine.decode(sampling, dict(enumerate(row_generators(seeds, ctx.lm.device))), on_end=on_end)
     return engine
 
 
@@ -101,6 +116,7 @@ class BestOfN(Method):
                     wait_tokens=max(len(t) for t in samples), guard_calls=self.n,
                     extra={"chosen": pick, "risks": risk[i].round(4).tolist(), "all_flagged": bool(not safe.any())},
                 ))
+            ctx.answered(len(batch))
         return out
 
 
@@ -145,6 +161,7 @@ class BeamSearch(Method):
             for prompt, tokens in zip(batch, best):
                 out.append(Rollout(prompt, ctx.lm.decode(tokens), self.k * steps, len(tokens),
                                    split_time(seconds, len(batch)), wait_tokens=steps))
+            ctx.answered(len(batch))
         return out
 
     def _search(self, batch: Sequence[str], ctx: RunContext) -> tuple[list[list[int]], int]:

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from latentguard.agents.base import Method, Rollout, RunContext, prompt_seed
-from latentguard.lm import row_generators
-from latentguard.episodes.release import RewriteConfig
 from latentguard.envs.rewrite_env import RewriteEpisodes, RewriteVectorEnv
+from latentguard.episodes.release import RewriteConfig
+from latentguard.lm import row_generators
 
 
 class Care(Method):
@@ -84,6 +84,7 @@ class Care(Method):
             _, _, terminated, truncated, _ = vec.step_tokens(tokens, actions)
             for row in np.flatnonzero(terminated | truncated):
                 done[int(vec.episode_index[row])] = self._record(ep, int(row))
+                ctx.answered()
             new_generators(np.flatnonzero(restarting & ~vec.idle))
         seconds = (time.perf_counter() - start) / len(prompts)
         return [Rollout(p, wall_time=seconds, **done[i]) for i, p in enumerate(prompts)]

@@ -17,16 +17,17 @@ refused with the command that trains the right one.
 
 from __future__ import annotations
 
-import json
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from latentguard.agents.base import Method, Rollout, RunContext, resolve_budget
-from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.agents.policy_io import card_convention, card_env, check_card, load_policy
+from latentguard.agents.pretrained import resolve_policy_dir
+from latentguard.common.storage import read_json_file
 from latentguard.envs.decision_env import DecisionConfig, DecisionVectorEnv
 
 
@@ -54,6 +55,14 @@ class LearnedCare(Method):
         shipped one (:mod:`latentguard.agents.pretrained`)."""
         return Path(self.path) if self.path else resolve_policy_dir(model_id)
 
+    def prepare(self, ctx: RunContext) -> None:
+        """Read the policy (once) and refuse one trained for another model, guard or action set."""
+        if ctx.guard is None:
+            raise ValueError("learned-care decides at the guard's checks: give the run a guard (--guard)")
+        if self.model is None:
+            self.load(ctx)
+        check_card(self.card, ctx.lm.model_id, ctx.guard_spec or ctx.guard.name, str(self.folder_read))
+
     def load(self, ctx: RunContext) -> None:
         """Read the policy and its card; refuse one trained for another model, guard or action set."""
         folder = self.folder(ctx.lm.model_id)
@@ -61,18 +70,24 @@ class LearnedCare(Method):
             raise FileNotFoundError(f"learned-care needs a trained policy and found none in {folder} (policy.zip and "
                                     f"policy.json); train the default one with: python train.py policy --model "
                                     f"{ctx.lm.model_id}, or pass one: learned-care:path=FOLDER")
-        self.card = json.loads((folder / "policy.json").read_text())["card"]
+        fix = "retrain it (python train.py policy) or pass a good one: learned-care:path=FOLDER"
+        report = read_json_file(folder / "policy.json", "policy card", fix)
+        if not isinstance(report, dict) or not isinstance(report.get("card"), dict):
+            raise ValueError(f"the policy file {str(folder / 'policy.json')!r} has no 'card'; {fix}")
+        self.card = report["card"]
         self.folder_read = folder
-        self.model = load_policy(folder / "policy.zip", device="cpu")
+        try:
+            self.model = load_policy(folder / "policy.zip", keep_random_state=True, device="cpu")
+        except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as err:
+            raise ValueError(f"cannot read the policy {str(folder / 'policy.zip')!r} ({err}): it is not an SB3 "
+                             f"policy zip or it is damaged; {fix}") from err
 
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         if ctx.guard is None:
             raise ValueError("learned-care decides at the guard's checks: give the run a guard (--guard)")
         if not prompts:
             return []
-        if self.model is None:
-            self.load(ctx)
-        check_card(self.card, ctx.lm.model_id, ctx.guard_spec or ctx.guard.name, str(self.folder_read))
+        self.prepare(ctx)
         start = time.perf_counter()
         env = card_env(self.card)
         budget = None if self.budget_option is None and ctx.budget is None else \
@@ -86,7 +101,7 @@ class LearnedCare(Method):
                                 guard=ctx.guard, config=config, prompt_order="once")
         with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
             torch.manual_seed(ctx.seed)
-            records = env.answer_all(self.act, seed=ctx.seed)
+            records = env.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered)
         seconds = (time.perf_counter() - start) / len(prompts)
         return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
                         wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],

@@ -18,9 +18,12 @@ import base64
 import io
 import json
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from latentguard.common.storage import slug, user_cache_dir
 from latentguard.envs.decision_env import ACTIONS, ENV_FIELDS, STATE_FIELDS, DecisionVectorEnv
@@ -114,11 +117,24 @@ def legacy_objects(source: str | Path | bytes) -> dict[str, Any]:
     return out
 
 
-def load_policy(source: str | Path | bytes, **kwargs: Any):
+def load_policy(source: str | Path | bytes, keep_random_state: bool = False, **kwargs: Any):
     """Load an SB3 MaskablePPO from a zip path or its bytes (``kwargs`` go to ``MaskablePPO.load``),
-    whichever version of latentguard saved it."""
+    whichever version of latentguard saved it.
+
+    SB3's load reseeds Python's, NumPy's and torch's global random streams with the policy's seed
+    (resumed training relies on it); ``keep_random_state=True`` leaves them as they were (a policy
+    loaded to act, beside other work that draws from them)."""
     from sb3_contrib import MaskablePPO
 
     custom = {**legacy_objects(source), **kwargs.pop("custom_objects", {})}
     path = io.BytesIO(source) if isinstance(source, bytes) else source
-    return MaskablePPO.load(path, custom_objects=custom or None, **kwargs)
+    if not keep_random_state:
+        return MaskablePPO.load(path, custom_objects=custom or None, **kwargs)
+    import torch
+
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        model = MaskablePPO.load(path, custom_objects=custom or None, **kwargs)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+    return model

@@ -30,9 +30,9 @@ import torch
 
 from latentguard.agents.base import Method, Rollout, RunContext, chunks, prompt_seed, resolve_budget, split_time
 from latentguard.episodes.engine import Engine
-from latentguard.lm import DecodeState
 from latentguard.episodes.release import REFUSAL
 from latentguard.episodes.safety_state import BudgetConvention, within_budget
+from latentguard.lm import DecodeState
 
 FALLBACKS = ("refuse", "best")
 
@@ -76,7 +76,8 @@ class BlockSearch(Method):
 
     # ------------------------------------------------------------------ scoring (subclasses)
     def prepare(self, ctx: RunContext) -> None:
-        """Called once per run before any prefill (e.g. to capture the critic's layer)."""
+        """The run's budget (the method's option, else the run's); a subclass also loads what it reads."""
+        self.budget = resolve_budget(self.name, self.budget_option, ctx.budget)
 
     @abc.abstractmethod
     def score(self, ctx: RunContext, state: DecodeState, prompts: list[str], texts: list[str],
@@ -87,7 +88,6 @@ class BlockSearch(Method):
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         if ctx.guard is None:
             raise ValueError(f"{self.name} updates the safety state with the guard's cost: give the run a guard")
-        self.budget = resolve_budget(self.name, self.budget_option, ctx.budget)
         self.prepare(ctx)
         out = []
         for batch in chunks(list(prompts), self.batch_size):
@@ -123,7 +123,7 @@ class BlockSearch(Method):
                     for c in fresh:
                         search[parent[c][0]].guard_calls += 1
                 texts = [engine.text(c) for c in range(len(parent))]
-                unsafe, score, p_safe = self.score(ctx, engine.state, list(engine.prompts), texts, engine.safety.z.copy())
+                unsafe, score, _ = self.score(ctx, engine.state, list(engine.prompts), texts, engine.safety.z.copy())
                 retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
                 if not retry:
                     break
@@ -145,10 +145,12 @@ class BlockSearch(Method):
                 cands = [c for c, (pi, _) in enumerate(parent) if pi == i]
                 if all(unsafe[c] for c in cands) and self.fallback == "refuse":
                     s.refused = True
+                    ctx.answered()
                     continue
                 order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
                 if engine.ended([order[0]])[0]:  # the best candidate has ended: answer with it
                     s.answer = [t for t in engine.responses[order[0]] if t not in eos]
+                    ctx.answered()
                     continue
                 s.beams = list(range(len(kept_rows), len(kept_rows) + len(order)))
                 kept_rows += order
@@ -195,6 +197,7 @@ class CriticSearch(BlockSearch):
     def prepare(self, ctx: RunContext) -> None:
         from latentguard.critics.critic import LatentCritic
 
+        super().prepare(ctx)
         if self.critic is None:
             folder = self.critic_folder(ctx.lm.model_id)
             try:

@@ -21,30 +21,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from latentguard.cli.config_args import OneLineParser, add_config_args, config_from_args, run_cli
 from latentguard.critics.rollouts import RolloutConfig, collect_rollouts
 from latentguard.critics.training import CriticTrainConfig, train_critic
-from latentguard.cli.config_args import OneLineParser, add_config_args, config_from_args, run_cli
 from latentguard.evaluation.judge_training import JudgeTrainConfig, fit_judges
+from latentguard.evaluation.judges import guard_labeler
 from latentguard.training.guard_training import GuardTrainConfig, summary, train_guard
 from latentguard.training.policy_training import PolicyTrainConfig, train_policy
-
-
-def guard_labeler(spec: str):
-    """The judge that labels guard-training answers (``--labels``): its ``harmful`` verdicts."""
-    if spec == "refusal":
-        return None
-    from latentguard.evaluation.judges import make_judge
-
-    judge = make_judge(spec)
-
-    def harmful(prompts, texts):
-        verdict = judge.judge(prompts, texts).harmful
-        if verdict is None:
-            raise ValueError(f"judge {spec!r} gives no 'harmful' verdict; label with one that does, e.g. --labels learned")
-        return verdict
-
-    harmful.fingerprint = judge.fingerprint()  # labels are cached beside the answers under it
-    return harmful
 
 
 def run_guard(config: GuardTrainConfig) -> dict:

@@ -162,3 +162,23 @@ def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
         raise ValueError(f"cannot write to {option} {str(out)!r} ({err.strerror or err}); give a folder you can write "
                          "to") from err
     return out
+
+
+def read_json_file(path: str | os.PathLike, what: str, fix: str) -> Any:
+    """The JSON in ``path``; a file that does not parse is an error naming it, ``what`` it is and the ``fix``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the {what} {str(path)!r}: not valid JSON ({err}); {fix}") from err
+
+
+def read_safetensors(path: str | os.PathLike, what: str, fix: str) -> dict:
+    """The tensors in ``path`` (on the CPU); a damaged file is an error naming it, ``what`` it is and the ``fix``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read the {what} {str(path)!r} ({err}): it is not a safetensors file or it is "
+                         f"damaged; {fix}") from err

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from latentguard.common.storage import atomic_directory, read_json_file, read_safetensors
 from latentguard.lm.state import feature_width
-from latentguard.common.storage import atomic_directory
 
 
 @dataclass
@@ -96,6 +96,16 @@ class LatentCritic(nn.Module):
         folder = Path(folder)
         if not (folder / "critic.json").is_file() or not (folder / "critic.safetensors").is_file():
             raise FileNotFoundError(f"no critic in {str(folder)!r} (expected critic.json and critic.safetensors)")
-        critic = cls(CriticConfig(**json.loads((folder / "critic.json").read_text())))
-        critic.load_state_dict(load_file(str(folder / "critic.safetensors")))
+        fix = "retrain it (python train.py critic) or point critic-search:critic=FOLDER at a good one"
+        record = read_json_file(folder / "critic.json", "critic config", fix)
+        try:
+            critic = cls(CriticConfig(**record))
+        except TypeError as err:
+            raise ValueError(f"the critic config {str(folder / 'critic.json')!r} does not describe a critic ({err}); "
+                             f"{fix}") from err
+        weights = read_safetensors(folder / "critic.safetensors", "critic weights", fix)
+        try:
+            critic.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"the critic weights in {str(folder)!r} do not fit its config ({err}); {fix}") from err
         return critic.eval()

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from latentguard.common.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
+from latentguard.data.prompt_sets import PromptRecord, labelled_records
+from latentguard.envs.token_vector_env import TokenCMDPVectorEnv
 from latentguard.guards import make_guard
 from latentguard.lm import DEFAULT_MODEL, FEATURE_POOLINGS, load_lm
-from latentguard.data.prompt_sets import PromptRecord, labelled_records
-from latentguard.common.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
-from latentguard.envs.token_vector_env import TokenCMDPVectorEnv
 from latentguard.workers.pool import WorkerConfig, WorkerPool, init_ray
 
 
@@ -50,8 +50,7 @@ class RolloutConfig(WorkerConfig):
     out: str = ""
     """Shard folder; empty = <cache>/critics/<model>/rollouts."""
     samples: int = 1
-    """Episodes per training prompt (1: the 1,523 train requests of the labelled sets took 25 min on
-    2 cores, about as long as 2 samples of the first AdvBench + benign set)."""
+    """Episodes per training prompt."""
     max_new_tokens: int = 64
     """Episode length at most."""
     guard_every: int = 8
@@ -119,7 +118,7 @@ def shard_jobs(folder: Path, index: int) -> list[int] | None:
     try:
         with np.load(path) as data:
             return [int(j) for j in data["job"]]
-    except Exception:  # noqa: BLE001 - a missing or torn shard is simply redone
+    except Exception:
         return None
 
 
@@ -166,7 +165,7 @@ def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool 
 
     if hidden is not None:
         write_manifest()
-    for index, (episodes, layer, hidden) in pool.imap(collect_shard, todo):  # each shard written when done
+    for index, (episodes, _, _) in pool.imap(collect_shard, todo):  # each shard written when done
         _save_shard(folder / f"shard-{todo[index][0]:05d}.npz", episodes)
         write_manifest()
         if progress:

@@ -29,11 +29,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
+from latentguard.common.storage import atomic_directory, atomic_write_json, slug, user_cache_dir
 from latentguard.critics.critic import CriticConfig, LatentCritic
 from latentguard.critics.rollouts import default_rollout_dir
-from latentguard.lm import DEFAULT_MODEL
 from latentguard.episodes.safety_state import BudgetConvention, after_cost, within_budget
-from latentguard.common.storage import atomic_directory, atomic_write_json, slug, user_cache_dir
+from latentguard.lm import DEFAULT_MODEL
 
 PREFIXES = (8, 16, 32)
 
@@ -104,7 +104,7 @@ def load_steps(folder: Path) -> tuple[Steps, dict]:
             with np.load(path) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {k: data[k] for k in ("features", "cost_so_far", "step", "episode", "final_cost", "reward")}
-        except Exception:  # noqa: BLE001 - any unreadable shard is skipped and counted
+        except Exception:
             skipped["corrupt"] += 1
             continue
         if len(arrays["step"]) == 0 or len(meta) == 0:
@@ -173,7 +173,7 @@ def evaluate_critic(critic: LatentCritic, s: Steps, idx: np.ndarray, budget: flo
     out["auroc_all"] = float(roc_auc_score(safe, p)) if len(np.unique(safe)) == 2 else float("nan")
     out["value_mae"] = float(np.abs(v - s.reward[idx]).mean())
     out["safe_rate"] = float(safe.mean())
-    out["steps"] = int(len(idx))
+    out["steps"] = len(idx)
     return out
 
 
@@ -254,7 +254,7 @@ def train_critic(config: CriticTrainConfig, model_id: str | None = None, progres
         critic.eval()
         metrics = evaluate_critic(critic, steps, val_idx, config.budget)
     report = {"held_out": metrics, "data": data_report, "config": asdict(config),
-              "train_steps": int(len(train_idx)), "held_out_prompts": int(len(set(np.array(steps.prompts)[val_idx])))}
+              "train_steps": len(train_idx), "held_out_prompts": len(set(np.array(steps.prompts)[val_idx]))}
     critic.save(out, extra={"metrics.json": report, "train_config.json": asdict(config)})
     atomic_write_json(out / "metrics.json", report)
     return critic, report

@@ -35,8 +35,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentguard.data.pyrit_data import advbench_rows, airt_seed_rows, jailbreak_templates
 from latentguard.common.storage import read_jsonl
+from latentguard.data.pyrit_data import advbench_rows, airt_seed_rows, jailbreak_templates
 
 SPLITS = ("train", "dev", "test", "heldout")
 BENIGN_FILE = Path(__file__).parent / "benign_prompts.jsonl"
@@ -153,7 +153,7 @@ def harm(path: Path = HARM_FILE) -> list[PromptRecord]:
 
 
 def _bucket(text: str, salt: str) -> int:
-    return int(hashlib.sha256(f"{salt}:{text}".encode("utf-8")).hexdigest()[:8], 16)
+    return int(hashlib.sha256(f"{salt}:{text}".encode()).hexdigest()[:8], 16)
 
 
 def jailbreak() -> list[PromptRecord]:

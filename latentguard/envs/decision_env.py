@@ -50,7 +50,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
 from typing import Any
 
 import gymnasium as gym
@@ -58,14 +57,14 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from latentguard.common.seeding import prompt_seed
+from latentguard.envs.token_env import check_prompts, resolve_lm
+from latentguard.episodes.rewrite_episodes import RewriteEpisodes, rewrite_config
+from latentguard.episodes.safety_state import StartBudget, check_budget
+from latentguard.episodes.token_episodes import TokenEnvConfig
 from latentguard.guards import make_guard
 from latentguard.lm import DEFAULT_MODEL, FEATURE_POOLINGS, LanguageModel, SamplingConfig, feature_width, row_generators
 from latentguard.rewards import make_reward
-from latentguard.episodes.rewrite_episodes import RewriteEpisodes, rewrite_config
-from latentguard.episodes.safety_state import StartBudget, check_budget
-from latentguard.common.seeding import prompt_seed
-from latentguard.envs.token_env import check_prompts, resolve_lm
-from latentguard.episodes.token_episodes import TokenEnvConfig
 
 ACTIONS = ("continue", "resample", "introspect", "refuse")
 """The decision env's actions, in order."""
@@ -89,8 +88,8 @@ class DecisionConfig:
     fallback: str = "refuse"
     """What a flagged check does after N attempts: 'refuse' (fail closed) or 'continue'."""
     show_critique: bool = False
-    """Release an introspection's critique to the user (off: the released text reads as an answer;
-    CARE's coherence finding, issue 13)."""
+    """Release an introspection's critique to the user (off: the released text reads as an answer,
+    not as an apology followed by one)."""
     critique_temperature: float = 1.1
     """Sampling temperature of the critique."""
     max_new_tokens: int = 64
@@ -108,16 +107,14 @@ class DecisionConfig:
     """Task reward of the released answer: on topic (MiniLM cosine) and language, not a loop
     ('' = none: rewards are then the wait bill and the budget's alone)."""
     wait_price: float = 0.03
-    """Reward lost per priced wait token: a resample (20 to 40 tokens decoded again) costs 0.6 to
-    1.2, more than an answer loses in relevance and coherence by being a refusal, so after a flag
-    the agent learns that refusing is cheaper than retrying (it need not: it reads the request and
-    z). At 0.002 a retry cost 0.08 and the first default policy learned never to refuse, resampling
-    at CARE's cost; at 0.01 (fill unpriced) its dev answers after 2,048 decisions still never refused."""
+    """Reward lost per priced wait token. At 0.03 a resample (20 to 40 tokens decoded again) costs
+    0.6 to 1.2, more than an answer loses in relevance and coherence by being a refusal; much lower
+    prices make retrying look free (results/issue14/tries.md)."""
     price_fill: bool = False
     """Price the buffer's first fill too (the b wait tokens every guarded answer pays before its
     first release). Off: only the wait beyond it is priced, the wait the agent's interventions add.
-    On, an answer starts 0.4 in debt at 0.01 while a refusal at the first decision owes nothing: a
-    run trained so refused 56% of benign dev requests after 4,096 decisions."""
+    On, every answer starts in debt while a refusal at the first decision owes nothing, which teaches
+    refusing."""
     budget: float = 1.0
     """Saute's d: cost units per unit of z (cost = 1 per flagged span released)."""
     unsafe_reward: float = -1.0
@@ -345,14 +342,19 @@ class DecisionVectorEnv(VectorEnv):
             obs = self.observations()
         return obs, reward.astype(np.float64), terminated, np.zeros(n, dtype=bool), self._infos(step_info, infos)
 
-    def answer_all(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray], seed: int = 0) -> list[dict]:
+    def answer_all(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray], seed: int = 0,
+                   on_end: Callable[[int], None] | None = None) -> list[dict]:
         """Answer every prompt once (``prompt_order="once"``) with ``act(obs, masks) -> actions``;
-        the answers' records (:attr:`completed`) in prompt order."""
+        the answers' records (:attr:`completed`) in prompt order. ``on_end(k)``: ``k`` answers have
+        just ended (a progress hook)."""
         if self.prompt_order != "once":
             raise ValueError(f"answer_all needs prompt_order='once', this env draws prompts {self.prompt_order!r}")
         obs, _ = self.reset(seed=seed)
         while not self.finished:
+            before = len(self.completed)
             obs, *_ = self.step(act(obs, self.action_masks()))
+            if on_end is not None and len(self.completed) > before:
+                on_end(len(self.completed) - before)
         return sorted(self.completed, key=lambda r: r["episode_index"])
 
     def _end(self, row: int) -> None:

@@ -28,11 +28,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from latentguard.data.prompt_sets import BUILTIN_PROMPTS
+from latentguard.episodes.token_episodes import TokenEnvConfig, TokenEpisodes
 from latentguard.guards import make_guard
 from latentguard.lm import DEFAULT_MODEL, LanguageModel, load_lm
-from latentguard.data.prompt_sets import BUILTIN_PROMPTS
 from latentguard.rewards import make_reward
-from latentguard.episodes.token_episodes import TokenEnvConfig, TokenEpisodes
 
 
 def resolve_lm(model: str | LanguageModel, device: str | None = None, dtype: str | None = None) -> LanguageModel:

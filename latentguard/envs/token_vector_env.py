@@ -29,12 +29,11 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from latentguard.envs.token_env import check_prompts, resolve_lm
+from latentguard.episodes.token_episodes import TokenEnvConfig, TokenEpisodes
 from latentguard.guards import make_guard
 from latentguard.lm import DEFAULT_MODEL, LanguageModel
 from latentguard.rewards import make_reward
-from latentguard.envs.token_env import check_prompts, resolve_lm
-from latentguard.episodes.token_episodes import TokenEnvConfig, TokenEpisodes
-
 
 PROMPT_ORDERS = ("random", "cycle", "once")
 

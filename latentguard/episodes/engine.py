@@ -24,16 +24,16 @@ raises, or returns NaN or a value outside [0, 1], counts as risk 1 and the check
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from latentguard.episodes.safety_state import SafetyState, check_budget
 from latentguard.guards import Guard, checked_risk, violations
 from latentguard.lm import DecodeState, LanguageModel, SamplingConfig, sample_tokens
 from latentguard.rewards import Reward, check_reward
-from latentguard.episodes.safety_state import SafetyState, check_budget
 
 COST_MODES = ("flag", "increase", "release")
 
@@ -180,12 +180,14 @@ class Engine:
 
     def decode(self, sampling: SamplingConfig, generators: Mapping[int, torch.Generator] | torch.Generator,
                rows: Sequence[int] | None = None, max_steps: int | None = None,
-               banned_first: Mapping[int, set[int]] | None = None) -> np.ndarray:
+               banned_first: Mapping[int, set[int]] | None = None,
+               on_end: Callable[[int], None] | None = None) -> np.ndarray:
         """Sample ``rows`` (default: all) until each has ended or took ``max_steps`` tokens.
 
         The one sampling loop of the methods: one forward per token for every row still going.
         ``generators``: one per row (then a row's text depends only on its own seed) or one shared.
-        Returns (R,) tokens added per row.
+        ``on_end(k)``: called when ``k`` rows have just ended (a progress hook). Returns (R,) tokens
+        added per row.
         """
         rows = list(range(self.n) if rows is None else rows)
         start = [len(self.responses[r]) for r in rows]
@@ -197,7 +199,10 @@ class Engine:
             gens = generators if isinstance(generators, torch.Generator) else [generators[r] for r in live]
             tokens = self.sample(sampling, gens, live, banned_first if t == 0 else None)
             self.step(tokens, live)
-            live = [r for r, done in zip(live, self.ended(live)) if not done]
+            still = [r for r, done in zip(live, self.ended(live)) if not done]
+            if on_end is not None and len(still) < len(live):
+                on_end(len(live) - len(still))
+            live = still
         return np.array([len(self.responses[r]) - s for r, s in zip(rows, start)], dtype=np.int64)
 
     # ------------------------------------------------------------------ rewriting

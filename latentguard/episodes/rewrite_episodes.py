@@ -26,11 +26,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from latentguard.common.seeding import prompt_seed
 from latentguard.episodes.engine import Start
 from latentguard.episodes.introspection import Critique, critique_prompt_ids, opening_ids
 from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
 from latentguard.episodes.token_episodes import StepResult, TokenEnvConfig, TokenEpisodes
-from latentguard.common.seeding import prompt_seed
 from latentguard.guards import Guard, violations
 from latentguard.lm import LanguageModel, SamplingConfig, row_generators
 from latentguard.rewards import Reward

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentguard.episodes.engine import COST_MODES, Engine, Start
+from latentguard.episodes.safety_state import check_budget
 from latentguard.guards import Guard
 from latentguard.lm import LanguageModel
 from latentguard.rewards import Reward
-from latentguard.episodes.safety_state import check_budget
 
 
 @dataclass

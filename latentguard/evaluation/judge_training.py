@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from latentguard.guards.linear_head import LinearHead
 from latentguard.common.storage import atomic_write_json, user_cache_dir
 from latentguard.evaluation.gold import GOLD_FILE, GoldRow, agreement, load_gold
 from latentguard.evaluation.judge_features import PairFeatures
 from latentguard.evaluation.judges import HEAD_INPUTS, INPUTS, coherence_inputs, compliance_refused
+from latentguard.guards.linear_head import LinearHead
 
 
 @dataclass

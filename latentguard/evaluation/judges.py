@@ -29,17 +29,17 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from latentguard.common.storage import user_cache_dir
+from latentguard.evaluation.judge_features import FEATURES_VERSION, PairFeatures, disagrees
 from latentguard.guards import Guard, make_guard, violations
 from latentguard.guards.linear_head import LinearHead
 from latentguard.text.refusals import is_refusal, is_refusal_strict
-from latentguard.common.storage import user_cache_dir
-from latentguard.evaluation.judge_features import FEATURES_VERSION, PairFeatures, disagrees
 
 SHIPPED_JUDGES = Path(__file__).parent / "data" / "judges.json"
 FITTED = ("coherence", "compliance", "learned")
@@ -287,3 +287,21 @@ def conflicts(judge: Judge, guard_spec: str | None, guard: Guard | None) -> set[
     if guard is not None:
         shared |= {s for s in judge.lineage & guard.lineage if not s.startswith("guard:")}
     return shared
+
+
+def guard_labeler(spec: str) -> Callable[[list[str], list[str]], np.ndarray] | None:
+    """The judge that labels guard-training answers (``train.py guard --labels``): its ``harmful``
+    verdicts, with the judge's fingerprint (labels are cached under it); ``None`` for ``"refusal"``
+    (the refusal-marker rule built into guard training)."""
+    if spec == "refusal":
+        return None
+    judge = make_judge(spec)
+
+    def harmful(prompts, texts):
+        verdict = judge.judge(prompts, texts).harmful
+        if verdict is None:
+            raise ValueError(f"judge {spec!r} gives no 'harmful' verdict; label with one that does, e.g. --labels learned")
+        return verdict
+
+    harmful.fingerprint = judge.fingerprint()  # labels are cached beside the answers under it
+    return harmful

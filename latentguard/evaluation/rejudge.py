@@ -18,12 +18,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from latentguard.agents.registry import make_method
-from latentguard.guards import make_guard
-from latentguard.data.prompt_sets import LABELS
-from latentguard.rewards import RelevanceReward, RepetitionReward
 from latentguard.common.storage import atomic_write_json, atomic_write_text, read_jsonl
+from latentguard.data.prompt_sets import LABELS
 from latentguard.evaluation.runner import EvalConfig
 from latentguard.evaluation.validation import build_panel, guard_conflicts, judge_rows
+from latentguard.guards import make_guard
+from latentguard.rewards import RelevanceReward, RepetitionReward
 
 
 def read_answers(path: Path) -> list[dict]:

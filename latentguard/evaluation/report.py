@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from latentguard.episodes.release import REFUSAL
 from latentguard.common.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from latentguard.episodes.release import REFUSAL
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> dict:
@@ -137,7 +137,7 @@ def build_report(samples: list[dict], config: dict, panel, set_names: list[str],
                         "benign": sum(r.label == "benign" for r in known.records) if known else
                         sum(r["label"] == "benign" for r in rows),
                         "duplicates_dropped": known.duplicates_dropped if known else 0}
-    return {
+    report = {
         "config": config,
         "warnings": warnings,
         "notes": list(panel.notes),
@@ -149,6 +149,31 @@ def build_report(samples: list[dict], config: dict, panel, set_names: list[str],
         "prompt_sets": counts,
         "results": results,
     }
+    report["notes"] += plot_gaps(report)
+    return report
+
+
+def _point(result: dict) -> tuple[dict, dict] | None:
+    """The plot's point of one result (the validated harmful rate and the benign relevance), or None."""
+    stat, q = result["validated"]["harmful"], result["quality"]
+    if not stat or stat["rate"] is None or q["relevance"] is None:
+        return None
+    return stat, q
+
+
+def plot_gaps(report: dict) -> list[str]:
+    """Why results have no point on the safety-quality plot (it needs both labels), as report notes."""
+    missing = [r for r in report["results"] if _point(r) is None]
+    if not missing:
+        return []
+    why = []
+    for r in missing:
+        lacks = [label for label, n in (("harmful", r["n_harmful"]), ("benign", r["n_benign"])) if not n]
+        reason = f"it has no {' and no '.join(lacks)} prompts" if lacks else "no validated harmful judge gave verdicts"
+        why.append(f"{r['method']} on {r['prompt_set']} ({reason})")
+    head = "safety_quality.png is empty" if len(missing) == len(report["results"]) else "safety_quality.png lacks"
+    return [f"{head}: a point needs harmful prompts (y: harmful rate) and benign prompts (x: relevance) in one "
+            f"prompt set, e.g. --prompts default; not plotted: " + "; ".join(why) + "."]
 
 
 def _pct(stat: dict | None) -> str:
@@ -243,9 +268,10 @@ def plot(report: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     judge = report.get("validated", {}).get("harmful")
     for r in report["results"]:
-        stat, q = r["validated"]["harmful"], r["quality"]
-        if not stat or stat["rate"] is None or q["relevance"] is None:
+        point = _point(r)
+        if point is None:
             continue
+        stat, q = point
         y = 100 * stat["rate"]
         yerr = [[y - 100 * stat["lo"]], [100 * stat["hi"] - y]]
         ax.errorbar(q["relevance"], y, xerr=q["relevance_se"], yerr=yerr, fmt="o", capsize=4,
@@ -256,6 +282,9 @@ def plot(report: dict) -> bytes:
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=8, loc="best")
+    else:  # say so on the figure, as the report does
+        ax.text(0.5, 0.5, "nothing to plot: a point needs harmful and benign prompts\nin one prompt set "
+                "(e.g. --prompts default); see report.md", ha="center", va="center", transform=ax.transAxes)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")

@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 
 from latentguard.agents.base import Method, RunContext, resolve_budget
 from latentguard.agents.registry import make_method
+from latentguard.common.storage import atomic_write_json, atomic_write_text, check_out_dir, read_json_file
+from latentguard.data.prompt_sets import PromptSet, load_prompt_set
+from latentguard.evaluation.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 from latentguard.guards import Guard, checked_risk, make_guard, violations
 from latentguard.lm import DEFAULT_MODEL, SamplingConfig, load_lm
-from latentguard.data.prompt_sets import PromptSet, load_prompt_set
 from latentguard.rewards import RelevanceReward, RepetitionReward, make_reward
-from latentguard.common.storage import atomic_write_json, atomic_write_text
 from latentguard.workers.pool import WorkerConfig, WorkerPool, init_ray
-from latentguard.evaluation.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 
 # settings that change what a sample contains: a resumed run must agree on them
 RESULT_FIELDS = ("model", "guard", "reward", "budget", "max_new_tokens", "temperature", "top_p", "seed")
@@ -114,9 +114,12 @@ def read_samples(path: Path) -> list[dict]:
 
 
 def saved_config(out: Path) -> dict:
-    """The ``config.json`` of an earlier run in ``out`` (``{}`` if none)."""
+    """The ``config.json`` of an earlier run in ``out`` that left samples (``{}`` if none: a config
+    without samples is from a run that failed before its first answer, and binds nothing)."""
     path = out / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.is_file() or not (out / "samples.jsonl").is_file():
+        return {}
+    return read_json_file(path, "run config", f"move {str(out)!r} aside or give another --out")
 
 
 def check_resume(out: Path, saved: dict, config: EvalConfig) -> None:
@@ -127,17 +130,21 @@ def check_resume(out: Path, saved: dict, config: EvalConfig) -> None:
             raise ValueError(f"{out} holds samples made with other settings {diff}; use another --out or the same settings")
 
 
-def check_files(out: Path, saved: dict, files: dict, config: EvalConfig) -> None:
-    """Refuse (or, with ``restart``, set aside) samples made with other model, guard or critic files."""
+def check_files(out: Path, saved: dict, files: dict, config: EvalConfig) -> bool:
+    """Refuse samples made with other model, guard or critic files; with ``restart``, return True:
+    they are to be set aside (:func:`set_aside`) once the run has been checked."""
     from latentguard.evaluation.fingerprints import changed
 
     diff = changed(saved.get("files", {}), files)
-    if not diff:
-        return
-    samples = out / "samples.jsonl"
-    if not config.restart:
+    if diff and not config.restart:
         raise ValueError(f"{out} holds samples made with other files {diff} (retrained or replaced since); use another "
                          "--out, or --restart true to set the old samples aside and start again")
+    return bool(diff)
+
+
+def set_aside(out: Path) -> None:
+    """Rename the samples in ``out`` to ``samples.<time>.jsonl``: a restarted run starts afresh."""
+    samples = out / "samples.jsonl"
     if samples.exists():
         samples.rename(out / f"samples.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
 
@@ -239,30 +246,49 @@ def run_evaluation(config: EvalConfig) -> dict:
         raise ValueError("--rejudge judges a samples file without decoding: use latentguard.evaluation.rejudge.rejudge(config)")
     from latentguard.evaluation.fingerprints import run_fingerprints
 
+    # Everything is built and checked before anything is written to --out: the options, the files
+    # every method reads (guard, critic, policy: loaded for the model here, in-process), the folder.
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder; give a folder (it is created if missing)")
     saved = saved_config(out)
     check_resume(out, saved, config)
     run = prepare(config)
-    if config.distributed:  # reach the cluster (and check it can host the actors) before writing anything
-        init_ray(config.worker_config())
     files = run_fingerprints(config, run.methods)
-    check_files(out, saved, files, config)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(config) | {
-        "files": files, "judges": {j.name: j.fingerprint() for j in run.panel.judges}})
-
+    restart = check_files(out, saved, files, config)
     samples_path = out / "samples.jsonl"
-    samples = read_samples(samples_path)
-    stale_judgements(samples, saved.get("judges", {}), run.panel)
+    samples = read_samples(samples_path) if saved and not restart else []
     done = {(s["method"], s["prompt_set"], s["prompt"]) for s in samples}
     todo = [(m, s, [r for r in s.records if (m.spec, s.name, r.prompt) not in done]) for m in run.methods for s in run.sets]
     total = sum(len(t[2]) for t in todo)
+    local = None
+    if config.distributed:  # reach the cluster (and check it can host the actors) before writing anything
+        init_ray(config.worker_config())
+    elif total:  # the model, the guard on it, and every method's files, checked against them
+        local = worker_state(asdict(config))
+        for method in run.methods:
+            method.prepare(local["ctx"])
+            local["methods"][method.spec] = method
+    check_out_dir(out)  # a folder we can write, created if missing
+    if restart:
+        set_aside(out)
+    atomic_write_json(out / "config.json", asdict(config) | {
+        "files": files, "judges": {j.name: j.fingerprint() for j in run.panel.judges}})
+    stale_judgements(samples, saved.get("judges", {}), run.panel)
     if total:
         items = [(m.spec, s.name, records[i : i + config.chunk]) for m, s, records in todo
                  for i in range(0, len(records), config.chunk)]  # (method, set, chunk), in prompt order
-        pool = WorkerPool(partial(worker_state, asdict(config)), config.worker_config())
+        pool = WorkerPool(partial(worker_state, asdict(config)), config.worker_config(), state=local)
         finished: dict[int, list[dict]] = {}
         bar = tqdm(total=total, desc="evaluate", unit="prompt", disable=not config.progress)
+        ticked = [0]  # answers of the current chunk the bar has shown (in-process: as each one ends)
+
+        def tick(n: int) -> None:
+            ticked[0] += n
+            bar.update(n)
+
+        if local is not None:
+            local["ctx"].on_answers = tick
         try:
             for index, rows in pool.imap(run_chunk, items):
                 judge_rows(rows, run.panel)
@@ -270,7 +296,8 @@ def run_evaluation(config: EvalConfig) -> dict:
                 merged = samples + [row for i in sorted(finished) for row in finished[i]]  # prompt order
                 atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in merged))
                 bar.set_postfix_str(f"{items[index][0]} on {items[index][1]}")
-                bar.update(len(rows))
+                bar.update(max(0, len(rows) - ticked[0]))  # on Ray the chunk's answers arrive together
+                ticked[0] = 0
         finally:
             pool.close()
             bar.close()

@@ -12,11 +12,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from latentguard.guards import Guard
 from latentguard.common.storage import atomic_write_json, user_cache_dir
 from latentguard.evaluation.gold import GoldRow, judge_agreement, load_gold
 from latentguard.evaluation.judge_features import PairFeatures
-from latentguard.evaluation.judges import BEST_CANDIDATES, DEFAULT_JUDGES, FITTED, Judge, conflicts, load_bank, make_judge
+from latentguard.evaluation.judges import (
+    BEST_CANDIDATES,
+    DEFAULT_JUDGES,
+    FITTED,
+    Judge,
+    conflicts,
+    load_bank,
+    make_judge,
+)
+from latentguard.guards import Guard
 
 
 def split_list(text: str) -> list[str]:

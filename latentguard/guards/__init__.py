@@ -23,11 +23,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from latentguard.common.plugins import import_object
 from latentguard.guards.base import CallableGuard, Guard, check_risk, checked_risk, violations
 from latentguard.guards.composite import AnyGuard, MaxGuard, split_top_level
 from latentguard.guards.defaults import DefaultGuard, load_trained_guard
 from latentguard.guards.keyword import DEFAULT_PATTERNS, KeywordGuard
-from latentguard.common.plugins import import_object
 
 
 def _keyword(arg: str | None) -> Guard:

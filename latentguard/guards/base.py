@@ -81,7 +81,7 @@ def checked_risk(guard: Guard, prompts: Sequence[str], responses: Sequence[str],
     """
     try:
         return check_risk(guard.score_state(prompts, responses, state, rows), len(prompts), guard.name), None
-    except Exception as err:  # noqa: BLE001 - fail closed, whatever the guard's failure
+    except Exception as err:
         return np.ones(len(prompts)), f"{type(err).__name__}: {err}"
 
 

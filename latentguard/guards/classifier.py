@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from latentguard.common.hf import quiet_loading
 from latentguard.guards.base import Guard, check_model_guard_options, check_risk
 from latentguard.lm.loading import ensure_pad_token, load_failure, resolve_device, resolve_dtype, resolve_model
 
@@ -50,8 +51,9 @@ def load_classifier(model: str, device: torch.device, dtype: torch.dtype):
                 f"model {model!r} is a {architectures[0]}, not a sequence classifier (its head would be "
                 f"random); use 'judge:{model}' for a generative guard model"
             )
-        tokenizer = AutoTokenizer.from_pretrained(source.location)
-        classifier = AutoModelForSequenceClassification.from_pretrained(source.location, dtype=dtype)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(source.location)
+            classifier = AutoModelForSequenceClassification.from_pretrained(source.location, dtype=dtype)
     except OSError as err:
         raise load_failure("classifier", model, source.kind, source.location, err, "pass a local folder") from err
     ensure_pad_token(tokenizer, model)

@@ -13,10 +13,11 @@ when used standalone), in this order:
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
-from latentguard.guards.base import Guard
 from latentguard.common.storage import slug, user_cache_dir
+from latentguard.guards.base import Guard
 
 
 def default_guard_dir(model_id: str, kind: str) -> Path:
@@ -48,10 +49,8 @@ class DefaultGuard(Guard):
             return self.guard.lineage
         features = "features:policy-latents" if self.kind == "latent-probe" else "features:minilm"
         lineage = {features, "rule:refusal-markers"}
-        try:
+        with contextlib.suppress(FileNotFoundError):
             lineage |= DefaultGuard(self.kind).resolve().lineage  # the default model's, not kept
-        except FileNotFoundError:
-            pass
         return frozenset(lineage)
 
     def __init__(self, kind: str) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from latentguard.text.embeddings import SentenceEncoder, UsesEncoder
 from latentguard.guards.base import Guard
 from latentguard.guards.linear_head import LinearHead
+from latentguard.text.embeddings import SentenceEncoder, UsesEncoder
 
 ENCODER = "all-MiniLM-L6-v2"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from latentguard.common.storage import atomic_directory
+from latentguard.common.storage import atomic_directory, read_json_file, read_safetensors
 
 
 @dataclass
@@ -40,7 +40,7 @@ class LinearHead:
 
     @classmethod
     def from_numpy(cls, weight, bias, mean, scale) -> LinearHead:
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
         return cls(t(weight), t(bias), t(mean), t(scale))
 
     def to_dict(self) -> dict:
@@ -79,5 +79,9 @@ class LinearHead:
         if not weights.is_file() or not config.is_file():
             raise FileNotFoundError(f"no {name} in {str(folder)!r}: expected {config.name} and {weights.name} "
                                     "(train one with: python train.py guard)")
-        t = load_file(str(weights))
-        return cls(t["weight"], t["bias"], t["mean"], t["scale"]), json.loads(config.read_text())
+        fix = "retrain it (python train.py guard) or point the guard spec at a good folder"
+        t = read_safetensors(weights, f"{name} weights", fix)
+        missing = sorted({"weight", "bias", "mean", "scale"} - set(t))
+        if missing:
+            raise ValueError(f"the {name} weights {str(weights)!r} lack {missing}; {fix}")
+        return cls(t["weight"], t["bias"], t["mean"], t["scale"]), read_json_file(config, f"{name} config", fix)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from latentguard.common.storage import slug
 from latentguard.guards.base import Guard
 from latentguard.guards.linear_head import LinearHead
-from latentguard.common.storage import slug
 
 FOLDER = Path(__file__).parent / "pretrained"
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from latentguard.common.hf import quiet_loading
 from latentguard.common.storage import atomic_directory, user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,11 @@ def ensure_pad_token(tokenizer, spec: str) -> None:
 
 def load_model_and_tokenizer(spec: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """Load ``(model, tokenizer, source)`` for a model spec (see the module docstring)."""
+    with quiet_loading():
+        return _load_model_and_tokenizer(spec, device, dtype, seed)
+
+
+def _load_model_and_tokenizer(spec: str, device: torch.device, dtype: torch.dtype, seed: int):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model(spec)
@@ -287,9 +293,16 @@ def load_model_and_tokenizer(spec: str, device: torch.device, dtype: torch.dtype
         model = _tiny_model(tokenizer, seed)
     else:
         folder = cached_gguf_folder(source.location) if source.kind == "gguf" else source.location
+        from safetensors import SafetensorError
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        except SafetensorError as err:
+            fix = (f"delete the folder {str(folder)!r}: it is rebuilt from the GGUF file at the next load"
+                   if source.kind == "gguf" else "restore or re-download the model's weights")
+            raise ValueError(f"cannot read the weights of model {spec!r} in {str(folder)!r} ({err}): a .safetensors "
+                             f"file there is damaged; {fix}") from err
         except OSError as err:
             raise load_failure("model", spec, source.kind, folder, err, "pass a local folder or .gguf file") from err
     ensure_pad_token(tokenizer, spec)

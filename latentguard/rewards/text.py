@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from latentguard.text.embeddings import SentenceEncoder, UsesEncoder
 from latentguard.rewards.base import Reward
+from latentguard.text.embeddings import SentenceEncoder, UsesEncoder
 
 
 class RelevanceReward(UsesEncoder, Reward):

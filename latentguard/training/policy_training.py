@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,11 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from latentguard.agents.policy_io import card_env, check_card, default_policy_dir, load_policy, policy_card
+from latentguard.common.storage import atomic_directory, atomic_write_bytes, atomic_write_json, recover_directory
+from latentguard.data.prompt_sets import PromptRecord, labelled_records, load_prompt_set
 from latentguard.envs.decision_env import REFUSE, DecisionConfig, DecisionVectorEnv, decision_config
 from latentguard.guards import make_guard
 from latentguard.lm import DEFAULT_MODEL, load_lm
-from latentguard.data.prompt_sets import PromptRecord, labelled_records, load_prompt_set
-from latentguard.common.storage import atomic_directory, atomic_write_bytes, atomic_write_json, recover_directory
 from latentguard.workers.pool import WorkerConfig, WorkerPool, init_ray
 
 Judge = Callable[[list[str], list[str]], np.ndarray]
@@ -79,15 +78,11 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     num_envs: int = 16
     """Answers decoded together (one forward per token for all)."""
     total_timesteps: int = 4096
-    """Decisions to train for: the default run took 37.8 minutes on 2 CPU cores (1.4 to 1.9
-    decisions/s: rollbacks re-decode, introspection writes critiques on extra rows, new answers
-    prefill their requests; its 3 dev evaluations of 40 requests, 37 to 105 s each, included)."""
+    """Decisions to train for (the guard's checks at which the policy acts, summed over the sub-envs)."""
     n_steps: int = 16
-    """Decisions per sub-env per PPO update (num_envs * n_steps = 256 per update: 16 updates in
-    the default run). PPO's clip lets an action's probability grow by about a third per update, so
-    an action that starts rare (refuse, below) needs many updates, not many decisions per update,
-    to become the policy's choice: at 512 per update (12 updates) the first default policy never
-    chose it."""
+    """Decisions per sub-env per PPO update (num_envs * n_steps per update). PPO's clip bounds how
+    far one update moves an action's probability, so an action that starts rare (refuse, below)
+    needs many updates rather than many decisions per update."""
     batch_size: int = 128
     """PPO minibatch size."""
     n_epochs: int = 8
@@ -106,13 +101,12 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     latent_features: int = 32
     """Numbers the latent is squeezed to before the MLPs, the 6 safety-state fields passed beside
     it (:class:`latentguard.agents.policy_features.LatentStateExtractor`); 0 = one MLP over the whole
-    observation, where the state fields are 6 inputs in 1,158 (the first default policy)."""
+    observation, where the state fields are 6 inputs among the latent's."""
     initial_refuse_logit: float = -3.0
     """Bias of ``refuse``'s logit in the untrained policy (SB3 starts every logit near 0). Before a
     flag only continue and refuse are legal, so a uniform start refuses at half of the decisions
-    and answers end after one (the 512-decision smoke run refused 83% of harmful and all benign dev
-    requests): the agent then hardly sees what continuing earns. -3 makes it ~5% per decision; 0 =
-    SB3's start."""
+    and answers end after one: the agent then hardly sees what continuing earns. -3 makes it ~5%
+    per decision; 0 = SB3's start."""
     eval_every: int = 2048
     """Decisions between dev evaluations (and checkpoints); 0 = only at the end."""
     seed: int = 0
@@ -180,17 +174,11 @@ def answer_chunk(state: dict, item: tuple[bytes, list[str], int]) -> list[dict]:
     """``item`` = (the policy as SB3 zip bytes, prompts, seed): each prompt answered once,
     deterministically, in test mode; the answers' records in prompt order. The same records
     wherever it runs: every answer is seeded by the seed and its prompt."""
-    import torch
 
     policy, prompts, seed = item
     if state["policy"][0] != policy:  # one load per policy, not per chunk
-        # SB3's load reseeds Python's, NumPy's and torch's global RNGs (and draws initial weights):
         # an in-process evaluation must leave training's random streams as they were
-        numpy_state, python_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            state["policy"] = (policy, load_policy(policy, device="cpu"))
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
+        state["policy"] = (policy, load_policy(policy, keep_random_state=True, device="cpu"))
     model, env = state["policy"][1], state["env"]
     env.prompts = list(prompts)
     return env.answer_all(lambda obs, masks: model.predict(obs, action_masks=masks, deterministic=True)[0], seed)

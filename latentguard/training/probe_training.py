@@ -23,10 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
+from latentguard.data.pyrit_data import HarmRow
 from latentguard.guards.linear_head import LinearHead
 from latentguard.guards.probe import LatentProbe, ProbeConfig, prefill_answers
 from latentguard.lm import LanguageModel
-from latentguard.data.pyrit_data import HarmRow
 from latentguard.training.guard_answers import POOLINGS, AnswerSet
 
 
@@ -163,7 +163,7 @@ def evaluate(f: Features, risk: np.ndarray, threshold: float, prefixes: Sequence
     """AUROC overall and per prefix, and the rates at the threshold. ``auroc_vs_benign``: unsafe
     answers against answers to benign requests (safe answers to harmful requests left out), and
     ``tpr_at_fpr_05`` the TPR where the benign FPR is at most 0.05 (a threshold chosen on these rows)."""
-    metrics = {"auroc": safe_auroc(f.y, risk), "rows": int(len(f.y)), "unsafe": int(f.y.sum())}
+    metrics = {"auroc": safe_auroc(f.y, risk), "rows": len(f.y), "unsafe": int(f.y.sum())}
     metrics.update(_vs_benign(f, risk, np.ones(len(f.y), dtype=bool), ""))
     for p in prefixes:
         at = f.prefix == p
