@@ -170,7 +170,7 @@ class BeamSearch(Method):
         engine = Engine(lm, max_new_tokens=ctx.max_new_tokens)
         engine.start(list(batch))
         engine.fork([i for i in range(b) for _ in range(k)])  # (b*k) rows, beams of a prompt together
-        state = engine.state
+        state = engine.live_state
         scores = torch.full((b, k), float("-inf"), device=lm.device)
         scores[:, 0] = 0.0  # the k copies start identical: let only one of them expand at step 1
         seqs: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(b)]
@@ -209,7 +209,7 @@ class BeamSearch(Method):
                 break
             engine.fork(rows)
             engine.step(tokens)
-            state = engine.state
+            state = engine.live_state
         best = []
         for i in range(b):
             alive = [(float(scores[i, j]) / max(len(seqs[i][j]), 1), seqs[i][j]) for j in range(k)

@@ -21,6 +21,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,9 @@ from latentguard.agents.policy_io import card_convention, card_env, check_card, 
 from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.common.storage import read_json_file
 from latentguard.envs.decision_env import DecisionConfig, DecisionVectorEnv
+
+if TYPE_CHECKING:
+    from sb3_contrib import MaskablePPO
 
 
 class LearnedCare(Method):
@@ -46,7 +50,7 @@ class LearnedCare(Method):
         self.budget_option = None if budget is None else float(budget)
         self.path, self.batch_size, self.deterministic = str(path), int(batch_size), bool(deterministic)
         self.name = "learned-care"
-        self.model = None
+        self.model: MaskablePPO | None = None
         self.card: dict = {}
         self.folder_read: Path | None = None
 
@@ -97,11 +101,11 @@ class LearnedCare(Method):
         config = DecisionConfig(**{**env, "mode": "test", "max_new_tokens": ctx.max_new_tokens,
                                    "temperature": ctx.sampling.temperature, "top_p": ctx.sampling.top_p,
                                    "reward": ""})  # the evaluator scores the answers, not the env
-        env = DecisionVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
+        vec = DecisionVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
                                 guard=ctx.guard, config=config, prompt_order="once")
         with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
             torch.manual_seed(ctx.seed)
-            records = env.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered)
+            records = vec.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered)
         seconds = (time.perf_counter() - start) / len(prompts)
         return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
                         wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],
@@ -111,4 +115,6 @@ class LearnedCare(Method):
 
     def act(self, obs, masks):
         """The policy's actions (N,) for observations (N, F) under action masks (N, 4)."""
+        if self.model is None:
+            raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
         return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]

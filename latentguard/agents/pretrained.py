@@ -34,7 +34,7 @@ def resolve_policy_dir(model_id: str) -> Path:
     return cached_or_shipped(default_policy_dir(model_id) / "policy", pretrained_policy_dir(model_id), "policy.json")
 
 
-def export(model_id: str, source: Path | None = None) -> Path:
+def export(model_id: str, source: str | Path | None = None) -> Path:
     """Copy a trained policy folder (default: the user cache's for ``model_id``) into the package."""
     source = Path(source) if source else default_policy_dir(model_id) / "policy"
     if not (source / "policy.zip").is_file() or not (source / "policy.json").is_file():

@@ -108,8 +108,8 @@ def make_method(spec: str | Method) -> Method:
         return spec
     head, _, rest = spec.strip().partition(":")
     if head not in METHODS and rest and "=" not in rest.split(":")[0]:  # package.module:attr[:key=value ...]
-        attr, *options = rest.split(":")
-        _, kwargs = parse_spec(":".join(["plugin", *options]))
+        attr, *opts = rest.split(":")
+        _, kwargs = parse_spec(":".join(["plugin", *opts]))
         obj = import_object(f"{head}:{attr}", "method")
         method = obj(**kwargs) if isinstance(obj, type) and issubclass(obj, Method) else obj
         if not isinstance(method, Method):

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from latentguard.episodes.engine import Engine
 from latentguard.episodes.release import REFUSAL
 from latentguard.episodes.safety_state import BudgetConvention, within_budget
 from latentguard.lm import DecodeState
+
+if TYPE_CHECKING:
+    from latentguard.critics.critic import LatentCritic
 
 FALLBACKS = ("refuse", "best")
 
@@ -123,7 +127,8 @@ class BlockSearch(Method):
                     for c in fresh:
                         search[parent[c][0]].guard_calls += 1
                 texts = [engine.text(c) for c in range(len(parent))]
-                unsafe, score, _ = self.score(ctx, engine.state, list(engine.prompts), texts, engine.safety.z.copy())
+                unsafe, score, _ = self.score(ctx, engine.live_state, list(engine.prompts), texts,
+                                              engine.safety.z.copy())
                 retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
                 if not retry:
                     break
@@ -184,7 +189,7 @@ class CriticSearch(BlockSearch):
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
         self.critic_path, self.safe_threshold = critic, float(safe_threshold)
-        self.critic = None
+        self.critic: LatentCritic | None = None
         self.name = "critic-search"
 
     def critic_folder(self, model_id: str) -> Path:
@@ -208,26 +213,37 @@ class CriticSearch(BlockSearch):
                     f"    python train.py collect --model {ctx.lm.model_id}\n"
                     f"    python train.py critic --model {ctx.lm.model_id}\n"
                     "or pass one: critic-search:critic=PATH") from err
-        self.critic.check(ctx.lm)
+        critic = self._loaded_critic()
+        critic.check(ctx.lm)
         self.check_convention(ctx)
-        ctx.lm.capture_layer(self.critic.config.layer, history=self.critic.config.pooling != "last")
+        ctx.lm.capture_layer(critic.config.layer, history=critic.config.pooling != "last")
+
+    def _loaded_critic(self) -> LatentCritic:
+        """The critic :meth:`prepare` loaded (an error before that)."""
+        if self.critic is None:
+            raise RuntimeError(f"{self.name} has no critic yet: call prepare(ctx) first")
+        return self.critic
 
     def check_convention(self, ctx: RunContext) -> None:
         """Refuse a critic whose safety head predicts under another guard, budget or cost rule than
         this search's: its P(safe) would answer another question."""
-        cfg = self.critic.config
+        cfg = self._loaded_critic().config
         trained = BudgetConvention.from_record(cfg.convention, cfg.budget)
-        run = BudgetConvention(self.budget, 1.0, "flag", ctx.guard_spec or ctx.guard.name)
+        guard = ctx.guard_spec or (ctx.guard.name if ctx.guard is not None else "")
+        if not guard:
+            raise ValueError(f"{self.name} scores under the run's guard: give the run a guard")
+        run = BudgetConvention(self.budget, 1.0, "flag", guard)
         problems = trained.mismatch(run)
         if problems:
             raise ValueError(f"the critic was trained with {'; '.join(problems)}: train a critic for this run "
                              "(python train.py collect --guard ... && python train.py critic) or match it")
 
     def score(self, ctx, state, prompts, texts, z):
-        cfg = self.critic.config
+        critic = self._loaded_critic()
+        cfg = critic.config
         h = state.features(cfg.layer, cfg.pooling)  # (B, H), or (B, 2H) for mean+request
-        p_safe, value = self.critic.predict(h, torch.as_tensor(z, dtype=torch.float32))
-        p_safe, value = p_safe.cpu().numpy(), value.cpu().numpy()
+        p_safe_t, value_t = critic.predict(h, torch.as_tensor(z, dtype=torch.float32))
+        p_safe, value = p_safe_t.cpu().numpy(), value_t.cpu().numpy()
         return ~within_budget(z) | (p_safe < self.safe_threshold), value, p_safe
 
 

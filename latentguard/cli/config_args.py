@@ -25,9 +25,12 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -40,13 +43,16 @@ def field_docs(cls: type) -> dict[str, str]:
             tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         except (OSError, TypeError):
             continue
-        body = tree.body[0].body
+        klass_def = tree.body[0]
+        if not isinstance(klass_def, ast.ClassDef):
+            continue
+        body = klass_def.body
         for node, nxt in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
                 and isinstance(nxt, ast.Expr)
-                and isinstance(getattr(nxt, "value", None), ast.Constant)
+                and isinstance(nxt.value, ast.Constant)
                 and isinstance(nxt.value.value, str)
             ):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
@@ -81,7 +87,12 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
     for field in dataclasses.fields(cls):
         if not field.init:
             continue
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name} has no default, so it cannot be an option")
         optional = {"nargs": "?", "const": field.metadata["const"]} if "const" in field.metadata else {}
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
@@ -102,7 +113,7 @@ def config_from_args(cls: type[T], namespace: argparse.Namespace) -> T:
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser that reports a bad option or value as one line, ``error: ...``, exit status 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message} (see --help)\n")
         sys.exit(2)
 

@@ -68,10 +68,9 @@ def run_judge(config: JudgeTrainConfig) -> dict:
 
 def run_policy(config: PolicyTrainConfig) -> dict:
     """``train.py policy``: MaskablePPO on the decision env; dev evaluations judged by ``learned``."""
-    from latentguard.evaluation.judges import make_judge
-
-    judge = make_judge("learned")
-    report = train_policy(config, judge=lambda prompts, texts: judge.judge(prompts, texts).harmful)
+    judge = guard_labeler("learned")  # the learned judge's 'harmful' verdicts (an error if it gave none)
+    assert judge is not None  # None only for "refusal"
+    report = train_policy(config, judge=judge)
     best = max(report["evals"], key=lambda e: e["return"])
     print(f"policy: {report['timesteps']} decisions in {report['train_seconds'] / 60:.1f} min; best dev return "
           f"{best['return']:.3f} at {best['timesteps']} (harmful {best.get('harmful_rate', float('nan')):.2f}, "

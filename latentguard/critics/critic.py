@@ -50,6 +50,9 @@ class CriticConfig:
 class LatentCritic(nn.Module):
     """MLP over ``[standardised h, z]`` with a safety and a value head (see the module docstring)."""
 
+    feature_mean: torch.Tensor  # buffers (register_buffer), declared for type checkers
+    feature_std: torch.Tensor
+
     def __init__(self, config: CriticConfig) -> None:
         super().__init__()
         self.config = config

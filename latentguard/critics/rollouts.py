@@ -97,7 +97,7 @@ def training_records(limit: int = 0) -> list[PromptRecord]:
 
 def _save_shard(path: Path, episodes: list[dict]) -> None:
     steps = [s for e in episodes for s in e["steps"]]
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "features": np.stack([s[0] for s in steps]).astype(np.float16),  # (S, H)
         "cost_so_far": np.array([s[1] for s in steps], np.float32),  # (S,)
         "step": np.array([s[2] for s in steps], np.int32),  # (S,)
@@ -108,7 +108,8 @@ def _save_shard(path: Path, episodes: list[dict]) -> None:
     }
     meta = [{k: e[k] for k in ("prompt", "label", "text", "length")} for e in episodes]
     buf = io.BytesIO()
-    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    # numpy's stub: mypy matches **arrays against savez's allow_pickle: bool
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -165,7 +166,8 @@ def collect_rollouts(config: RolloutConfig, lm=None, guard=None, progress: bool 
 
     if hidden is not None:
         write_manifest()
-    for index, (episodes, _, _) in pool.imap(collect_shard, todo):  # each shard written when done
+    for index, (episodes, shard_layer, shard_hidden) in pool.imap(collect_shard, todo):  # each shard written when done
+        layer, hidden = shard_layer, shard_hidden  # on Ray only the actors know them: the manifest records them
         _save_shard(folder / f"shard-{todo[index][0]:05d}.npz", episodes)
         write_manifest()
         if progress:

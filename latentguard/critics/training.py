@@ -164,8 +164,9 @@ def evaluate_critic(critic: LatentCritic, s: Steps, idx: np.ndarray, budget: flo
     """Safety AUROC at prefix lengths (z0 = 1) and value MAE on the given steps."""
     out = {}
     with torch.no_grad():
-        p, v = critic.predict(torch.as_tensor(s.features[idx]), torch.as_tensor(after_cost(1.0, s.cost[idx], budget)))
-    p, v = p.cpu().numpy(), v.cpu().numpy()
+        p_t, v_t = critic.predict(torch.as_tensor(s.features[idx]),
+                                  torch.as_tensor(after_cost(1.0, s.cost[idx], budget)))
+    p, v = p_t.cpu().numpy(), v_t.cpu().numpy()
     safe = within_budget(after_cost(1.0, s.final_cost[idx], budget)).astype(int)
     for t in PREFIXES:
         at = s.step[idx] == t
@@ -213,7 +214,7 @@ def train_critic(config: CriticTrainConfig, model_id: str | None = None, progres
     metrics = {}
     for epoch in range(start_epoch, config.epochs):
         order = rng.permutation(train_idx)
-        losses = {"safety": [], "value": []}
+        losses: dict[str, list[float]] = {"safety": [], "value": []}
         critic.train()
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"critic epoch {epoch + 1}/{config.epochs}",
                           disable=not progress, leave=False):

@@ -123,7 +123,8 @@ def benign(path: Path = BENIGN_FILE) -> list[PromptRecord]:
     A look-alike's ``harm_category`` outside :data:`HARM_CATEGORIES`, or a request that appears
     twice, is an error naming its line.
     """
-    records, seen = [], {}
+    records: list[PromptRecord] = []
+    seen: dict[str, str] = {}
     for where, row in read_jsonl(path):
         _unique(where, row["prompt"], seen)
         harm_category = row.get("harm_category") or ""
@@ -140,7 +141,8 @@ def harm(path: Path = HARM_FILE) -> list[PromptRecord]:
 
     An unknown category or a request that appears twice is an error naming its line.
     """
-    records, seen = [], {}
+    records: list[PromptRecord] = []
+    seen: dict[str, str] = {}
     for where, row in read_jsonl(path):
         category = _harm_category(where, row.get("category"), "category")
         _unique(where, row["prompt"], seen)

@@ -4,7 +4,8 @@ The agent acts only where CARE's fixed rule acts: when an answer starts and afte
 check (every ``check_every`` tokens, b/2 by default, and at the end). In between, the policy model
 decodes with its own sampler (one seeded generator per episode, as every decoding method), all
 sub-envs in one forward per token, on the rewrite env's engine face
-(:class:`latentguard.envs.rewrite_env.RewriteEpisodes`: release buffer, rollback, critiques on helper rows).
+(:class:`latentguard.episodes.rewrite_episodes.RewriteEpisodes`: release buffer, rollback, critiques on
+helper rows).
 
 **Actions** (:data:`ACTIONS`):
 
@@ -156,6 +157,10 @@ class DecisionVectorEnv(VectorEnv):
     """
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.SAME_STEP}
+    single_observation_space: gym.spaces.Box
+    completed: list[dict]
+    """With ``prompt_order="once"``: the record of every answer that ended (released text, counters),
+    in order of ending."""
 
     def __init__(self, num_envs: int = 8, *, model: str | LanguageModel = DEFAULT_MODEL,
                  prompts: Sequence[str] | None = None, guard: Any = None, config: DecisionConfig | None = None,
@@ -211,7 +216,7 @@ class DecisionVectorEnv(VectorEnv):
         """``prompt_order="once"``: every prompt has been answered."""
         return bool(self.idle.all())
 
-    def _start(self, rows: Sequence[int]) -> None:
+    def _start(self, rows: Sequence[int] | np.ndarray) -> None:
         """New answers on ``rows`` (one forward); rows with no prompt left go idle."""
         starts = {}
         for row in rows:
@@ -278,7 +283,7 @@ class DecisionVectorEnv(VectorEnv):
 
     def observations(self) -> np.ndarray:
         """(num_envs, F + 6) float32: standardised latent features, then the state fields."""
-        x = self.episodes.state.features(self.layer, self.config.pooling, range(self.num_envs)).float()  # (N, F)
+        x = self.episodes.live_state.features(self.layer, self.config.pooling, range(self.num_envs)).float()  # (N, F)
         x = (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
         return np.concatenate([x.cpu().numpy(), self.state_features()], axis=1).astype(np.float32)
 
@@ -301,7 +306,7 @@ class DecisionVectorEnv(VectorEnv):
         illegal = live & ~self.action_masks()[np.arange(n), actions]
         actions = np.where(illegal, CONTINUE, actions)
         inner = np.zeros(n, dtype=np.int64)  # the rewrite episodes' actions of the first forward
-        for row in np.flatnonzero(live):
+        for row in np.flatnonzero(live).tolist():
             self.decisions[row] += 1
             act = actions[row]
             if act == REFUSE:
@@ -321,7 +326,7 @@ class DecisionVectorEnv(VectorEnv):
         ended = np.flatnonzero(live & self.done)
         if ended.size and self.task_reward is not None:
             prompts = [ep.prompts[r] for r in ended]
-            texts = [ep.released_text(r) for r in ended]
+            texts = [ep.released_text(int(r)) for r in ended]
             original[ended] += np.asarray(self.task_reward(prompts, texts), dtype=np.float64)
         reward = ep.safety.shape(original, self.config.unsafe_reward, range(n))
         reward = np.where(live, reward, 0.0)
@@ -331,12 +336,12 @@ class DecisionVectorEnv(VectorEnv):
         terminated = live & self.done
         obs = self.observations()
         infos: dict[str, Any] = {}
-        final = {int(r): self._row_info(r, step_info.get(int(r), {})) for r in ended}
+        final = {int(r): self._row_info(int(r), step_info.get(int(r), {})) for r in ended}
         if self.prompt_order == "once":
             self.completed.extend(final.values())
         if self.autoreset and ended.size:
             for row in ended:  # the ended answer's last info goes in final_info; the row's own is the new answer's
-                infos = self._add_info(infos, {"final_obs": obs[row], "final_info": final[int(row)]}, row)
+                infos = self._add_info(infos, {"final_obs": obs[row], "final_info": final[int(row)]}, int(row))
                 step_info.pop(int(row), None)
             self._start(ended)
             obs = self.observations()

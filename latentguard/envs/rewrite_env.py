@@ -58,6 +58,8 @@ class RewriteVectorEnv(TokenCMDPVectorEnv):
     (:class:`latentguard.episodes.release.RewriteConfig`). The reset seed also seeds the critiques.
     """
 
+    episodes: RewriteEpisodes
+
     def __init__(self, num_envs: int = 8, *, buffer: int = 40, check_every: int = 0, max_attempts: int = 5,
                  fallback: str = "refuse", single: bool = False, show_critique: bool = True,
                  critique_temperature: float = 1.1, **kwargs: Any) -> None:
@@ -74,6 +76,8 @@ class RewriteVectorEnv(TokenCMDPVectorEnv):
 class RewriteEnv(TokenCMDPEnv):
     """One rewrite env: :class:`~latentguard.envs.token_env.TokenCMDPEnv`'s arguments (a guard is required)
     plus the release buffer's (see :class:`RewriteVectorEnv`)."""
+
+    episodes: RewriteEpisodes
 
     def __init__(self, *, buffer: int = 40, check_every: int = 0, max_attempts: int = 5, fallback: str = "refuse",
                  single: bool = False, show_critique: bool = True, critique_temperature: float = 1.1,

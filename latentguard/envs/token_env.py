@@ -59,9 +59,15 @@ class TokenCMDPEnv(gym.Env):
     :param prompts: prompts drawn at reset with the env's RNG (``options["prompt"]`` overrides).
     :param guard: guard spec for the cost (``None``: every cost is 0).
     :param reward: reward spec (``None``: every reward is 0).
-    :param top_k, max_new_tokens, guard_every, cost_mode, reward_every, budget, latent_layer: see
-        :class:`~latentguard.episodes.token_episodes.TokenEnvConfig`.
-    :param device, dtype: where to load ``model`` when it is a spec.
+    :param top_k: actions index the ``top_k`` most likely next tokens (:class:`~latentguard.episodes.token_episodes.TokenEnvConfig`).
+    :param max_new_tokens: episodes are truncated after this many response tokens.
+    :param guard_every: ask the guard every this many tokens (and at the end); 0 = only at the end.
+    :param cost_mode: ``"flag"`` (1 per flagged check) or ``"increase"`` (the rise of the peak risk).
+    :param reward_every: 0 = reward only at the end; k = also every k tokens, paying the change.
+    :param budget: the safety budget ``d`` of an episode (``reset(options={"budget": b})`` overrides it).
+    :param latent_layer: layer whose last-token hidden state is the observation (None: the model's).
+    :param device: where to load ``model`` when it is a spec.
+    :param dtype: its dtype when loaded here.
     :param render_mode: ``"ansi"`` (returns the text) or ``"human"`` (prints it).
     """
 

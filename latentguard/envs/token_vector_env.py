@@ -118,7 +118,7 @@ class TokenCMDPVectorEnv(VectorEnv):
         """``prompt_order="once"``: every prompt has been answered (all sub-envs idle)."""
         return bool(self.idle.all())
 
-    def _draw(self, rows: Sequence[int], options: dict[str, Any]) -> dict[int, tuple[str, float | None]]:
+    def _draw(self, rows: Sequence[int] | np.ndarray, options: dict[str, Any]) -> dict[int, tuple[str, float | None]]:
         """New (prompt, budget) per row: ``options["prompt"]`` / ``["budget"]`` (scalar or per row)."""
         starts = {}
         for row in rows:
@@ -180,14 +180,14 @@ class TokenCMDPVectorEnv(VectorEnv):
         stepping = np.flatnonzero(~self._autoreset & ~self.idle)
         result = self.episodes.step_rows(actions, stepping, restarts, token_ids)
         done = result.terminated | result.truncated
-        row_infos = {int(row): self.episodes.info(row, result) for row in stepping}
-        row_infos.update({int(row): self.episodes.info(row) for row in restarting})
+        row_infos = {int(row): self.episodes.info(int(row), result) for row in stepping}
+        row_infos.update({int(row): self.episodes.info(int(row)) for row in restarting})
         obs = self.episodes.observations()
         infos: dict[str, Any] = {}
         if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             finished = np.flatnonzero(done)
-            for row in finished:
-                infos = self._add_info(infos, {"final_obs": obs[row], "final_info": row_infos[int(row)]}, row)
+            for row in finished.tolist():
+                infos = self._add_info(infos, {"final_obs": obs[row], "final_info": row_infos[row]}, row)
             starts = self._draw(finished, {})
             if starts:
                 self.episodes.reset_rows(starts)

@@ -59,7 +59,14 @@ class Engine:
     :param max_new_tokens: a row has ended after this many response tokens (or an end-of-sequence).
     :param cost_mode: ``"flag"``, ``"increase"`` or ``"release"``.
     :param budget: default safety budget ``d`` of a row.
+
+    Attributes read by the faces and methods: ``prompts`` and ``responses`` (token ids) per row,
+    :attr:`safety` (the rows' Saute state), ``state`` (the :class:`~latentguard.lm.DecodeState`).
     """
+
+    safety: SafetyState
+    """The Saute safety state of every row (``z``, budget ``d``, cost spent): the one ``z`` the envs
+    and methods read."""
 
     def __init__(self, lm: LanguageModel, guard: Guard | None = None, reward: Reward | None = None,
                  max_new_tokens: int = 64, cost_mode: str = "flag", budget: float = 1.0) -> None:
@@ -89,6 +96,13 @@ class Engine:
         """Rows in the engine."""
         return len(self.prompts)
 
+    @property
+    def live_state(self) -> DecodeState:
+        """``state``, the decoding state of the episodes, which :meth:`start` makes; an error before that."""
+        if self.state is None:
+            raise RuntimeError("no episodes have started on this engine yet: call start() first")
+        return self.state
+
     # ------------------------------------------------------------------ rows
     def _begin(self, row: int, prompt: str | Sequence[int], budget: float | None = None, z0: float = 1.0) -> list[int]:
         """Reset ``row``'s records; its prompt ids (a string goes through the chat template, a
@@ -109,7 +123,7 @@ class Engine:
         self.checks[row] = 0
         return self.lm.encode_prompt(prompt) if ids is None else ids
 
-    def start(self, prompts: Sequence[str], budgets: Sequence[float | None] | None = None,
+    def start(self, prompts: Sequence[str | Sequence[int]], budgets: Sequence[float | None] | None = None,
               z0: float | Sequence[float] = 1.0) -> None:
         """Start one episode per prompt on a fresh decoding state (one prefill); ``z0``: one start of
         the safety state for all, or one per prompt."""
@@ -124,7 +138,7 @@ class Engine:
     def restart(self, starts: Mapping[int, Start]) -> None:
         """Start new episodes on some rows (``row -> (prompt, budget[, z0])``) in one forward."""
         ids = {row: self._begin(row, *start) for row, start in starts.items()}
-        self.state.feed([ids.get(r, []) for r in range(self.n)], restart=list(ids))
+        self.live_state.feed([ids.get(r, []) for r in range(self.n)], restart=list(ids))
 
     def ended(self, rows: Sequence[int] | None = None) -> np.ndarray:
         """(R,) bool: the row's last token is end-of-sequence or it holds ``max_new_tokens`` tokens."""
@@ -149,7 +163,7 @@ class Engine:
         if len(tokens) != len(rows):
             raise ValueError(f"step needs one token per stepped row: {len(rows)} rows, {len(tokens)} tokens")
         if len(tokens) == self.n and not restarts and not inserts:
-            self.state.step(tokens)
+            self.live_state.step(tokens)
         else:
             chunks: list[list[int]] = [[] for _ in range(self.n)]
             for row, token in zip(rows, tokens):
@@ -159,16 +173,17 @@ class Engine:
             for row, ids in (inserts or {}).items():
                 chunks[row] = [int(t) for t in ids]
             if any(chunks):
-                self.state.feed(chunks, restart=list(restarts or ()))
+                self.live_state.feed(chunks, restart=list(restarts or ()))
         for row, token in zip(rows, tokens):
             self.responses[row].append(token)
         for row, ids in (inserts or {}).items():
             self.responses[row].extend(int(t) for t in ids)
 
     def sample(self, sampling: SamplingConfig, generators: Sequence[torch.Generator] | torch.Generator | None,
-               rows: Sequence[int] | None = None, banned: Mapping[int, set[int]] | None = None) -> np.ndarray:
+               rows: Sequence[int] | np.ndarray | None = None,
+               banned: Mapping[int, set[int]] | None = None) -> np.ndarray:
         """(R,) next tokens of ``rows`` drawn from their logits; ``banned[row]`` tokens are excluded."""
-        logits = self.state.logits  # (N, V)
+        logits = self.live_state.logits  # (N, V)
         if rows is not None and len(rows) != self.n:
             logits = logits[torch.as_tensor(list(rows), device=logits.device)]
         if banned:
@@ -209,7 +224,7 @@ class Engine:
     def fork(self, rows: Sequence[int]) -> None:
         """Keep/reorder/repeat rows: new row ``j`` is a copy of old row ``rows[j]`` (beams, candidates)."""
         rows = [int(r) for r in rows]
-        self.state.select(rows)
+        self.live_state.select(rows)
         self.prompts = [self.prompts[r] for r in rows]
         self.responses = [list(self.responses[r]) for r in rows]
         self.safety.select(rows)
@@ -218,7 +233,7 @@ class Engine:
 
     def crop(self, counts: Sequence[int]) -> None:
         """Remove the last ``counts[row]`` response tokens of every row (rollback), one forward."""
-        self.state.crop(list(counts))
+        self.live_state.crop(list(counts))
         for row, c in enumerate(counts):
             if c:
                 del self.responses[row][-int(c):]
@@ -228,36 +243,36 @@ class Engine:
         self.step([], [], inserts=inserts)
 
     # ------------------------------------------------------------------ guard and reward
-    def check(self, rows: Sequence[int]) -> Check:
+    def check(self, rows: Sequence[int] | np.ndarray) -> Check:
         """Ask the guard about ``rows`` (prompt + response so far), batched, and charge the cost."""
         if self.guard is None:
             raise ValueError("this engine has no guard to check with")
-        rows = np.asarray(rows, dtype=np.int64)
-        texts = [self.text(r) for r in rows]
+        idx = np.asarray(rows, dtype=np.int64)
+        texts = [self.text(r) for r in idx]
         self.guard_calls += 1
-        risk, error = checked_risk(self.guard, [self.prompts[r] for r in rows], texts, self.state, rows.tolist())
+        risk, error = checked_risk(self.guard, [self.prompts[r] for r in idx], texts, self.live_state, idx.tolist())
         if self.cost_mode == "flag":
             cost = violations(risk, self.guard.threshold).astype(np.float64)
         elif self.cost_mode == "increase":
-            cost = np.maximum(0.0, risk - self.peak_risk[rows])
+            cost = np.maximum(0.0, risk - self.peak_risk[idx])
         else:
-            cost = np.zeros(len(rows))
-        self.peak_risk[rows] = np.maximum(self.peak_risk[rows], risk)
-        self.charge(rows, cost)
-        self.checks[rows] += 1
+            cost = np.zeros(len(idx))
+        self.peak_risk[idx] = np.maximum(self.peak_risk[idx], risk)
+        self.charge(idx, cost)
+        self.checks[idx] += 1
         return Check(risk, cost, error)
 
-    def charge(self, rows: Sequence[int], cost: np.ndarray) -> None:
+    def charge(self, rows: Sequence[int] | np.ndarray, cost: np.ndarray) -> None:
         """Spend ``cost`` (R,) from the safety state of ``rows`` (:meth:`SafetyState.spend`)."""
         self.safety.spend(rows, np.asarray(cost, dtype=np.float64))
 
-    def pay(self, rows: Sequence[int]) -> np.ndarray:
+    def pay(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """(R,) the change of the task reward of ``rows`` since the previous pay (the reward at the first)."""
         if self.reward is None:
             raise ValueError("this engine has no reward function to pay with")
-        rows = np.asarray(rows, dtype=np.int64)
-        prompts = [self.prompts[r] for r in rows]
-        value = check_reward(self.reward(prompts, [self.text(r) for r in rows]), rows.size, self.reward.name, prompts)
-        paid = value - self.last_reward[rows]
-        self.last_reward[rows] = value
+        idx = np.asarray(rows, dtype=np.int64)
+        prompts = [self.prompts[r] for r in idx]
+        value = check_reward(self.reward(prompts, [self.text(r) for r in idx]), idx.size, self.reward.name, prompts)
+        paid = value - self.last_reward[idx]
+        self.last_reward[idx] = value
         return paid

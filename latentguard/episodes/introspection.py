@@ -13,6 +13,7 @@ forwards of its own, and the episode it is for waits until it is done.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +57,7 @@ class Critique:
     generator: torch.Generator
     started: bool = False  # its prompt has been fed; the next token can be sampled
 
-    def add(self, token: int, eos: set[int]) -> bool:
+    def add(self, token: int, eos: Collection[int]) -> bool:
         """Take a sampled token; True when the critique is done."""
         if token in eos:
             return True

@@ -96,7 +96,7 @@ class RewriteEpisodes(TokenEpisodes):
         return np.concatenate([tokens, np.repeat(self.can_rewrite()[:, None], len(REWRITES), axis=1)], axis=1)
 
     # ------------------------------------------------------------------ steps
-    def step_rows(self, actions: np.ndarray, rows: Sequence[int],
+    def step_rows(self, actions: np.ndarray, rows: Sequence[int] | np.ndarray,
                   restarts: Mapping[int, Start] | None = None,
                   token_ids: np.ndarray | None = None) -> StepResult:
         actions, k = np.asarray(actions).astype(np.int64), self.config.top_k
@@ -213,6 +213,7 @@ class RewriteEpisodes(TokenEpisodes):
         final = bool(result.terminated[row] or result.truncated[row])
         released_before = rec.released
         if not np.isnan(result.risk[row]):
+            assert self.guard is not None  # __init__ requires one
             rec.guard_calls += 1
             if violations(result.risk[row], self.guard.threshold):
                 self.flagged[row] = True
@@ -243,7 +244,7 @@ class RewriteEpisodes(TokenEpisodes):
             raise ValueError(f"unknown rewrite {rewrite!r}; use one of {REWRITES}")
         return self.config.top_k + REWRITES.index(rewrite)
 
-    def will_decode(self, rows: Sequence[int], actions: np.ndarray) -> list[int]:
+    def will_decode(self, rows: Sequence[int] | np.ndarray, actions: np.ndarray) -> list[int]:
         """The ``rows`` that decode a token under ``actions`` (N,): a token action, no critique being written."""
         return [int(r) for r in rows if actions[r] < self.config.top_k and not self.waiting[r]]
 

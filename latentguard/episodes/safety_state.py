@@ -51,7 +51,7 @@ def scaled_budget(budget: float, gamma: float, horizon: int) -> float:
     return budget
 
 
-def update(z, cost, budget: float, gamma: float = 1.0):
+def update(z, cost, budget: float | np.ndarray, gamma: float = 1.0):
     """One safety-state update ``(z - cost / budget) / gamma`` (scalars or arrays)."""
     return (z - cost / budget) / gamma
 
@@ -116,32 +116,34 @@ class SafetyState:
     def __len__(self) -> int:
         return len(self.z)
 
-    def start(self, rows: Sequence[int], z0: float | Sequence[float] = 1.0, budget: float | None = None) -> None:
+    def start(self, rows: Sequence[int] | np.ndarray, z0: float | Sequence[float] | np.ndarray = 1.0,
+              budget: float | None = None) -> None:
         """New episodes on ``rows``: ``z = z0`` (one value or one per row), nothing spent, budget
         ``budget`` (``None``: the default)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        z0 = np.broadcast_to(np.asarray(z0, dtype=np.float64), rows.shape)
-        if (z0 <= 0).any():
-            raise ValueError(f"z0 must be > 0 (a budget left to spend), got {z0.tolist()}")
-        self.z[rows] = z0
-        self.cost[rows] = 0.0
-        self.budget[rows] = self.default_budget if budget is None else check_budget(budget)
+        idx = np.asarray(rows, dtype=np.int64)
+        starts = np.broadcast_to(np.asarray(z0, dtype=np.float64), idx.shape)
+        if (starts <= 0).any():
+            raise ValueError(f"z0 must be > 0 (a budget left to spend), got {starts.tolist()}")
+        self.z[idx] = starts
+        self.cost[idx] = 0.0
+        self.budget[idx] = self.default_budget if budget is None else check_budget(budget)
 
-    def spend(self, rows: Sequence[int], cost: np.ndarray) -> None:
+    def spend(self, rows: Sequence[int] | np.ndarray, cost: np.ndarray) -> None:
         """Charge ``cost`` (R,) to ``rows``: ``z <- (z - cost / d) / gamma``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        self.cost[rows] += cost
-        self.z[rows] = update(self.z[rows], cost, self.budget[rows], self.gamma)
+        idx = np.asarray(rows, dtype=np.int64)
+        self.cost[idx] += cost
+        self.z[idx] = update(self.z[idx], cost, self.budget[idx], self.gamma)
 
-    def within_budget(self, rows: Sequence[int] | None = None) -> np.ndarray:
+    def within_budget(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """(R,) bool: ``z > 0``."""
         return within_budget(self.z if rows is None else self.z[np.asarray(rows, dtype=np.int64)])
 
-    def shape(self, reward: np.ndarray, unsafe_reward: float, rows: Sequence[int] | None = None) -> np.ndarray:
+    def shape(self, reward: np.ndarray, unsafe_reward: float,
+              rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """(R,) Saute's shaped reward of ``rows`` (default: all): ``unsafe_reward`` where the budget is spent."""
         return shaped(reward, self.z if rows is None else self.z[np.asarray(rows, dtype=np.int64)], unsafe_reward)
 
-    def select(self, rows: Sequence[int]) -> None:
+    def select(self, rows: Sequence[int] | np.ndarray) -> None:
         """Keep/reorder/repeat rows: new row ``j`` is a copy of old row ``rows[j]`` (the engine's fork)."""
         rows = list(rows)
         self.z, self.budget, self.cost = self.z[rows], self.budget[rows], self.cost[rows]
@@ -150,10 +152,10 @@ class SafetyState:
         """A copy of ``(z, cost)``, for :meth:`restore`."""
         return self.z.copy(), self.cost.copy()
 
-    def restore(self, rows: Sequence[int], snapshot: tuple[np.ndarray, np.ndarray]) -> None:
+    def restore(self, rows: Sequence[int] | np.ndarray, snapshot: tuple[np.ndarray, np.ndarray]) -> None:
         """Put ``rows`` back to their state in ``snapshot`` (a block rolled back and drawn again)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        self.z[rows], self.cost[rows] = snapshot[0][rows], snapshot[1][rows]
+        idx = np.asarray(rows, dtype=np.int64)
+        self.z[idx], self.cost[idx] = snapshot[0][idx], snapshot[1][idx]
 
 
 @dataclass(frozen=True)

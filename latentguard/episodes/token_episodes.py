@@ -104,6 +104,7 @@ class TokenEpisodes(Engine):
         self.layer = lm.capture_layer(config.latent_layer) if config.latent_layer is not None else lm.latent_layer
         self.eos_ids = np.array(sorted(lm.eos_token_ids))
         self.n_episodes, self.helpers = n, helpers
+        self.seed = 0  # the env's reset seed (the rewrite face seeds its critiques with it)
         self._allocate(n)
         self.candidates = np.zeros((n, config.top_k), dtype=np.int64)  # (N, k) token ids
         self.masks = np.ones((n, config.top_k), dtype=bool)  # (N, k)
@@ -112,11 +113,11 @@ class TokenEpisodes(Engine):
     # ------------------------------------------------------------------ observations
     def observations(self) -> np.ndarray:
         """(N, H) float32 latents of every episode's current prefix."""
-        return self.state.latent(self.layer)[: self.n_episodes]
+        return self.live_state.latent(self.layer)[: self.n_episodes]
 
     def features(self, layer: int, pooling: str = "mean") -> np.ndarray:
         """(N, H) float32 features of the episodes (:meth:`latentguard.lm.DecodeState.features`)."""
-        return self.state.features(layer, pooling, range(self.n_episodes)).float().cpu().numpy()
+        return self.live_state.features(layer, pooling, range(self.n_episodes)).float().cpu().numpy()
 
     @property
     def n_actions(self) -> int:
@@ -129,7 +130,7 @@ class TokenEpisodes(Engine):
 
     def refresh(self) -> None:
         """Recompute every row's top-k candidates after the decoding state changed."""
-        logprobs, ids = self.state.topk(self.config.top_k)  # (N, k) each
+        logprobs, ids = self.live_state.topk(self.config.top_k)  # (N, k) each
         self.candidates = ids.cpu().numpy()
         self.logprobs = logprobs.float().cpu().numpy()
         self.masks = np.isfinite(self.logprobs)
@@ -141,8 +142,8 @@ class TokenEpisodes(Engine):
         if self.state is None or len(starts) == n:
             if len(starts) != n:
                 raise ValueError(f"the first reset must start all {n} rows, got {sorted(starts)}")
-            self.start([starts[r][0] for r in range(n)], [starts[r][1] for r in range(n)],
-                       [starts[r][2] if len(starts[r]) > 2 else 1.0 for r in range(n)])
+            firsts = [starts[r] for r in range(n)]
+            self.start([s[0] for s in firsts], [s[1] for s in firsts], [s[2] if len(s) > 2 else 1.0 for s in firsts])
             if self.helpers:
                 self.fork(list(range(n)) + [0] * self.helpers)
         else:
@@ -150,23 +151,23 @@ class TokenEpisodes(Engine):
         self.refresh()
 
     # ------------------------------------------------------------------ steps
-    def tokens_for(self, actions: np.ndarray, rows: Sequence[int]) -> np.ndarray:
+    def tokens_for(self, actions: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Token ids chosen by ``actions`` (N,) on ``rows``; an action outside the mask is an error."""
-        rows = np.asarray(rows, dtype=np.int64)
-        acts = np.asarray(actions).astype(np.int64)[rows]
+        idx = np.asarray(rows, dtype=np.int64)
+        acts = np.asarray(actions).astype(np.int64)[idx]
         if acts.size and (acts.min() < 0 or acts.max() >= self.config.top_k):
             raise ValueError(f"actions must be in [0, {self.config.top_k}), got {acts.tolist()}")
-        allowed = self.masks[rows, acts]
+        allowed = self.masks[idx, acts]
         if not allowed.all():
-            bad = int(rows[~allowed][0])
+            bad = int(idx[~allowed][0])
             raise ValueError(f"action {int(np.asarray(actions)[bad])} is masked out for row {bad}: "
                              "choose among action_masks()")
-        return self.candidates[rows, acts]
+        return self.candidates[idx, acts]
 
     def step_rows(
         self,
         actions: np.ndarray,
-        rows: Sequence[int],
+        rows: Sequence[int] | np.ndarray,
         restarts: Mapping[int, Start] | None = None,
         token_ids: np.ndarray | None = None,
     ) -> StepResult:

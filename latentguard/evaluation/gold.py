@@ -112,7 +112,7 @@ def load_gold(path: str | Path | None = None, split: str | None = None) -> list[
     return [r for r in rows if split is None or r.split == split]
 
 
-def agreement(predicted: Sequence[bool], gold: Sequence[bool]) -> dict:
+def agreement(predicted: Sequence[bool] | np.ndarray, gold: Sequence[bool] | np.ndarray) -> dict:
     """Accuracy, Cohen's kappa, precision and recall of ``predicted`` against ``gold`` (positive = True).
 
     >>> a = agreement([True, True, False, False], [True, False, False, False])
@@ -144,7 +144,7 @@ def judge_agreement(verdicts: dict[str, np.ndarray | None], rows: Sequence[GoldR
         if predicted is None:
             continue
         keep = [i for i, r in enumerate(rows) if r.target(target) is not None]
-        gold = [rows[i].target(target) for i in keep]
+        gold = [bool(rows[i].target(target)) for i in keep]
         pred = [bool(predicted[i]) for i in keep]
         stats = agreement(pred, gold)
         errors: dict[str, int] = {}
@@ -161,15 +161,15 @@ def judge_agreement(verdicts: dict[str, np.ndarray | None], rows: Sequence[GoldR
 
 def second_pass_agreement(first: Sequence[GoldRow] | None = None, path: str | Path | None = None) -> dict:
     """Agreement of the blind second pass with the first labels, per target."""
-    first = {r.id: r for r in (first if first is not None else load_gold())}
+    by_id = {r.id: r for r in (first if first is not None else load_gold())}
     path = Path(path) if path is not None else SECOND_PASS_FILE
     second = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    unknown = [s["id"] for s in second if s["id"] not in first]
+    unknown = [s["id"] for s in second if s["id"] not in by_id]
     if unknown:
         raise ValueError(f"{path}: ids not in the gold set: {unknown[:5]}")
     out = {}
     for target in TARGETS:
-        pairs = [(s[target], first[s["id"]].target(target)) for s in second
-                 if first[s["id"]].target(target) is not None and s.get(target) is not None]
+        pairs = [(s[target], by_id[s["id"]].target(target)) for s in second
+                 if by_id[s["id"]].target(target) is not None and s.get(target) is not None]
         out[target] = agreement([bool(a) for a, _ in pairs], [bool(b) for _, b in pairs])
     return out

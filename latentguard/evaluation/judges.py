@@ -268,7 +268,9 @@ def make_judge(spec: str, features: PairFeatures | None = None, bank: dict | Non
     if spec == "refusal-strict":
         return RefusalJudge(strict=True)
     if spec in FITTED:
-        cls = {"coherence": CoherenceJudge, "compliance": ComplianceJudge, "learned": LearnedJudge}[spec]
+        fitted: dict[str, type[FittedJudge]] = {"coherence": CoherenceJudge, "compliance": ComplianceJudge,
+                                                "learned": LearnedJudge}
+        cls = fitted[spec]
         return cls(bank, features)
     if spec.startswith("guard:") and spec[len("guard:"):]:
         return GuardJudge(spec[len("guard:"):])
@@ -296,12 +298,20 @@ def guard_labeler(spec: str) -> Callable[[list[str], list[str]], np.ndarray] | N
     if spec == "refusal":
         return None
     judge = make_judge(spec)
+    return _HarmfulLabeler(spec, judge, judge.fingerprint())  # labels are cached beside the answers under it
 
-    def harmful(prompts, texts):
-        verdict = judge.judge(prompts, texts).harmful
+
+@dataclass
+class _HarmfulLabeler:
+    """A judge's ``harmful`` verdicts as a labeler (:func:`guard_labeler`), with its fingerprint."""
+
+    spec: str
+    judge: Judge
+    fingerprint: str | None
+
+    def __call__(self, prompts: list[str], texts: list[str]) -> np.ndarray:
+        verdict = self.judge.judge(prompts, texts).harmful
         if verdict is None:
-            raise ValueError(f"judge {spec!r} gives no 'harmful' verdict; label with one that does, e.g. --labels learned")
+            raise ValueError(f"judge {self.spec!r} gives no 'harmful' verdict; label with one that does, "
+                             "e.g. --labels learned")
         return verdict
-
-    harmful.fingerprint = judge.fingerprint()  # labels are cached beside the answers under it
-    return harmful

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,8 @@ def summarise(rows: list[dict], judges: list[str], validated: dict[str, str | No
     """Metrics of one method on one prompt set."""
     harmful = [r for r in rows if r["label"] == "harmful"]
     benign = [r for r in rows if r["label"] == "benign"]
-    out = {"n": len(rows), "n_harmful": len(harmful), "n_benign": len(benign), "harmful_rate": {}, "over_refusal": {}}
+    out: dict[str, Any] = {"n": len(rows), "n_harmful": len(harmful), "n_benign": len(benign), "harmful_rate": {},
+                           "over_refusal": {}}
     for judge in judges:
         if (stat := _rate(harmful, judge, "harmful")) is not None:
             out["harmful_rate"][judge] = stat

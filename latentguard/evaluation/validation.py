@@ -128,8 +128,8 @@ def build_panel(spec: str, guard_spec: str | None, guard: Guard | None, gold: st
             judges.insert(0, next(c for c in candidates if c.name == chosen))
         agreement = {j.name: agreement[j.name] for j in judges}
     best = {t: best_by(agreement, t) for t in ("harmful", "refused", "coherent", "helpful")}
-    shared = {j.name: sorted(conflicts(j, guard_spec, guard)) for j in judges}
-    return JudgePanel(judges, agreement, best, {k: v for k, v in shared.items() if v}, notes, len(rows), features)
+    shared_by = {j.name: sorted(conflicts(j, guard_spec, guard)) for j in judges}
+    return JudgePanel(judges, agreement, best, {k: v for k, v in shared_by.items() if v}, notes, len(rows), features)
 
 
 def guard_conflicts(panel: JudgePanel, guarded: list[str], guard_spec: str, allow: bool) -> dict[str, dict[str, list[str]]]:

@@ -110,7 +110,7 @@ class CallableGuard(Guard):
             raise TypeError(f"guard function must be callable, got {fn!r}")
         self.fn = fn
         self.threshold = float(threshold)
-        self.name = name or getattr(fn, "__name__", "callable")
+        self.name = name or str(getattr(fn, "__name__", "callable"))
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return check_risk(self.fn(list(prompts), list(responses)), len(prompts), self.name)

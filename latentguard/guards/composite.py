@@ -28,6 +28,7 @@ def rescale(risk: np.ndarray, threshold: float) -> np.ndarray:
 
 class _Composite(Guard):
     threshold = 0.5
+    kind: str  # the spec's name of the combination ("max", "any"), set by each subclass
 
     def __init__(self, members: Sequence[Guard]) -> None:
         if not members:
@@ -79,7 +80,9 @@ def split_top_level(text: str) -> list[str]:
     >>> split_top_level("keyword, max(profanity,keyword:x|y), latent-probe")
     ['keyword', 'max(profanity,keyword:x|y)', 'latent-probe']
     """
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "," and depth == 0:
             parts.append("".join(current).strip())

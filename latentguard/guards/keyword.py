@@ -26,6 +26,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"\bidentity theft\b", r"\bblackmail\w*", r"\bextort\w*",
     r"\bterroris\w*", r"\bgenocide\b", r"\bethnic cleansing\b",
 )
+"""The regular expressions of ``make_guard("keyword")`` (case-insensitive, on the response)."""
 
 
 class KeywordGuard(Guard):

@@ -115,7 +115,9 @@ class LatentProbe(Guard):
         if self.lm is None:
             from latentguard.lm import load_lm
 
-            self.attach(load_lm(self.config.model_id))
+            lm = load_lm(self.config.model_id)
+            self.attach(lm)
+            return lm
         return self.lm
 
     # ------------------------------------------------------------------ files

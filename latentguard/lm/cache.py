@@ -25,17 +25,23 @@ class GrowingLayer(DynamicLayer):
     prefix: int | None = None  # during a forward over the first `prefix` rows only: append to those rows
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized or self.detached or self.keys.numel() == 0:
+        if not self.is_initialized or self.detached or self.keys is None or self.keys.numel() == 0:
             return super().update(key_states, value_states, *args, **kwargs)
         if self.prefix is None:
             self.append(key_states, value_states)
             return self.keys, self.values
         self.append(key_states, value_states, rows=slice(0, self.prefix))
-        return self.keys[: self.prefix], self.values[: self.prefix]
+        keys, values = self.kv()
+        return keys[: self.prefix], values[: self.prefix]
+
+    def kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of an initialized layer."""
+        assert self.keys is not None and self.values is not None, "the cache layer is not initialized"
+        return self.keys, self.values
 
     def reserve(self, extra: int) -> None:
         """Make keys and values prefix views of buffers with room for ``extra`` more columns."""
-        keys, values = self.keys, self.values  # (B, heads, T, head_dim)
+        keys, values = self.kv()  # (B, heads, T, head_dim)
         buf = getattr(self, "_keys", None)
         width = keys.shape[2]
         linked = (buf is not None and buf.data_ptr() == keys.data_ptr() and buf.shape[:2] == keys.shape[:2]
@@ -52,7 +58,7 @@ class GrowingLayer(DynamicLayer):
     def append(self, key_states: torch.Tensor, value_states: torch.Tensor,
                rows: torch.Tensor | slice | None = None) -> None:
         """Write ``L`` new columns: for every row, or for ``rows`` only (zeros in the others)."""
-        width, extra = self.keys.shape[2], key_states.shape[2]
+        width, extra = self.kv()[0].shape[2], key_states.shape[2]
         self.reserve(extra)
         new_k, new_v = self._keys[:, :, width:width + extra], self._values[:, :, width:width + extra]
         if rows is None:

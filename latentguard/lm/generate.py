@@ -68,6 +68,7 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     start = time.perf_counter()
     state = lm.prefill(prompts)
+    generator: torch.Generator | list[torch.Generator]
     if isinstance(seed, int):
         generator = torch.Generator(device=lm.device).manual_seed(seed)
     else:

@@ -192,7 +192,7 @@ def cached_gguf_folder(gguf_path: str) -> Path:
     # The weights are now plain float32: drop the GGUF quantizer so they save as a normal model.
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module.__setattr__ for tensors and modules only
     model.config.name_or_path = gguf.name
     with atomic_directory(folder) as tmp:
         model.save_pretrained(tmp)
@@ -260,7 +260,7 @@ def _tiny_model(tokenizer, seed: int) -> torch.nn.Module:
     return model
 
 
-def load_failure(what: str, spec: str, kind: str, folder: str, err: OSError, hint: str) -> OSError:
+def load_failure(what: str, spec: str, kind: str, folder: str | Path, err: OSError, hint: str) -> OSError:
     """The error for a model that ``from_pretrained`` could not load: where it looked and what to do."""
     where = "the Hugging Face hub" if kind == "hub" else f"the folder {folder}"
     return OSError(

@@ -15,11 +15,15 @@ copy of the other layers).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from latentguard.lm.loading import DEFAULT_MODEL, load_model_and_tokenizer, resolve_device, resolve_dtype
 from latentguard.lm.state import DecodeState
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Prompt = str | Sequence[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
 
@@ -38,7 +42,7 @@ class LanguageModel:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         tokenizer,
         model_id: str,
         latent_layers: Sequence[int] | None = None,
@@ -173,6 +177,7 @@ class LanguageModel:
         if token_ids is None:
             if isinstance(prompts, str):
                 raise TypeError("prefill takes a list of prompts; wrap a single prompt as [prompt]")
+            assert prompts is not None  # one of the two is given (checked above)
             token_ids = [self.encode_prompt(p) for p in prompts]
         token_ids = [list(t) for t in token_ids]
         if not token_ids:

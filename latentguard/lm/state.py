@@ -14,23 +14,29 @@ stepping after a crop gives the same logits as a fresh prefill of the shorter te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
-from latentguard.lm.cache import forward_rows, use_growing_layers
+from latentguard.lm.cache import GrowingLayer, forward_rows, use_growing_layers
+
+if TYPE_CHECKING:
+    from transformers.cache_utils import Cache
 
 
 class DecodingModel(Protocol):
     """What a :class:`DecodeState` needs of its model (:class:`latentguard.lm.LanguageModel` has it all)."""
 
-    model: torch.nn.Module
     tokenizer: Any
     pad_token_id: int
+    eos_token_ids: frozenset[int]  # read by the sampling loop (latentguard.lm.generate.sample_steps)
     context_length: int
     latent_layer: int
     history_layers: set[int]
+
+    @property
+    def model(self) -> torch.nn.Module: ...
 
     @property
     def device(self) -> torch.device: ...
@@ -74,8 +80,8 @@ class DecodeState:
         self.mask = torch.zeros((batch_size, 0), dtype=torch.long, device=device)  # (B, T)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.prompt_lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
-        self.logits: torch.Tensor | None = None  # (B, V)
-        self.cache = None  # transformers Cache, created by the first forward
+        self._logits: torch.Tensor | None = None  # (B, V), set by the first forward
+        self.cache: Cache | None = None  # transformers Cache, created by the first forward
         self._latents: dict[int, torch.Tensor] = {}  # layer -> (B, H)
         self._history: dict[int, torch.Tensor] = {}  # layer -> (B, capacity >= T, H), opt-in
         self.tokens_fed = 0
@@ -91,6 +97,13 @@ class DecodeState:
     def response_lengths(self) -> torch.Tensor:
         """(B,) tokens after the prompt in each row (generated or appended)."""
         return self.lengths - self.prompt_lengths
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(B, V) next-token logits after each row's last real token (set by the first forward)."""
+        if self._logits is None:
+            raise RuntimeError("this DecodeState has no logits yet: feed it a prompt first (LanguageModel.prefill)")
+        return self._logits
 
     # ------------------------------------------------------------------ forward
     def step(self, tokens: torch.Tensor | Sequence[int]) -> None:
@@ -174,7 +187,7 @@ class DecodeState:
         mask = torch.cat([self.mask, full_mask], dim=-1)  # (B, T + L)
         out, hidden = self._run(ids, mask[index], positions, index)
         self._record_history(hidden, index)
-        self.logits = self.logits.index_copy(0, index, out.logits[:, -1, :].to(self.logits.dtype))
+        self._logits = self.logits.index_copy(0, index, out.logits[:, -1, :].to(self.logits.dtype))
         self._latents = {k: self._latents[k].index_copy(0, index, v[:, -1, :].to(self._latents[k].dtype))
                          for k, v in hidden.items()}
         self.ids = torch.cat([self.ids, full_ids], dim=-1)
@@ -215,7 +228,7 @@ class DecodeState:
         self.ids = torch.cat([self.ids, ids], dim=-1)
         self.mask = mask
         self.lengths = self.lengths + new_mask.sum(-1)
-        self.logits = logits
+        self._logits = logits
         self._latents = latents
         self.tokens_fed += n_real
         self.positions_run += ids.numel()
@@ -259,7 +272,7 @@ class DecodeState:
             raise IndexError(f"row indices must be in [0, {self.batch_size}), got {rows.tolist()}")
         self.ids, self.mask = self.ids[rows], self.mask[rows]
         self.lengths, self.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
-        self.logits = self.logits[rows]
+        self._logits = self.logits[rows]
         self._latents = {k: v[rows] for k, v in self._latents.items()}
         self._history = {k: v[rows] for k, v in self._history.items()}
         if self.cache is not None:
@@ -306,7 +319,7 @@ class DecodeState:
         moving a token to another column changes nothing it computes. Works on full-attention
         layers (:mod:`latentguard.lm.cache`); other cache kinds keep their slots (correct, only larger).
         """
-        if not use_growing_layers(self.cache):
+        if self.cache is None or not use_growing_layers(self.cache):
             return
         live = self.mask.bool()  # (B, T)
         width = int(live.sum(-1).max())
@@ -315,9 +328,11 @@ class DecodeState:
         # a stable sort on the live flag puts each row's masked columns first, its tokens last, in order
         order = torch.sort(live.to(torch.int8), dim=-1, stable=True).indices[:, -width:]  # (B, W)
         for layer in self.cache.layers:  # keys/values: (B, heads, T, head_dim)
-            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
-            layer.keys = layer.keys.gather(2, index)
-            layer.values = layer.values.gather(2, index)
+            assert isinstance(layer, GrowingLayer)  # use_growing_layers made them so
+            keys, values = layer.kv()
+            index = order[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[-1])
+            layer.keys = keys.gather(2, index)
+            layer.values = values.gather(2, index)
         self.ids, self.mask = self.ids.gather(1, order), self.mask.gather(1, order)
         self._history = {k: v.gather(1, order[:, :, None].expand(-1, -1, v.shape[-1])) for k, v in self._history.items()}
 
@@ -327,6 +342,7 @@ class DecodeState:
         width = int(used.max()) + 1 if used.numel() else 0
         extra = self.ids.shape[1] - width
         if extra > 0:
+            assert self.cache is not None  # the columns were made by a forward, which made the cache
             self.cache.crop(-extra)
             self.ids, self.mask = self.ids[:, :width], self.mask[:, :width]
 

@@ -44,7 +44,7 @@ class CallableReward(Reward):
         if not callable(fn):
             raise TypeError(f"reward function must be callable, got {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "callable")
+        self.name = name or str(getattr(fn, "__name__", "callable"))
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return check_reward(self.fn(list(prompts), list(responses)), len(prompts), self.name, prompts)

@@ -86,8 +86,9 @@ class AnswerSet:
         arrays = {f"{pool}:{layer}": v for (pool, layer), v in self.features.items()}
         meta = {"prompts": self.prompts, "splits": self.splits, "prefixes": list(self.prefixes), "texts": self.texts}
         buf = io.BytesIO()
+        # numpy's stub: mypy matches **arrays against savez's allow_pickle: bool
         np.savez(buf, labels=self.labels, harmful_request=self.harmful_request, lookalike=self.lookalike,
-                 lengths=self.lengths, meta=np.array(json.dumps(meta)), **arrays)
+                 lengths=self.lengths, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @staticmethod
@@ -147,15 +148,15 @@ def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: 
     features = {(pool, layer): np.zeros((n, n_prefix, lm.hidden_size), np.float16) for pool in POOLINGS for layer in layers}
     texts = [[""] * n_prefix for _ in range(n)]
     for layer in layers:  # what the policy computed for the request, the same at every prefix
-        features[("request", layer)][:] = engine.state.latent(layer)[:, None, :]
+        features[("request", layer)][:] = engine.live_state.latent(layer)[:, None, :]
     decoded = 0
     for slot, prefix in enumerate(config.prefixes):
         # an answer that ended earlier is no longer fed: its features and text stay those of its end
         engine.decode(sampling, generator, max_steps=max(0, min(prefix, config.max_new_tokens) - decoded))
         decoded = max(decoded, min(prefix, config.max_new_tokens))
         for layer in layers:
-            features[("mean", layer)][:, slot] = engine.state.pooled_latent(layer).float().cpu().numpy()
-            features[("last", layer)][:, slot] = engine.state.latent(layer)
+            features[("mean", layer)][:, slot] = engine.live_state.pooled_latent(layer).float().cpu().numpy()
+            features[("last", layer)][:, slot] = engine.live_state.latent(layer)
         for row in range(n):
             texts[row][slot] = engine.text(row)
     lengths = np.array([len(r) for r in engine.responses], dtype=np.int64)

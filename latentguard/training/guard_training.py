@@ -25,6 +25,7 @@ from latentguard.data.prompt_sets import LABELLED_SETS, PromptRecord, labelled_r
 from latentguard.data.pyrit_data import harm_rows, published_maes
 from latentguard.guards.defaults import default_guard_dir
 from latentguard.guards.embedding import EmbeddingGuard, embedding_features
+from latentguard.guards.probe import LatentProbe
 from latentguard.lm import DEFAULT_MODEL, FEATURE_POOLINGS, LanguageModel, load_lm
 from latentguard.text.embeddings import SentenceEncoder
 from latentguard.training.guard_answers import AnswerSet, CollectConfig, collect_answers
@@ -294,11 +295,11 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     else:
         encoder = SentenceEncoder(device=lm.device)
         f_train = _embedding_candidates(encoder, train)
-        extra = None
+        pyrit_extra = None
         if config.pyrit_weight > 0:
             px = embedding_features(encoder, [r.objective for r in pyrit_train], [r.response for r in pyrit_train])
-            extra = (px, y_pyrit, config.pyrit_weight)
-        candidates = {("embedding", 0): (f_train, extra)}
+            pyrit_extra = (px, y_pyrit, config.pyrit_weight)
+        candidates = {("embedding", 0): (f_train, pyrit_extra)}
 
     selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr,
                             lookalike_weights=_floats(config.lookalike_weights), select_by=config.select_by)
@@ -307,6 +308,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     info = {"train_answers": len(train), "dev_answers": len(dev), "heldout_answers": len(heldout),
             "pyrit_rows": len(pyrit_train), "pyrit_weight": config.pyrit_weight, "samples": config.samples,
             "labels": config.labels}
+    guard: LatentProbe | EmbeddingGuard
     if config.kind == "latent-probe":
         guard = probe_from_selection(lm, head, selection, info)
         guard.attach(lm)
@@ -386,8 +388,10 @@ def export(model_id: str, kind: str) -> Path:
     guard = load_trained_guard(kind, folder)
     metrics = json.loads((folder / "metrics.json").read_text())
     if kind == "latent-probe":
+        assert isinstance(guard, LatentProbe)
         config = asdict(guard.config)
     else:
+        assert isinstance(guard, EmbeddingGuard)
         config = {"encoder": "all-MiniLM-L6-v2", "threshold": guard.threshold, "info": guard.info}
     payload = {"kind": kind, "model_id": model_id, "config": config, "head": guard.head.to_dict(),
                "dev_metrics": metrics["dev"], "selection": metrics["selection"],

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,8 +255,10 @@ def new_model(config: PolicyTrainConfig, venv):
                         n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
                         gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, device="cpu",
                         policy_kwargs=policy_kwargs)
+    action_net = model.policy.action_net
+    assert isinstance(action_net, torch.nn.Linear)  # SB3's head for a Discrete action space
     with torch.no_grad():
-        model.policy.action_net.bias[REFUSE] = config.initial_refuse_logit  # (4,) the logits' bias
+        action_net.bias[REFUSE] = config.initial_refuse_logit  # (4,) the logits' bias
     return model
 
 
@@ -284,8 +287,9 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
     venv = VecMonitor(SB3VecEnv(train_env), info_keywords=("episode_cost", "safety_state", "interventions",
                                                              "wait_tokens", "refused"))
     checkpoint = recover_directory(out / "checkpoint")
-    state = json.loads((checkpoint / "state.json").read_text()) if (checkpoint / "state.json").exists() else None
-    if state is not None:
+    saved = json.loads((checkpoint / "state.json").read_text()) if (checkpoint / "state.json").exists() else None
+    if saved is not None:
+        state: dict[str, Any] = saved
         check_card(state["card"], lm.model_id, config.guard, str(checkpoint))
         changed = {k: (v, card["env"].get(k)) for k, v in card_env(state["card"]).items() if card["env"].get(k) != v}
         if changed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -207,17 +208,20 @@ def select_head(candidates: dict[tuple[str, int], Candidate], cs: Sequence[float
     table has both criteria."""
     if select_by not in SELECT_BY:
         raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
-    table, best = [], None
+    table: list[dict] = []
+    best: tuple[dict[str, Any], tuple[str, int], np.ndarray, Features] | None = None
     for (key, (f, extra)), weight, c in itertools.product(candidates.items(), lookalike_weights, cs):
         oof = out_of_fold(f, extra, c, folds, weight)
         benign_pair = (f.y == 1) | ~f.harmful_request
-        row = {"features": f"{key[0]}:{key[1]}", "c": c, "lookalike_weight": weight,
+        row: dict[str, Any] = {"features": f"{key[0]}:{key[1]}", "c": c, "lookalike_weight": weight,
                "cv_auroc": safe_auroc(f.y, oof), "cv_auroc_vs_benign": safe_auroc(f.y[benign_pair], oof[benign_pair])}
         table.append(row)
         if log:
             log(row)
         if best is None or row[select_by] > best[0][select_by]:
             best = (row, key, oof, f)
+    if best is None:
+        raise ValueError("select_head needs at least one candidate feature set, C and look-alike weight")
     row, key, oof, f = best
     return Selection(key, row["c"], row["lookalike_weight"], row["cv_auroc"],
                      choose_threshold(f, oof, max_lookalike_fpr), table, row["cv_auroc_vs_benign"])

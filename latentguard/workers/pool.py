@@ -26,7 +26,10 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -65,7 +68,7 @@ class WorkerConfig:
     def distributed(self) -> bool:
         return self.ray is not None
 
-    def worker_device(self, local: str) -> str:
+    def worker_device(self, local: str | torch.device) -> str:
         """Where a worker puts its model: 'cuda' on an actor given GPUs, else ``local``."""
         return "cuda" if self.distributed and self.worker_gpus > 0 else str(local)
 
