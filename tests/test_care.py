@@ -16,7 +16,7 @@ from latentguard.agents.registry import make_method
 from latentguard.common.seeding import prompt_seed
 from latentguard.envs.rewrite_env import RewriteEnv, RewriteVectorEnv
 from latentguard.episodes.engine import Engine
-from latentguard.episodes.introspection import CRITIQUE_PROMPT, OPENING
+from latentguard.episodes.introspection import CRITIQUE_PROMPT, OPENING, close_hidden
 from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
 from latentguard.guards import CallableGuard
 from latentguard.lm import SamplingConfig, load_lm, row_generators, sample_steps
@@ -148,6 +148,33 @@ def test_hidden_critique_stays_out_of_the_released_text(lm):
     assert "oh I'm sorry" in shown[0].text
 
 
+def test_a_hidden_critique_is_cut_after_its_last_sentence_and_ends_a_paragraph(lm):
+    ids = lm.tokenizer(OPENING + " this gives the steps. A responsible answer would", add_special_tokens=False).input_ids
+    skip = len(lm.tokenizer(OPENING, add_special_tokens=False).input_ids)
+    closed = close_hidden(lm, ids, skip, limit=200)
+    assert lm.decode(closed) == OPENING + " this gives the steps.\n\n"
+
+
+def test_a_hidden_phrase_without_a_sentence_end_gets_a_full_stop_within_the_buffer(lm):
+    ids = lm.tokenizer(OPENING, add_special_tokens=False).input_ids
+    assert lm.decode(close_hidden(lm, ids, len(ids), limit=200)) == OPENING + ".\n\n"
+    cut = close_hidden(lm, ids, len(ids), limit=12)
+    assert len(cut) <= 12 and lm.decode(cut).endswith(".\n\n")
+
+
+def test_after_a_hidden_phrase_the_model_reads_it_closed_and_the_user_never_sees_it(lm):
+    """Why a hidden rewrite must be closed: released text that followed an open critique would finish
+    the critique's sentence (4 of 80 learned-care answers began mid-sentence)."""
+    vec = RewriteVectorEnv(1, model=lm, prompts=PROMPTS[:1], guard=CallableGuard(FlagCalls({1})), top_k=1,
+                           max_new_tokens=60, buffer=40, show_critique=False, prompt_order="once")
+    vec.reset(seed=0)
+    for _ in range(20):  # the first check (after b/2 = 20 tokens) flags
+        vec.step(np.zeros(1, dtype=np.int64))
+    vec.step(np.array([vec.PHRASE]))
+    assert lm.decode(vec.episodes.responses[0]).startswith(OPENING + ".\n\n")
+    assert vec.episodes.buffer.rows[0].hidden == [(0, len(vec.episodes.responses[0]))]
+
+
 def test_guard_that_raises_fails_closed(lm):
     def broken(prompts, responses):
         raise RuntimeError("down")
@@ -227,7 +254,8 @@ REFERENCE_PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three.", "Te
 
 @pytest.mark.parametrize("spec", sorted(REFERENCE["tiny"]))
 def test_care_through_the_vector_rewrite_env_releases_the_batched_rules_tokens(lm, spec):
-    """The reference was recorded with the pre-engine batched CARE loop (same seed, same guard)."""
+    """The reference was recorded with the pre-engine batched CARE loop (same seed, same guard); the
+    hidden-critique spec was recorded again when hidden splices began to be closed (issue 25)."""
     ctx = RunContext(lm, CallableGuard(contains_word), None, max_new_tokens=40,
                      sampling=SamplingConfig(temperature=1.0), seed=3)
     cap = 40 * (make_method(spec).config.max_attempts + 2)

@@ -42,6 +42,26 @@ def opening_ids(lm: LanguageModel, opening: str = OPENING) -> list[int]:
     return lm.tokenizer(opening, add_special_tokens=False).input_ids
 
 
+SENTENCE_ENDS = (".", "!", "?")
+PARAGRAPH = "\n\n"
+
+
+def close_hidden(lm: LanguageModel, ids: list[int], opening: int, limit: int) -> list[int]:
+    """A critique (or phrase) kept from the user, closed so that the answer resumes at a sentence.
+
+    Hidden, a critique cut mid-sentence would make the answer's next released tokens finish *its*
+    sentence: the user would read an answer that starts mid-sentence (" system is designed to ...").
+    So the splice is cut after its last sentence end past the first ``opening`` tokens (a full stop
+    is added when it has none), and a paragraph break follows; the whole stays within ``limit`` tokens.
+    """
+    brk = lm.tokenizer(PARAGRAPH, add_special_tokens=False).input_ids
+    stop = lm.tokenizer(".", add_special_tokens=False).input_ids
+    body = list(ids[: max(1, limit - len(brk) - len(stop))])
+    ends = [i for i in range(opening, len(body)) if lm.decode(body[: i + 1]).endswith(SENTENCE_ENDS)]
+    body = body[: ends[-1] + 1] if ends else body + stop
+    return body + brk
+
+
 @dataclass
 class Critique:
     """A critique being written for episode ``row`` on the engine's helper row ``helper``.

@@ -28,7 +28,7 @@ import numpy as np
 
 from latentguard.common.seeding import prompt_seed
 from latentguard.episodes.engine import Start
-from latentguard.episodes.introspection import Critique, critique_prompt_ids, opening_ids
+from latentguard.episodes.introspection import Critique, close_hidden, critique_prompt_ids, opening_ids
 from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
 from latentguard.episodes.token_episodes import StepResult, TokenEnvConfig, TokenEpisodes
 from latentguard.guards import Guard, violations
@@ -132,6 +132,10 @@ class RewriteEpisodes(TokenEpisodes):
                     if critique is not None:
                         inserts[r] = critique
             self.pending[rewrite] = self.must[rewrite] = False
+        if not self.rewrite.show_critique:
+            skip = len(self.phrase)
+            inserts = {r: close_hidden(self.lm, list(ids), min(skip, len(ids)), self.rewrite.buffer)
+                       for r, ids in inserts.items()}
         for r, ids in inserts.items():
             self.buffer.inserted(r, len(self.responses[r]), len(ids))
         self._clear(restarts or ())
