@@ -81,6 +81,8 @@ class PromptRecord:
     """The jailbreak template the request is wrapped in ('' = none)."""
     request: str = ""
     """The wrapped request of a jailbreak ('' = the prompt itself)."""
+    prefill: str = ""
+    """Text the model's answer starts with (the prefill attack, :mod:`latentguard.data.attacks`; '' = none)."""
 
     @property
     def held_out(self) -> bool:
@@ -210,6 +212,8 @@ class PromptSet:
     name: str
     records: list[PromptRecord]
     duplicates_dropped: int = 0
+    attack: str = "none"
+    """The attack its requests were rewritten by (:mod:`latentguard.data.attacks`)."""
 
 
 def default_set(size: int = 8, seed: int = 0) -> list[PromptRecord]:

@@ -34,7 +34,8 @@ CRITIQUE_PROMPT = (
 def critique_prompt_ids(lm: LanguageModel, query: str, answer: str, opening: str = OPENING) -> list[int]:
     """Token ids of the critique prompt for (query, answer so far), ending with the opening's ids:
     the model's turn starts with the opening and the critique is sampled on from there."""
-    return lm.encode_prompt(CRITIQUE_PROMPT.format(query=query, answer=answer, opening=opening)) + opening_ids(lm, opening)
+    prompt = CRITIQUE_PROMPT.format(query=query, answer=answer, opening=opening)
+    return lm.encode_prompt(prompt, assistant_prefill="") + opening_ids(lm, opening)
 
 
 def opening_ids(lm: LanguageModel, opening: str = OPENING) -> list[int]:

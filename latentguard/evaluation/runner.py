@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from latentguard.agents.base import Method, RunContext, resolve_budget
 from latentguard.agents.registry import make_method
 from latentguard.common.storage import atomic_write_json, atomic_write_text, check_out_dir, read_json_file
+from latentguard.data.attacks import after_prefill, attack_set, get_attack
 from latentguard.data.prompt_sets import PromptSet, load_prompt_set
 from latentguard.evaluation.validation import JudgePanel, build_panel, guard_conflicts, judge_rows, split_list
 from latentguard.guards import Guard, checked_risk, make_guard, violations
@@ -51,6 +52,8 @@ class EvalConfig(WorkerConfig):
     """Comma-separated method specs (name or name:key=value, e.g. best-of-n:n=8)."""
     prompts: str = "default"
     """Comma-separated prompt sets: default, advbench[:split], harm[:split], benign[:split], builtin, or a .jsonl/.csv/.txt file."""
+    attack: str = "none"
+    """Comma-separated attacks, each applied to every prompt set (reported as SET+ATTACK): none, template (held-out jailbreak templates), past-tense (harmful requests asked about the past), prefill (the answer starts with 'Sure, here is')."""
     judge: str = ""
     """Comma-separated judges: learned, compliance, coherence, refusal, refusal-strict, best, judge:MODEL, guard:SPEC; empty = learned,compliance,coherence (the refusal judges share the shipped probe's labelling rule)."""
     allow_guard_judge: bool = False
@@ -96,6 +99,10 @@ class EvalConfig(WorkerConfig):
             raise ValueError(f"limit must be >= 0 (0 = all), got {self.limit}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        if not split_list(self.attack):
+            raise ValueError("attack is empty; use none, or one or more of template, past-tense, prefill")
+        for name in split_list(self.attack):
+            get_attack(name)
         if self.budget is not None and not self.budget > 0:
             raise ValueError(f"budget must be > 0 (cost units an answer may spend), got {self.budget}")
 
@@ -187,6 +194,7 @@ def prepare(config: EvalConfig) -> Prepared:
     if config.limit:
         for s in sets:
             s.records = s.records[: config.limit]
+    sets = [attack_set(s, get_attack(name)) for s in sets for name in split_list(config.attack)]
     guard = make_guard(config.guard) if config.guard else None
     panel = build_panel(config.judge, config.guard or None, guard, config.gold,
                         guarded_methods=any(m.uses_guard for m in methods))
@@ -205,6 +213,9 @@ def score_rows(rollouts, records, method_spec: str, set_name: str, quality, guar
     for i, (rollout, record) in enumerate(zip(rollouts, records)):
         row = {"method": method_spec, "prompt_set": set_name, "label": record.label, "category": record.category,
                "lookalike": record.lookalike, **asdict(rollout)}
+        if record.prefill or record.request:
+            row["attack"] = {"request": record.request or record.prompt, "template": record.template,
+                             "prefill": record.prefill}
         row["relevance"], row["repetition"], row["reward"] = float(relevance[i]), float(repetition[i]), float(reward[i])
         row["risk"] = None if np.isnan(risk[i]) else float(risk[i])
         row["flagged"] = None if guard is None else bool(violations(risk[i], guard.threshold))
@@ -234,7 +245,11 @@ def run_chunk(state: dict, item: tuple) -> list[dict]:
     spec, set_name, records = item
     if spec not in state["methods"]:
         state["methods"][spec] = make_method(spec)
-    rollouts = state["methods"][spec].run([r.prompt for r in records], state["ctx"])
+    prefill = records[0].prefill if records else ""  # one attack per prompt set, so per chunk
+    with state["ctx"].lm.prefilled(prefill):
+        rollouts = state["methods"][spec].run([r.prompt for r in records], state["ctx"])
+    if prefill:  # the answer as a reader sees the assistant's turn
+        rollouts = [replace(r, text=after_prefill(prefill, r.text)) for r in rollouts]
     return score_rows(rollouts, records, spec, set_name, state["quality"], state["guard"])
 
 

@@ -14,7 +14,8 @@ copy of the other layers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,6 +39,10 @@ class LanguageModel:
     :param latent_layers: layers whose last-position hidden state is captured; the first is the
         default latent. ``None``: the middle layer (``num_layers // 2``).
     :param system_prompt: system message for chat templates; ``None`` keeps the template's default.
+
+    ``assistant_prefill`` (normally empty) is text the model's turn starts with, after the chat
+    template's generation prompt: the answer continues it. The prefill attack sets it
+    (:meth:`prefilled`): "Sure, here is" puts compliance in the model's mouth.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.system_prompt = system_prompt
+        self.assistant_prefill = ""
         config = model.config
         self.num_layers: int = config.num_hidden_layers
         self.hidden_size: int = config.hidden_size
@@ -144,8 +150,23 @@ class LanguageModel:
             raise ValueError(f"this {what} reads layer {layer}, but {self.model_id!r} has layers 0..{self.num_layers}")
 
     # ------------------------------------------------------------------ text
-    def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids of ``prompt`` wrapped in the chat template, ready for the answer."""
+    def encode_prompt(self, prompt: Prompt, assistant_prefill: str | None = None) -> list[int]:
+        """Token ids of ``prompt`` wrapped in the chat template, ready for the answer, and the
+        ``assistant_prefill`` the answer continues (``None``: the model's :attr:`assistant_prefill`)."""
+        prefill = self.assistant_prefill if assistant_prefill is None else assistant_prefill
+        prefill_ids = self.tokenizer(prefill, add_special_tokens=False).input_ids if prefill else []
+        return self._chat_ids(prompt) + prefill_ids
+
+    @contextmanager
+    def prefilled(self, text: str) -> Iterator[None]:
+        """Within the block, every prompt's answer starts with ``text`` (see :attr:`assistant_prefill`)."""
+        before, self.assistant_prefill = self.assistant_prefill, text
+        try:
+            yield
+        finally:
+            self.assistant_prefill = before
+
+    def _chat_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("prompt is empty; give a non-empty string")
