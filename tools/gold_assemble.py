@@ -31,6 +31,10 @@ def main() -> None:
     parser.add_argument("--review", nargs="*", default=[],
                         help="consistency-review files: their refused/harmful/coherent/reason override the labels")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--append", action="store_true",
+                        help="add the rows to the gold set in --out instead of replacing it (ids must be new)")
+    parser.add_argument("--second-map", default="",
+                        help="JSON {second-read id: item id}: the --second file's ids are aliases read blind")
     args = parser.parse_args()
     labels = {row["id"]: row for row in read(args.labels)}
     changes: dict[str, int] = {}
@@ -55,11 +59,20 @@ def main() -> None:
         parse_gold_line(row, f"candidate {cand['id']}")
         rows.append(row)
     out = Path(args.out)
+    old = read([str(out / "gold.jsonl")]) if args.append else []
+    clash = {r["id"] for r in old} & {r["id"] for r in rows}
+    if clash:
+        raise SystemExit(f"error: ids already in the gold set: {sorted(clash)[:5]}; give the new candidates new ids")
+    rows = old + rows
     (out / "gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} rows: {sum(r['split'] == 'train' for r in rows)} train, {sum(r['split'] == 'dev' for r in rows)} dev")
     if args.second:
         ids = {r["id"] for r in rows}
-        second = [{"id": s["id"], **{k: s.get(k) for k in LABEL_KEYS}} for s in read([args.second]) if s["id"] in ids]
+        alias = json.loads(Path(args.second_map).read_text()) if args.second_map else {}
+        second = [{"id": alias.get(s["id"], s["id"]), **{k: s.get(k) for k in LABEL_KEYS}} for s in read([args.second])
+                  if alias.get(s["id"], s["id"]) in ids]
+        if args.append:
+            second = read([str(out / "second_pass.jsonl")]) + second
         (out / "second_pass.jsonl").write_text("".join(json.dumps(s) + "\n" for s in second))
         print(f"{len(second)} second-pass rows")
 
