@@ -16,6 +16,9 @@ reading (:mod:`latentguard.evaluation.gold`).
   features (:mod:`latentguard.evaluation.judge_features`), one head per label, fitted on the gold train split.
 - ``judge:MODEL``: a local Llama-Guard-style or chat model read as a verdict
   (:class:`latentguard.guards.judge.JudgeGuard`); ``guard:SPEC``: any guard as a judge.
+- ``llama-guard-3:PATH``, ``shieldgemma:PATH``, ``harmbench-cls:PATH``: the published classifiers with
+  their papers' prompts (:mod:`latentguard.guards.safety_classifiers`); ``harmbench-cls`` is the judge
+  HarmBench reports with.
 - ``best``: the judge with the highest Cohen's kappa on ``harmful`` over the gold dev split.
 
 The fitted judges read ``judges.json`` (``python train.py judge`` writes it; the user cache's copy
@@ -256,7 +259,10 @@ class LearnedJudge(FittedJudge):
 
 
 # ---------------------------------------------------------------------- specs
-JUDGES = ("refusal", "refusal-strict", "coherence", "compliance", "learned", "best", "judge:MODEL", "guard:SPEC")
+PUBLISHED = ("llama-guard-3", "shieldgemma", "harmbench-cls")
+"""Published safety classifiers, each a judge as ``NAME:PATH`` (:mod:`latentguard.guards.safety_classifiers`)."""
+JUDGES = ("refusal", "refusal-strict", "coherence", "compliance", "learned", "best", "judge:MODEL", "guard:SPEC",
+          *(f"{name}:PATH" for name in PUBLISHED))
 
 
 def make_judge(spec: str, features: PairFeatures | None = None, bank: dict | None = None) -> Judge:
@@ -274,7 +280,8 @@ def make_judge(spec: str, features: PairFeatures | None = None, bank: dict | Non
         return cls(bank, features)
     if spec.startswith("guard:") and spec[len("guard:"):]:
         return GuardJudge(spec[len("guard:"):])
-    if spec.startswith("judge:") and spec[len("judge:"):]:
+    name, _, path = spec.partition(":")
+    if (name == "judge" or name in PUBLISHED) and path:
         return GuardJudge(spec, name=spec)  # a JudgeGuard: its lineage is the model it reads
     raise ValueError(f"unknown judge {spec!r}: use one of {', '.join(JUDGES)}")
 

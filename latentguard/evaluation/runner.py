@@ -55,7 +55,7 @@ class EvalConfig(WorkerConfig):
     attack: str = "none"
     """Comma-separated attacks, each applied to every prompt set (reported as SET+ATTACK): none, template (held-out jailbreak templates), past-tense (harmful requests asked about the past), prefill (the answer starts with 'Sure, here is')."""
     judge: str = ""
-    """Comma-separated judges: learned, compliance, coherence, refusal, refusal-strict, best, judge:MODEL, guard:SPEC; empty = learned,compliance,coherence (the refusal judges share the shipped probe's labelling rule)."""
+    """Comma-separated judges: learned, compliance, coherence, refusal, refusal-strict, best, judge:MODEL, guard:SPEC, llama-guard-3:PATH, shieldgemma:PATH, harmbench-cls:PATH (published classifiers); empty = learned,compliance,coherence (the refusal judges share the shipped probe's labelling rule)."""
     allow_guard_judge: bool = False
     """Allow a judge that is the decoding guard or shares its labels or features (the report marks it)."""
     guard: str = "latent-probe"

@@ -12,6 +12,8 @@ Specs:
 - ``"embedding"`` / ``"embedding:PATH"``: a logistic head on MiniLM sentence embeddings;
 - ``"judge:MODEL"``: a Llama-Guard-style generative guard, P(unsafe verdict) from one forward;
 - ``"classifier:MODEL"``: any ``AutoModelForSequenceClassification``;
+- ``"llama-guard-3:MODEL"``, ``"shieldgemma:MODEL"``, ``"harmbench-cls:MODEL"``: published safety
+  classifiers with their own prompt formats and verdict words (:mod:`latentguard.guards.safety_classifiers`);
 - ``"any(a, b, ...)"`` / ``"max(a, b, ...)"``: composites (:mod:`latentguard.guards.composite`);
 - a :class:`Guard` object, a callable ``fn(prompts, responses) -> risks``, or a
   ``"package.module:attr"`` string naming any of these (a Guard class is instantiated).
@@ -50,6 +52,15 @@ def _classifier(arg: str | None) -> Guard:
     return ClassifierGuard(arg)
 
 
+def _published(name: str) -> Callable[[str | None], Guard]:
+    def factory(arg: str | None) -> Guard:
+        from latentguard.guards.safety_classifiers import classifier_guard
+
+        return classifier_guard(name, arg)
+
+    return factory
+
+
 def _degenerate(arg: str | None) -> Guard:
     from latentguard.guards.degenerate import DegenerateGuard
 
@@ -79,6 +90,7 @@ GUARDS: dict[str, Callable[[str | None], Guard]] = {
     "embedding": _trained("embedding"),
     "judge": _judge,
     "classifier": _classifier,
+    **{name: _published(name) for name in ("llama-guard-3", "shieldgemma", "harmbench-cls")},
 }
 """Registered guard names -> factory taking the text after ``name:`` (or ``None``)."""
 

@@ -17,9 +17,11 @@ conversation ``[user: prompt, assistant: response]`` through the tokenizer's cha
 >>> guard.score(["How do I bake bread?"], ["Mix flour and water."]).shape
 (1,)
 
-Real guard models. None of these was run here (no network): only the mechanism is tested, with
-the tiny model, and what follows is from their model cards. A hub id is the only spec that
-downloads anything. Print ``guard.render(prompt, response)`` once to check what the model reads.
+Real guard models. Llama Guard 3, ShieldGemma and HarmBench's classifier have ready formats
+(``make_guard("llama-guard-3:PATH")`` etc., :mod:`latentguard.guards.safety_classifiers`). None of
+these was run here (no network): only the mechanism is tested, with tiny models, and what follows
+is from their model cards. A hub id is the only spec that downloads anything. Print
+``guard.render(prompt, response)`` once to check what the model reads.
 
 - Llama Guard 3: ``make_guard("judge:meta-llama/Llama-Guard-3-1B")`` (or ``-8B``). Its chat
   template writes the whole moderation prompt and ends with the assistant header and ``"\\n\\n"``,
@@ -120,11 +122,12 @@ def check_template(template: str) -> str:
     return template
 
 
-def verdict_token_ids(tokenizer, words: Sequence[str], what: str = "verdict") -> list[int]:
+def verdict_token_ids(tokenizer, words: Sequence[str], what: str = "verdict",
+                      prefixes: Sequence[str] = _PREFIXES) -> list[int]:
     """Ids whose probability counts for ``words`` at the verdict position.
 
-    Each word is tokenized without special tokens three ways: bare, after a space and after a
-    newline. The first token of each is kept unless it decodes to whitespace only (the tokenizer
+    Each word is tokenized without special tokens after each of ``prefixes`` (by default bare, after
+    a space and after a newline). The first token of each is kept unless it decodes to whitespace only (the tokenizer
     split the space or newline off, so that token says nothing about the word). Ids are deduplicated
     in order. Only first tokens count, so a word competes with every word sharing its first token.
     """
@@ -133,7 +136,7 @@ def verdict_token_ids(tokenizer, words: Sequence[str], what: str = "verdict") ->
     ids: list[int] = []
     for word in words:
         found = []
-        for prefix in _PREFIXES:
+        for prefix in prefixes:
             tokens = tokenizer(prefix + word, add_special_tokens=False).input_ids
             if tokens and tokenizer.decode(tokens[:1]).strip():
                 found.append(tokens[0])
@@ -152,9 +155,12 @@ class JudgeGuard(Guard):
         local folder, a hub id such as ``"meta-llama/Llama-Guard-3-1B"``, a ``.gguf`` file).
     :param template: a format string with ``{prompt}`` and ``{response}`` used instead of the chat
         template; it must end right before the verdict word. The tokenizer adds its special tokens
-        (BOS) unless the text already starts with the BOS token.
+        (BOS) unless the text already starts with the BOS token. A sequence of such strings asks
+        the model once per template (e.g. one per policy) and keeps the largest risk.
     :param unsafe_tokens: words of the unsafe verdict (see :func:`verdict_token_ids`).
     :param safe_tokens: words of the safe verdict; no first token may be shared with ``unsafe_tokens``.
+    :param verdict_prefixes: what each verdict word is tokenized after (see :func:`verdict_token_ids`);
+        ``("",)`` reads the bare words only, as ShieldGemma's card does.
     :param device: ``"cpu"`` (default) or ``"cuda"``/``"cuda:N"``.
     :param dtype: ``"auto"`` (float32 on CPU, bfloat16 on GPU), ``"float32"``, ``"bfloat16"``, ``"float16"``.
     :param threshold: risk at or above which a response is flagged.
@@ -172,9 +178,10 @@ class JudgeGuard(Guard):
         self,
         model: str,
         *,
-        template: str | None = None,
+        template: str | Sequence[str] | None = None,
         unsafe_tokens: Sequence[str] = ("unsafe",),
         safe_tokens: Sequence[str] = ("safe",),
+        verdict_prefixes: Sequence[str] = _PREFIXES,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         threshold: float = 0.5,
@@ -182,12 +189,16 @@ class JudgeGuard(Guard):
         max_length: int = 2048,
     ) -> None:
         check_model_guard_options(threshold, batch_size, max_length)
-        self.template = None if template is None else check_template(template)
+        templates = (template,) if isinstance(template, str) else tuple(template or ())
+        if template is not None and not templates:
+            raise ValueError("template is an empty sequence; give at least one template, or None for the chat template")
+        self.templates = tuple(check_template(t) for t in templates)
+        """The moderation templates; empty: the tokenizer's chat template."""
         dev = resolve_device(device)
         self.model, self.tokenizer, self.source = load_model_and_tokenizer(model, dev, resolve_dtype(dtype, dev))
-        self.parts = False if template is not None else chat_content_style(self.tokenizer, model)
-        self.unsafe_ids = verdict_token_ids(self.tokenizer, unsafe_tokens, "unsafe")
-        self.safe_ids = verdict_token_ids(self.tokenizer, safe_tokens, "safe")
+        self.parts = False if self.templates else chat_content_style(self.tokenizer, model)
+        self.unsafe_ids = verdict_token_ids(self.tokenizer, unsafe_tokens, "unsafe", verdict_prefixes)
+        self.safe_ids = verdict_token_ids(self.tokenizer, safe_tokens, "safe", verdict_prefixes)
         shared = sorted(set(self.unsafe_ids) & set(self.safe_ids))
         if shared:
             raise ValueError(
@@ -200,32 +211,40 @@ class JudgeGuard(Guard):
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
 
-    def render(self, prompt: str, response: str) -> str:
-        """The moderation prompt for one pair, as text."""
-        if self.template is not None:
-            return self.template.format(prompt=prompt, response=response)
+    @property
+    def template(self) -> str | None:
+        """The (first) moderation template, or None when the chat template is used."""
+        return self.templates[0] if self.templates else None
+
+    def render(self, prompt: str, response: str, which: int = 0) -> str:
+        """The moderation prompt for one pair, as text (``which``: the template's index)."""
+        if self.templates:
+            return self.templates[which].format(prompt=prompt, response=response)
         return _render_chat(self.tokenizer, prompt, response, self.parts)
 
-    def encode(self, prompt: str, response: str) -> list[int]:
+    def encode(self, prompt: str, response: str, which: int = 0) -> list[int]:
         """Token ids of the moderation prompt for one pair."""
-        text = self.render(prompt, response)
+        text = self.render(prompt, response, which)
         bos = self.tokenizer.bos_token
         # Chat templates write their own special tokens; a plain template gets BOS unless it has one.
-        add_special = self.template is not None and not (bos and text.startswith(bos))
+        add_special = bool(self.templates) and not (bos and text.startswith(bos))
         return self.tokenizer(text, add_special_tokens=add_special).input_ids
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         if len(prompts) != len(responses):
             raise ValueError(f"score needs one prompt per response, got {len(prompts)} and {len(responses)}")
-        rows = [self.encode(p, r) for p, r in zip(prompts, responses)]
-        for row, ids in enumerate(rows):
-            if len(ids) > self.max_length:
-                raise ValueError(
-                    f"moderation prompt {row} has {len(ids)} tokens, over max_length={self.max_length}; "
-                    "raise max_length (within the model's context) or shorten the prompt or response"
-                )
-        risk = [self._risk(rows[i : i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
-        return check_risk(np.concatenate(risk) if risk else np.zeros(0), len(rows), self.name)
+        per_template = []
+        for which in range(max(len(self.templates), 1)):
+            rows = [self.encode(p, r, which) for p, r in zip(prompts, responses)]
+            for row, ids in enumerate(rows):
+                if len(ids) > self.max_length:
+                    raise ValueError(
+                        f"moderation prompt {row} has {len(ids)} tokens, over max_length={self.max_length}; "
+                        "raise max_length (within the model's context) or shorten the prompt or response"
+                    )
+            risk = [self._risk(rows[i : i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+            per_template.append(np.concatenate(risk) if risk else np.zeros(0))
+        return check_risk(np.max(per_template, axis=0), len(prompts), self.name)
 
     def _risk(self, rows: list[list[int]]) -> np.ndarray:
         """Risk of one batch of token-id rows: left-padded, one forward, last-position logits."""
