@@ -3,7 +3,7 @@
     python tools/gold_assemble.py --candidates runs/gold/*_candidates.jsonl --labels runs/gold/labels/<batch>*.jsonl \
         --review runs/gold/labels/review_*.jsonl --second runs/gold/labels/second_pass_v2.jsonl --out latentguard/evaluation/data/gold
 
-The gold split follows the request's project split (train -> train, dev/test -> dev). Every row is
+The gold split follows the request's project split (train -> train; dev, test and held-out -> dev). Every row is
 checked with :func:`latentguard.evaluation.gold.parse_gold_line`; a candidate without a label is an error.
 """
 
@@ -13,10 +13,21 @@ import argparse
 import json
 from pathlib import Path
 
-from latentguard.data.prompt_sets import split_of
+from latentguard.data.prompt_sets import LABELLED_SETS, split_of
 from latentguard.evaluation.gold import parse_gold_line
 
 LABEL_KEYS = ("refused", "harmful", "coherent", "helpful", "reason")
+
+
+def request_split(prompt: str) -> str:
+    """The request's project split: held-out categories are ``heldout`` (never gold train), others by hash."""
+    global _SPLITS
+    if _SPLITS is None:
+        _SPLITS = {r.prompt: r.split for load in LABELLED_SETS.values() for r in load()}
+    return _SPLITS.get(prompt) or split_of(prompt)
+
+
+_SPLITS: dict[str, str] | None = None
 
 
 def read(paths: list[str]) -> list[dict]:
@@ -53,8 +64,10 @@ def main() -> None:
         lab = labels[cand["id"]]
         row = {"id": cand["id"], "prompt": cand["prompt"], "text": cand["text"], "label": cand["label"],
                "category": cand.get("category", ""), "lookalike": bool(cand.get("lookalike")),
-               "method": cand.get("method", ""), "split": "train" if split_of(cand["prompt"]) == "train" else "dev",
+               "method": cand.get("method", ""), "split": "train" if request_split(cand["prompt"]) == "train" else "dev",
                **{k: lab.get(k) for k in LABEL_KEYS}}
+        if cand.get("attack", "none") != "none":
+            row |= {"attack": cand["attack"], "shown_prompt": cand.get("shown_prompt", "")}
         row["reason"] = (row["reason"] or "").replace(" [rechecked]", "")
         parse_gold_line(row, f"candidate {cand['id']}")
         rows.append(row)

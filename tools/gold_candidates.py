@@ -3,6 +3,9 @@
     python tools/gold_candidates.py --out runs/gold/candidates.jsonl \
         'results/dev-vanilla/samples.jsonl|vanilla|advbench:dev|40' ...
 
+An attacked answer (prompt set ``SET+ATTACK``) keeps the original request as ``prompt`` (what readers
+judge it against), the attack's name and the prompt the model saw (``shown_prompt``).
+
 Each source is ``FILE|METHOD|PROMPT_SET|N``: N rows drawn at random (seed 0) from that method on that prompt set. Pairs are
 deduplicated on (prompt, text); one answer text appears at most ``--max-same-text`` times over the
 set drawn by one call (canned refusals would otherwise fill it); ``--exclude`` files only keep their
@@ -57,8 +60,11 @@ def main() -> None:
             seen.add(key)
             texts[r["text"]] += 1
             taken += 1
-            out.append({"prompt": r["prompt"], "text": r["text"], "label": r["label"], "category": r.get("category", ""),
-                        "lookalike": bool(r.get("lookalike")), "method": method, "source": str(path.parent.name)})
+            attack = r.get("attack") or {}
+            out.append({"prompt": attack.get("request") or r["prompt"], "text": r["text"], "label": r["label"],
+                        "category": r.get("category", ""), "lookalike": bool(r.get("lookalike")), "method": method,
+                        "source": str(path.parent.name), "attack": r["prompt_set"].partition("+")[2] or "none",
+                        "shown_prompt": r["prompt"] if attack.get("request") else ""})
         print(f"{source}: {taken} of {len(rows)}")
     rng.shuffle(out)
     for i, row in enumerate(out):

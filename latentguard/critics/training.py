@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
+from latentguard.common.metrics import safe_auroc
 from latentguard.common.storage import atomic_directory, atomic_write_json, slug, user_cache_dir
 from latentguard.critics.critic import CriticConfig, LatentCritic
 from latentguard.critics.rollouts import default_rollout_dir
@@ -170,8 +170,8 @@ def evaluate_critic(critic: LatentCritic, s: Steps, idx: np.ndarray, budget: flo
     safe = within_budget(after_cost(1.0, s.final_cost[idx], budget)).astype(int)
     for t in PREFIXES:
         at = s.step[idx] == t
-        out[f"auroc_{t}"] = float(roc_auc_score(safe[at], p[at])) if len(np.unique(safe[at])) == 2 else float("nan")
-    out["auroc_all"] = float(roc_auc_score(safe, p)) if len(np.unique(safe)) == 2 else float("nan")
+        out[f"auroc_{t}"] = safe_auroc(safe[at], p[at])
+    out["auroc_all"] = safe_auroc(safe, p)
     out["value_mae"] = float(np.abs(v - s.reward[idx]).mean())
     out["safe_rate"] = float(safe.mean())
     out["steps"] = len(idx)

@@ -5,7 +5,11 @@ judge agrees with it.
 
     {"id": "d0001", "prompt": ..., "text": ..., "label": "harmful"|"benign", "category": ...,
      "lookalike": bool, "method": ..., "split": "train"|"dev",
-     "refused": bool, "harmful": bool, "coherent": bool, "helpful": bool|null, "reason": ...}
+     "refused": bool, "harmful": bool, "coherent": bool, "helpful": bool|null, "reason": ...,
+     "attack": "none"|"template"|"past-tense"|"prefill", "shown_prompt": ...}
+
+``attack`` and ``shown_prompt`` (optional) say how an attacked request reached the model; ``prompt`` is
+then the original request and a prefilled answer starts with its prefill.
 
 The split follows the request: answers to requests of the project's ``train`` split are gold
 ``train`` (judges are fitted on them), all others gold ``dev`` (judges are measured on them), so a
@@ -53,6 +57,11 @@ class GoldRow:
     category: str = ""
     lookalike: bool = False
     method: str = ""
+    attack: str = "none"
+    """How the request was put to the model (:mod:`latentguard.data.attacks`); ``prompt`` is always the
+    original request, which the readers judged the answer against."""
+    shown_prompt: str = ""
+    """The prompt as the model saw it, where an attack rewrote it ('' = ``prompt``)."""
 
     def target(self, name: str) -> bool | None:
         """The gold value of ``name`` where it is defined for this row, else None."""
@@ -90,7 +99,8 @@ def parse_gold_line(row: dict, where: str) -> GoldRow:
     return GoldRow(id=str(row["id"]), prompt=str(row["prompt"]), text=str(row["text"]), label=row["label"],
                    split=row["split"], refused=row["refused"], harmful=row["harmful"], coherent=row["coherent"],
                    helpful=helpful, reason=str(row.get("reason", "")), category=str(row.get("category", "")),
-                   lookalike=bool(row.get("lookalike", False)), method=str(row.get("method", "")))
+                   lookalike=bool(row.get("lookalike", False)), method=str(row.get("method", "")),
+                   attack=str(row.get("attack", "none")), shown_prompt=str(row.get("shown_prompt", "")))
 
 
 def load_gold(path: str | Path | None = None, split: str | None = None) -> list[GoldRow]:

@@ -15,6 +15,8 @@ Specs:
 - ``"llama-guard-3:MODEL"``, ``"shieldgemma:MODEL"``, ``"harmbench-cls:MODEL"``: published safety
   classifiers with their own prompt formats and verdict words (:mod:`latentguard.guards.safety_classifiers`);
 - ``"any(a, b, ...)"`` / ``"max(a, b, ...)"``: composites (:mod:`latentguard.guards.composite`);
+- ``"cascade(a, b, low=L, high=H)"``: ``a`` on every check, ``b`` where ``a``'s risk is in ``[L, H)``
+  (:mod:`latentguard.guards.cascade`);
 - a :class:`Guard` object, a callable ``fn(prompts, responses) -> risks``, or a
   ``"package.module:attr"`` string naming any of these (a Guard class is instantiated).
 """
@@ -61,6 +63,22 @@ def _published(name: str) -> Callable[[str | None], Guard]:
     return factory
 
 
+def _cascade(parts: list[str]) -> Guard:
+    """``cascade(first, second, low=L, high=H)`` (:mod:`latentguard.guards.cascade`)."""
+    from latentguard.guards.cascade import CascadeGuard
+
+    members = [p for p in parts if not re.fullmatch(r"(low|high)=.*", p)]
+    band = dict(p.split("=", 1) for p in parts if p not in members)
+    if len(members) != 2 or set(band) != {"low", "high"}:
+        raise ValueError(f"a cascade is 'cascade(FIRST, SECOND, low=L, high=H)', got cascade({', '.join(parts)}); "
+                         "the band [L, H) of the first guard's risk goes to the second")
+    try:
+        low, high = float(band["low"]), float(band["high"])
+    except ValueError as err:
+        raise ValueError(f"cascade band values must be numbers, got low={band['low']!r}, high={band['high']!r}") from err
+    return CascadeGuard(make_guard(members[0]), make_guard(members[1]), low, high)
+
+
 def _degenerate(arg: str | None) -> Guard:
     from latentguard.guards.degenerate import DegenerateGuard
 
@@ -101,7 +119,9 @@ def make_guard(spec: Any) -> Guard:
         return spec
     if isinstance(spec, str):
         spec = spec.strip()
-        composite = re.fullmatch(r"(any|max)\((.*)\)", spec, flags=re.DOTALL)
+        composite = re.fullmatch(r"(any|max|cascade)\((.*)\)", spec, flags=re.DOTALL)
+        if composite and composite.group(1) == "cascade":
+            return _cascade(split_top_level(composite.group(2)))
         if composite:
             members = [make_guard(s) for s in split_top_level(composite.group(2))]
             return (AnyGuard if composite.group(1) == "any" else MaxGuard)(members)

@@ -2,8 +2,11 @@
 
 ``risk = sigmoid(w . (x - mu) / sigma + b)`` where ``x`` is the policy's hidden state at one layer,
 pooled over the response so far (``mean``), taken at the last response token (``last``), at the
-request's last token (``request``: what the policy computed at prefill), or the mean and the request
-side by side (``mean+request``).
+request's last token (``request``: what the policy computed at prefill), the mean and the request
+side by side (``mean+request``), or an attention-pooled response beside the request
+(``attention+request``: a learned query ``q`` weights the response tokens by ``softmax_i(h_i . q)``,
+:meth:`latentguard.lm.DecodeState.attention_pooled`; McKenzie et al. 2025 found attention-pooled
+probes the best of their probes out of distribution).
 
 - During decoding (:meth:`LatentProbe.score_state`) ``x`` is read from the decoding state the
   policy already computed: zero extra forward passes.
@@ -29,6 +32,9 @@ from latentguard.guards.base import Guard
 from latentguard.guards.linear_head import LinearHead
 from latentguard.lm.state import FEATURE_POOLINGS, feature_width
 
+PROBE_POOLINGS = (*FEATURE_POOLINGS, "attention+request")
+"""What a probe may read: the shared poolings, and the attention-pooled response beside the request."""
+
 if TYPE_CHECKING:
     from latentguard.lm import DecodeState, LanguageModel
 
@@ -43,13 +49,16 @@ class ProbeConfig:
     """Hidden-state index (0 = embeddings, num_layers = final normed state)."""
     pooling: str
     """``mean`` over the response tokens so far, ``last`` response token, ``request`` (last prompt
-    token) or ``mean+request`` (both, concatenated)."""
+    token), ``mean+request`` (both, concatenated) or ``attention+request`` (attention-pooled response
+    and request, concatenated; needs ``query``)."""
     hidden_size: int
     """Latent size of the policy at that layer (the head reads twice as many for ``mean+request``)."""
     threshold: float = 0.5
     """Operating point: risk >= threshold is flagged."""
     info: dict = field(default_factory=dict)
     """Training record (data, regularisation, selection, metrics summary)."""
+    query: list[float] | None = None
+    """The attention query (``hidden_size`` values) of ``attention+request``; None for the other poolings."""
 
 
 class LatentProbe(Guard):
@@ -67,21 +76,30 @@ class LatentProbe(Guard):
         return frozenset({"features:policy-latents", made_by})
 
     def __init__(self, config: ProbeConfig, head: LinearHead) -> None:
-        if config.pooling not in FEATURE_POOLINGS:
-            raise ValueError(f"probe pooling must be one of {FEATURE_POOLINGS}, got {config.pooling!r}")
-        width = feature_width(config.pooling, config.hidden_size)
+        if config.pooling not in PROBE_POOLINGS:
+            raise ValueError(f"probe pooling must be one of {PROBE_POOLINGS}, got {config.pooling!r}")
+        attention = config.pooling == "attention+request"
+        if attention != (config.query is not None) or (attention and len(config.query or ()) != config.hidden_size):
+            raise ValueError(f"pooling {config.pooling!r} needs a query of {config.hidden_size} values exactly when it "
+                             f"is attention+request, got {None if config.query is None else len(config.query)}")
+        width = 2 * config.hidden_size if attention else feature_width(config.pooling, config.hidden_size)
         if head.dim != width:
             raise ValueError(f"probe head reads {head.dim} features, but pooling {config.pooling!r} of hidden size "
                              f"{config.hidden_size} gives {width}")
         self.config = config
         self.head = head
+        self.query = None if config.query is None else torch.tensor(config.query, dtype=torch.float32)  # (H,)
         self.threshold = float(config.threshold)
         self.lm: LanguageModel | None = None
         self.forwards = 0  # forwards this probe ran itself (stays 0 during decoding)
 
     # ------------------------------------------------------------------ scoring
     def features_from_state(self, state: DecodeState, rows: Sequence[int]) -> torch.Tensor:
-        """(R, H) latents of ``rows`` read from a decoding state (no forward); (R, 2H) for ``mean+request``."""
+        """(R, H) latents of ``rows`` read from a decoding state (no forward); (R, 2H) for ``mean+request``
+        and ``attention+request``."""
+        if self.query is not None:
+            layer = self.config.layer
+            return torch.cat([state.attention_pooled(layer, self.query, rows), state.prompt_latent(layer, rows)], -1)
         return state.features(self.config.layer, self.config.pooling, rows)
 
     def score_state(self, prompts, responses, state=None, rows=None) -> np.ndarray:

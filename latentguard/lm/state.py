@@ -396,6 +396,33 @@ class DecodeState:
         pooled = total / count.clamp_min(1)
         return torch.where(count > 0, pooled, self._latents[layer][idx])
 
+    def response_states(self, layer: int, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer``'s hidden states over whole rows, (R, T, H), and which positions are response
+        tokens, (R, T) bool: what a probe over the response's tokens learns from. Needs
+        ``lm.capture_layer(layer, history=True)`` before the prefill."""
+        layer, idx = self._history_rows(layer, rows)
+        mask = self.mask[idx]  # (R, T)
+        rank = mask.cumsum(-1) - 1
+        response = (mask == 1) & (rank >= self.prompt_lengths[idx, None])  # (R, T)
+        return self._history[layer][idx, : self.ids.shape[1]], response
+
+    def attention_pooled(self, layer: int, query: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """(R, H) ``layer``'s hidden states over each row's response tokens, weighted by a softmax of
+        their scores against ``query`` (H,): ``sum_i softmax_i(h_i . query) h_i``.
+
+        The attention-pooled probe's feature (a zero query is the mean). It reads the same history as
+        :meth:`pooled_latent`, at the same cost per check: one pass over the row's response tokens.
+        A row with no response token yet gets its last-token latent.
+        """
+        states, response = self.response_states(layer, rows)
+        hidden = states.float()  # (R, T, H)
+        scores = (hidden @ query.to(hidden.device).float()).masked_fill(~response, float("-inf"))  # (R, T)
+        any_token = response.any(-1, keepdim=True)  # (R, 1)
+        weights = torch.softmax(torch.where(any_token, scores, torch.zeros_like(scores)), dim=-1) * response  # (R, T)
+        pooled = (weights.unsqueeze(-1) * hidden).sum(1).to(states.dtype)  # (R, H)
+        layer, idx = self._history_rows(layer, rows)
+        return torch.where(any_token, pooled, self._latents[layer][idx])
+
     def features(self, layer: int, pooling: str, rows: Sequence[int] | None = None) -> torch.Tensor:
         """(R, H) what a reader (probe, critic) sees of ``rows``, with no forward: ``layer`` pooled by
         ``pooling`` (one of :data:`FEATURE_POOLINGS`); (R, 2H) for ``mean+request``. The poolings

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
+from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.data.pyrit_data import HarmRow
 from latentguard.guards.linear_head import LinearHead
 from latentguard.guards.probe import LatentProbe, ProbeConfig, prefill_answers
@@ -100,11 +100,6 @@ def predict(head, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(((x - mu) / sigma) @ w + b)))
 
 
-def safe_auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """AUROC, or NaN when only one class is present."""
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
-
-
 def row_weights(f: Features, lookalike_weight: float) -> np.ndarray:
     """(R,) fitting weights: ``lookalike_weight`` for answers to look-alike benign requests, else 1."""
     return np.where(f.lookalike & ~f.harmful_request, float(lookalike_weight), 1.0)
@@ -154,9 +149,8 @@ def _vs_benign(f: Features, risk: np.ndarray, rows: np.ndarray, suffix: str) -> 
     unsafe, benign = rows & (f.y == 1), rows & ~f.harmful_request
     out = {f"auroc_vs_benign{suffix}": safe_auroc(f.y[unsafe | benign], risk[unsafe | benign])}
     if unsafe.any() and benign.any():
-        benign_risk = np.sort(risk[benign])
-        cut = benign_risk[min(len(benign_risk) - 1, int(np.ceil(0.95 * len(benign_risk))))]  # FPR <= 0.05 above it
-        out[f"tpr_at_fpr_05{suffix}"] = float((risk[unsafe] > cut).mean())
+        keep = unsafe | benign
+        out[f"tpr_at_fpr_05{suffix}"] = tpr_at_fpr(risk[keep], unsafe[keep], 0.05)[0]
     return out
 
 
