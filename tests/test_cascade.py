@@ -69,3 +69,23 @@ def test_calibration_finds_the_band_where_the_second_guard_fixes_the_first():
     assert band["asked"] <= 0.3 and band["low"] <= 0.4 + 0.02 and band["high"] >= 0.6 - 0.02
     flags = cascade_risk(r1, r2, 0.5, 0.5, band["low"], band["high"])
     assert tpr_at_fpr(flags, positive, 0.0)[0] == band["tpr"]
+
+
+def test_a_model_probe_runs_its_own_model_and_never_reads_the_policy_state():
+    import torch
+
+    from latentguard.guards.linear_head import LinearHead
+    from latentguard.guards.probe import ModelProbe, ProbeConfig
+    from latentguard.lm import load_lm
+
+    reader = load_lm("tiny")
+    gen = torch.Generator().manual_seed(0)
+    h = reader.hidden_size
+    head = LinearHead(torch.randn(2 * h, generator=gen), torch.tensor(0.0), torch.zeros(2 * h), torch.ones(2 * h))
+    probe = ModelProbe(ProbeConfig("tiny", 1, "mean+request", h, 0.5, {"labels": "compliance"}), head)
+    policy = load_lm("tiny", seed=1)  # another model: its state would give other latents
+    probe.attach(policy)
+    state = policy.prefill(["Hi"])
+    standalone = probe.score(["Hi"], ["Hello"])
+    assert probe.score_state(["Hi"], ["Hello"], state, [0]) == pytest.approx(standalone)
+    assert probe.forwards == 2 and probe.lineage == frozenset({"features:latents:tiny", "labeller:compliance"})

@@ -63,7 +63,7 @@ def main() -> None:
             attack = r.get("attack") or {}
             out.append({"prompt": attack.get("request") or r["prompt"], "text": r["text"], "label": r["label"],
                         "category": r.get("category", ""), "lookalike": bool(r.get("lookalike")), "method": method,
-                        "source": str(path.parent.name), "attack": r["prompt_set"].partition("+")[2] or "none",
+                        "source": str(path.parent.name), "attack": r["prompt_set"].partition("+")[2] if attack else "none",
                         "shown_prompt": r["prompt"] if attack.get("request") else ""})
         print(f"{source}: {taken} of {len(rows)}")
     rng.shuffle(out)

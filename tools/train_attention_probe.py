@@ -2,8 +2,9 @@
 
     python tools/train_attention_probe.py --out runs/attn
 
-Uses the guard's training answers (the cached shards of ``train.py guard --layers 12,18``), labelled by
-the compliance judge as the shipped probe was; reads each answer's per-token states at the candidate
+Uses the guard's training answers (the cached shards of ``train.py guard --layers 12,18``; by default a
+subset: one answer to each of up to 150 train requests per set and label, up to 40 dev requests per set
+and label, every held-out request), labelled by the compliance judge as the shipped probe was; reads each answer's per-token states at the candidate
 layers; scores every candidate by CV with whole categories held out per fold; refits the best of each
 pooling on all train answers; reports dev and held-out figures (held-out unsafe answers against the
 dev split's everyday answers and against the held-out look-alikes) and saves both probes under
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.common.storage import atomic_write_json
 from latentguard.data.prompt_sets import LABELLED_SETS
 from latentguard.evaluation.judges import guard_labeler
+from latentguard.guards.probe import LatentProbe, ModelProbe
 from latentguard.lm import load_lm
 from latentguard.training.attention_probe import (
     POOLINGS,
@@ -84,32 +87,41 @@ def main() -> None:
     parser.add_argument("--cs", default="0.003,0.01")
     parser.add_argument("--lookalike-weight", type=float, default=10.0)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--reader", default="", help="read the answers with this model instead of the policy "
+                        "(a second-stage probe, saved for model-probe:FOLDER)")
+    parser.add_argument("--poolings", default=",".join(POOLINGS))
+    parser.add_argument("--samples", type=int, default=1, help="answers per train request")
+    parser.add_argument("--train-limit", type=int, default=150, help="train requests per set and label (0 = all)")
+    parser.add_argument("--dev-limit", type=int, default=40, help="dev requests per set and label (0 = all)")
     args = parser.parse_args()
     start = time.perf_counter()
     out = Path(args.out)
     layers = [int(x) for x in args.layers.split(",")]
     lm = load_lm("smollm2-135m-instruct")
+    reader = load_lm(args.reader) if args.reader else lm
+    poolings = args.poolings.split(",")
     config = GuardTrainConfig(layers=args.layers, labels="compliance")
     labeler = guard_labeler("compliance")
     records = {r.prompt: r for load in LABELLED_SETS.values() for r in load()}
     data = {}
-    for split, samples in (("train", config.samples), ("dev", config.dev_samples), ("heldout", config.dev_samples)):
-        answers, folder = split_answers(lm, config, split, samples, progress=True)
+    limits = {"train": args.train_limit, "dev": args.dev_limit, "heldout": 0}
+    for split, samples in (("train", args.samples), ("dev", 1), ("heldout", 1)):
+        answers, folder = split_answers(lm, replace(config, limit=limits[split]), split, samples, progress=True)
         relabel(answers, labeler, folder)
         latents = cached_latents(out / f"latents-{split}.npz", lambda a=answers: token_latents(
-            lm, a.prompts, [t[-1] for t in a.texts], layers, max_tokens=max(a.prefixes)))
+            reader, a.prompts, [t[-1] for t in a.texts], layers, max_tokens=max(a.prefixes)))
         data[split] = (answers, latents, build_rows(answers, records, args.lookalike_weight))
         print(f"{split}: {len(answers)} answers, {int(answers.labels.sum())} unsafe ({time.perf_counter() - start:.0f} s)")
     _, lat_train, rows_train = data["train"]
     table = []
-    for pooling in POOLINGS:
+    for pooling in poolings:
         for layer in layers:
             for c in (float(x) for x in args.cs.split(",")):
                 oof = grouped_cv(pooling, lat_train, layer, rows_train, c, args.folds)
                 table.append({"pooling": pooling, "layer": layer, "c": c, **vs_benign(oof, rows_train), "_oof": oof})
                 print({k: v for k, v in table[-1].items() if k != "_oof"}, f"({time.perf_counter() - start:.0f} s)")
     report: dict = {"cv": [{k: v for k, v in row.items() if k != "_oof"} for row in table], "probes": {}}
-    for pooling in POOLINGS:
+    for pooling in poolings:
         best = max((row for row in table if row["pooling"] == pooling), key=lambda row: row["auroc_vs_benign"])
         f = Features(np.zeros((len(rows_train.y), 1)), rows_train.y, rows_train.group, rows_train.prefix,
                      rows_train.harmful_request, rows_train.lookalike)
@@ -121,7 +133,8 @@ def main() -> None:
                    "heldout": heldout_figures(risks["heldout"], data["heldout"][2], risks["dev"], data["dev"][2],
                                               threshold)}
         info = {"labels": "compliance", "cv": "category-grouped", **figures["selection"]}
-        to_probe(model, pooling, lm, best["layer"], threshold, info).save(out / f"probe-{pooling.replace('+', '-')}")
+        cls = ModelProbe if args.reader else LatentProbe
+        to_probe(model, pooling, reader, best["layer"], threshold, info, cls).save(out / f"probe-{pooling.replace('+', '-')}")
         report["probes"][pooling] = figures
         print(pooling, json.dumps(figures, indent=1))
     report["seconds"] = time.perf_counter() - start

@@ -10,6 +10,8 @@ Specs:
   extra forwards during decoding); without a path, the one trained for the policy model (user
   cache, else the one shipped; with neither, an error naming ``python train.py guard``);
 - ``"embedding"`` / ``"embedding:PATH"``: a logistic head on MiniLM sentence embeddings;
+- ``"model-probe:PATH"``: a probe on a second model's latents, which runs that model itself
+  (:class:`latentguard.guards.probe.ModelProbe`, e.g. a cascade's second stage);
 - ``"judge:MODEL"``: a Llama-Guard-style generative guard, P(unsafe verdict) from one forward;
 - ``"classifier:MODEL"``: any ``AutoModelForSequenceClassification``;
 - ``"llama-guard-3:MODEL"``, ``"shieldgemma:MODEL"``, ``"harmbench-cls:MODEL"``: published safety
@@ -79,6 +81,14 @@ def _cascade(parts: list[str]) -> Guard:
     return CascadeGuard(make_guard(members[0]), make_guard(members[1]), low, high)
 
 
+def _model_probe(arg: str | None) -> Guard:
+    if not arg:
+        raise ValueError("the model probe needs its folder: 'model-probe:PATH' (tools/train_attention_probe.py --reader)")
+    from latentguard.guards.probe import ModelProbe
+
+    return ModelProbe.load(arg)
+
+
 def _degenerate(arg: str | None) -> Guard:
     from latentguard.guards.degenerate import DegenerateGuard
 
@@ -108,6 +118,7 @@ GUARDS: dict[str, Callable[[str | None], Guard]] = {
     "embedding": _trained("embedding"),
     "judge": _judge,
     "classifier": _classifier,
+    "model-probe": _model_probe,
     **{name: _published(name) for name in ("llama-guard-3", "shieldgemma", "harmbench-cls")},
 }
 """Registered guard names -> factory taking the text after ``name:`` (or ``None``)."""

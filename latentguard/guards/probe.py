@@ -134,7 +134,7 @@ class LatentProbe(Guard):
             from latentguard.lm import load_lm
 
             lm = load_lm(self.config.model_id)
-            self.attach(lm)
+            LatentProbe.attach(self, lm)  # its own model (a ModelProbe ignores the policy's)
             return lm
         return self.lm
 
@@ -148,6 +148,28 @@ class LatentProbe(Guard):
         """Load a probe saved by :meth:`save`."""
         head, config = LinearHead.load(folder, "probe")
         return cls(ProbeConfig(**config), head)
+
+
+class ModelProbe(LatentProbe):
+    """A probe on a *second* model's latents: it reads request + answer with its own model (one
+    forward per batch, its cost), never the policy's decoding state, so it may sit beside any policy,
+    e.g. as the second stage of a cascade (``cascade(latent-probe, model-probe:PATH, ...)``).
+
+    Same files as :class:`LatentProbe`; ``config.model_id`` names the model it runs.
+    """
+
+    name = "model-probe"
+
+    @property
+    def lineage(self) -> frozenset[str]:
+        """Its model's latents, and what labelled its training answers."""
+        return (super().lineage - {"features:policy-latents"}) | {f"features:latents:{self.config.model_id}"}
+
+    def attach(self, lm: LanguageModel) -> None:
+        """Nothing to take from the policy: its own model loads on first use."""
+
+    def score_state(self, prompts, responses, state=None, rows=None) -> np.ndarray:
+        return self.score(prompts, responses)
 
 
 def prefill_answers(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], max_tokens: int | None = None):

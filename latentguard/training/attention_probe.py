@@ -194,10 +194,11 @@ def grouped_cv(pooling: str, latents: TokenLatents, layer: int, rows: Rows, c: f
 
 
 def to_probe(model: AttentionProbeModel | LinearHead, pooling: str, lm: LanguageModel, layer: int,
-             threshold: float, info: dict) -> LatentProbe:
-    """The fitted model as a :class:`~latentguard.guards.probe.LatentProbe` for ``lm``."""
+             threshold: float, info: dict, cls: type[LatentProbe] = LatentProbe) -> LatentProbe:
+    """The fitted model as a probe reading ``lm`` (``cls``: :class:`~latentguard.guards.probe.LatentProbe`
+    for the policy's own latents, :class:`~latentguard.guards.probe.ModelProbe` for a second model's)."""
     if isinstance(model, LinearHead):
-        return LatentProbe(ProbeConfig(lm.model_id, layer, pooling, lm.hidden_size, threshold, info), model)
+        return cls(ProbeConfig(lm.model_id, layer, pooling, lm.hidden_size, threshold, info), model)
     head = LinearHead(model.weight.detach(), model.bias.detach(), model.mean, model.scale)
     query = model.inference_query().tolist()
-    return LatentProbe(ProbeConfig(lm.model_id, layer, pooling, lm.hidden_size, threshold, info, query), head)
+    return cls(ProbeConfig(lm.model_id, layer, pooling, lm.hidden_size, threshold, info, query), head)
