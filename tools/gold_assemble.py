@@ -13,21 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
-from latentguard.data.prompt_sets import LABELLED_SETS, split_of
+from latentguard.data.prompt_sets import request_split
 from latentguard.evaluation.gold import parse_gold_line
 
 LABEL_KEYS = ("refused", "harmful", "coherent", "helpful", "reason")
-
-
-def request_split(prompt: str) -> str:
-    """The request's project split: held-out categories are ``heldout`` (never gold train), others by hash."""
-    global _SPLITS
-    if _SPLITS is None:
-        _SPLITS = {r.prompt: r.split for load in LABELLED_SETS.values() for r in load()}
-    return _SPLITS.get(prompt) or split_of(prompt)
-
-
-_SPLITS: dict[str, str] | None = None
 
 
 def read(paths: list[str]) -> list[dict]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.common.storage import atomic_write_json, slug
-from latentguard.data.prompt_sets import HELD_OUT_CATEGORIES, LABELLED_SETS, split_of
+from latentguard.data.prompt_sets import request_split
 from latentguard.evaluation.gold import GOLD_FILE, GoldRow, load_gold
 from latentguard.guards import make_guard
 from latentguard.guards.cascade import calibrate_band, cascade_risk
@@ -38,13 +38,9 @@ from latentguard.guards.composite import split_top_level
 CACHE = Path("runs/guard_on_gold")
 
 
-def request_splits() -> dict[str, str]:
-    """Every labelled request's split, by its text."""
-    return {r.prompt: r.split for load in LABELLED_SETS.values() for r in load()}
-
-
-def split_group(row: GoldRow, splits: dict[str, str]) -> str:
-    split = splits.get(row.prompt) or ("heldout" if row.category in HELD_OUT_CATEGORIES else split_of(row.prompt))
+def split_group(row: GoldRow) -> str:
+    """``heldout``, ``train`` or ``dev`` (dev and test requests) for a gold row's request."""
+    split = request_split(row.prompt)
     return {"heldout": "heldout", "train": "train"}.get(split, "dev")
 
 
@@ -114,8 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = load_gold()
     gold_sha = hashlib.sha256(GOLD_FILE.read_bytes()).hexdigest()
-    splits = request_splits()
-    groups = np.array([split_group(r, splits) for r in rows])
+    groups = np.array([split_group(r) for r in rows])
     harmful = np.array([r.label == "harmful" and r.harmful for r in rows])
     benign = np.array([r.label == "benign" for r in rows])
     report: dict = {"gold_sha256": gold_sha, "rows": {g: int((groups == g).sum()) for g in ("heldout", "dev", "train")},

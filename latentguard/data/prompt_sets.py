@@ -31,6 +31,7 @@ misinformation); every third template by name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,17 @@ def labelled_records(split: str, limit: int = 0) -> list[PromptRecord]:
             part = [r for r in part if r.label == "harmful"][:limit] + [r for r in part if r.label == "benign"][:limit]
         records += part
     return sorted(records, key=lambda r: hashlib.sha256(r.prompt.encode()).hexdigest())
+
+
+@functools.cache
+def _labelled_splits() -> dict[str, str]:
+    return {r.prompt: r.split for load in LABELLED_SETS.values() for r in load()}
+
+
+def request_split(text: str) -> str:
+    """The project split of a request by its text: a labelled request's own (``heldout`` for the
+    held-out categories and templates), else the hash split (:func:`split_of`)."""
+    return _labelled_splits().get(text) or split_of(text)
 
 
 NAMED_SETS = ("default", "advbench", "harm", "benign", "jailbreak", "builtin")

@@ -105,7 +105,8 @@ class AttentionProbeModel(torch.nn.Module):
 
     def pooled(self, hidden: torch.Tensor, take: torch.Tensor) -> torch.Tensor:
         """(R, H) from ``hidden`` (R, T, H) and ``take`` (R, T) bool (the tokens each row reads)."""
-        scores = ((hidden - self.mu_h) / self.sd_h) @ self.query  # (R, T)
+        scale = self.query / self.sd_h  # (H,): ((h - mu_h) / sd_h) . q without a standardised copy of h
+        scores = hidden @ scale - self.mu_h @ scale  # (R, T)
         weights = torch.softmax(scores.masked_fill(~take, -1e9), dim=-1) * take  # (R, T)
         return torch.einsum("rt,rth->rh", weights, hidden)
 
@@ -132,31 +133,46 @@ def mean_features(latents: TokenLatents, layer: int, rows: Rows) -> np.ndarray:
     return np.concatenate([mean, latents.request[layer][rows.answer]], axis=-1)
 
 
-def fit_attention(latents: TokenLatents, layer: int, rows: Rows, c: float, steps: int = 200, lr: float = 0.01,
-                  query_l2: float = 1e-3, seed: int = 0) -> AttentionProbeModel:
-    """Fit query and head on ``rows`` (weighted logistic loss, sklearn's L2 scaling ``||w||^2 / 2C``),
-    starting from the mean probe fitted by :func:`latentguard.training.probe_training.fit_head`."""
+def fit_attention(latents: TokenLatents, layer: int, rows: Rows, c: float, rounds: int = 2, steps: int = 100,
+                  lr: float = 0.02, query_l2: float = 1e-3, seed: int = 0) -> AttentionProbeModel:
+    """Fit query and head on ``rows`` by alternating, from the mean probe (a zero query):
+
+    1. the query, by Adam on the weighted logistic loss (sklearn's class balance) with the head fixed;
+    2. the head, refitted by :func:`latentguard.training.probe_training.fit_head` (L2 logistic
+       regression, inverse strength ``c``) on the features pooled with that query.
+
+    The head stays the regularised solution sklearn finds; only the query is learned by gradient.
+    """
     torch.manual_seed(seed)
-    x_mean = mean_features(latents, layer, rows)
-    w, b, mu, sigma = fit_head(x_mean, rows.y, rows.weight, c)
-    head = LinearHead.from_numpy(w, b, mu, sigma)
+    w, b, mu, sigma = fit_head(mean_features(latents, layer, rows), rows.y, rows.weight, c)
     hidden = torch.as_tensor(latents.hidden[layer][rows.answer]).float()  # (R, T, H)
     take = _take(rows, latents.lengths, hidden.shape[1])
     tokens = hidden[take]  # (tokens, H)
-    model = AttentionProbeModel(head, tokens.mean(0), tokens.std(0).clamp_min(1e-4))
+    model = AttentionProbeModel(LinearHead.from_numpy(w, b, mu, sigma), tokens.mean(0), tokens.std(0).clamp_min(1e-4))
     request = torch.as_tensor(latents.request[layer][rows.answer]).float()
     y = torch.as_tensor(rows.y, dtype=torch.float32)
     balance = len(rows.y) / (2 * np.bincount(rows.y, minlength=2)[rows.y])  # sklearn's class_weight="balanced"
     weight = torch.as_tensor(rows.weight * balance, dtype=torch.float32)
-    total = weight.sum()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        logits = model(hidden, take, request)
-        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weight, reduction="sum") / total
-                + model.weight.square().sum() / (2 * c * total) + query_l2 * model.query.square().sum())
-        loss.backward()
-        optimizer.step()
+    for _ in range(rounds):
+        model.weight.requires_grad_(False)
+        model.bias.requires_grad_(False)
+        optimizer = torch.optim.Adam([model.query], lr=lr)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            logits = model(hidden, take, request)
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weight, reduction="sum")
+                    / weight.sum() + query_l2 * model.query.square().sum())
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            x = torch.cat([model.pooled(hidden, take), request], -1).numpy()  # (R, 2H)
+        w, b, mu, sigma = fit_head(x, rows.y, rows.weight, c)
+        head = LinearHead.from_numpy(w, b, mu, sigma)
+        with torch.no_grad():
+            model.weight.copy_(head.weight)
+            model.bias.copy_(head.bias)
+            model.mean.copy_(head.mean)
+            model.scale.copy_(head.scale)
     return model
 
 
