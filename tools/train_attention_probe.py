@@ -83,7 +83,9 @@ def heldout_figures(risk_held: np.ndarray, held: Rows, risk_dev: np.ndarray, dev
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/attn")
-    parser.add_argument("--layers", default="12,18")
+    parser.add_argument("--layers", default="12,18", help="layers of the reader the probes may read")
+    parser.add_argument("--answer-layers", default="12,18",
+                        help="layers the cached guard answers were collected with (part of their cache key)")
     parser.add_argument("--cs", default="0.003,0.01")
     parser.add_argument("--lookalike-weight", type=float, default=10.0)
     parser.add_argument("--folds", type=int, default=5)
@@ -100,7 +102,7 @@ def main() -> None:
     lm = load_lm("smollm2-135m-instruct")
     reader = load_lm(args.reader) if args.reader else lm
     poolings = args.poolings.split(",")
-    config = GuardTrainConfig(layers=args.layers, labels="compliance")
+    config = GuardTrainConfig(layers=args.answer_layers, labels="compliance")  # names the cached answer shards
     labeler = guard_labeler("compliance")
     records = {r.prompt: r for load in LABELLED_SETS.values() for r in load()}
     data = {}

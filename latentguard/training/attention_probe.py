@@ -39,7 +39,8 @@ POOLINGS = ("mean+request", "attention+request")
 
 @dataclass
 class TokenLatents:
-    """Per-token hidden states of N answers: ``hidden[layer]`` (N, T, H) float16, left-aligned and
+    """Per-token hidden states of N answers: ``hidden[layer]`` (N, T, H) float32 (some models, e.g. Gemma,
+    have states beyond float16), left-aligned and
     zero-padded past ``lengths``; ``request[layer]`` (N, H) the request's last-token state."""
 
     hidden: dict[int, np.ndarray]
@@ -52,7 +53,7 @@ def token_latents(lm: LanguageModel, prompts: Sequence[str], texts: Sequence[str
     """One forward per batch over request + answer (cut to ``max_tokens`` tokens)."""
     layers = [lm.capture_layer(layer, history=True) for layer in layers]
     n = len(prompts)
-    hidden = {layer: np.zeros((n, max_tokens, lm.hidden_size), np.float16) for layer in layers}
+    hidden = {layer: np.zeros((n, max_tokens, lm.hidden_size), np.float32) for layer in layers}
     request = {layer: np.zeros((n, lm.hidden_size), np.float32) for layer in layers}
     lengths = np.zeros(n, np.int64)
     for start in range(0, n, batch_size):
