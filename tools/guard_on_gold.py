@@ -50,7 +50,10 @@ def scored(spec: str, rows: list[GoldRow], gold_sha: str) -> tuple[np.ndarray, f
     guard = make_guard(spec)
     if path.is_file():
         return np.array(json.loads(path.read_text())["risk"]), guard.threshold
-    risk = guard.score([r.shown_prompt or r.prompt for r in rows], [r.text for r in rows])
+    prompts, texts = [r.shown_prompt or r.prompt for r in rows], [r.text for r in rows]
+    order = np.argsort([len(p) + len(t) for p, t in zip(prompts, texts)])  # batches of like lengths pad little
+    risk = np.empty(len(rows))
+    risk[order] = guard.score([prompts[i] for i in order], [texts[i] for i in order])
     atomic_write_json(path, {"spec": spec, "gold_sha256": gold_sha, "risk": [float(x) for x in risk]})
     return np.asarray(risk, float), guard.threshold
 
