@@ -385,15 +385,12 @@ class DecodeState:
         Needs ``lm.capture_layer(layer, history=True)`` before the prefill. A row with no response
         token yet gets its last-token latent. ``rows`` selects rows (default: all).
         """
-        layer, idx = self._history_rows(layer, rows)
-        width = self.ids.shape[1]
-        mask = self.mask[idx]  # (R, T)
-        rank = mask.cumsum(-1) - 1  # index of each real token within its row
-        response = (mask == 1) & (rank >= self.prompt_lengths[idx, None])  # (R, T)
-        weights = response.to(self._history[layer].dtype).unsqueeze(-1)  # (R, T, 1)
-        total = (self._history[layer][idx, :width] * weights).sum(1)  # (R, H)
+        states, response = self.response_states(layer, rows)
+        weights = response.to(states.dtype).unsqueeze(-1)  # (R, T, 1)
+        total = (states * weights).sum(1)  # (R, H)
         count = weights.sum(1)  # (R, 1)
         pooled = total / count.clamp_min(1)
+        layer, idx = self._history_rows(layer, rows)
         return torch.where(count > 0, pooled, self._latents[layer][idx])
 
     def response_states(self, layer: int, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
