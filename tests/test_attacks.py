@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from latentguard.data.attacks import ATTACKS, PREFILL, attack_set, get_attack, past_tense
 from latentguard.data.prompt_sets import HELD_OUT_TEMPLATES, PromptRecord, PromptSet
@@ -61,3 +62,29 @@ def test_evaluate_reports_each_attack_and_prefilled_answers_start_with_the_prefi
     for row in (r for r in rows if r["prompt_set"] == "default+prefill"):
         assert row["text"].startswith(PREFILL) and row["attack"]["prefill"] == PREFILL
         assert row["text"] != plain[row["prompt"]]["text"]  # decoded on from the prefill, not the plain answer
+
+
+def test_readers_see_the_prefill_as_answer_as_they_do_in_the_answer_text():
+    """Under the prefill attack the request latent is the request's, not "Sure, here is"'s, and the
+    forced text is pooled with the answer: the same features as scoring the text a reader sees."""
+    from latentguard.guards.probe import prefill_answers
+
+    lm = load_lm("tiny")
+    layer = lm.capture_layer(1, history=True)
+    with lm.prefilled(PREFILL):
+        state = lm.prefill(["hello", "bake bread"])
+        forced = len(lm.assistant_prefill_ids)
+        assert forced > 0 and state.forced_lengths.tolist() == [forced, forced]
+        decoding = state.features(layer, "mean+request")  # (2, 2H)
+    as_text = prefill_answers(lm, ["hello", "bake bread"], [PREFILL, PREFILL]).features(layer, "mean+request")
+    torch.testing.assert_close(decoding, as_text, atol=1e-5, rtol=1e-4)
+    plain = lm.prefill(["hello"]).features(layer, "request")
+    torch.testing.assert_close(decoding[:1, lm.hidden_size:], plain, atol=1e-5, rtol=1e-4)
+
+
+def test_a_prompt_that_does_not_end_with_the_prefill_keeps_all_its_tokens_as_request():
+    lm = load_lm("tiny")
+    with lm.prefilled(PREFILL):
+        critique = critique_prompt_ids(lm, "hello", "answer")
+        state = lm.prefill(token_ids=[critique])
+    assert state.forced_lengths.tolist() == [0] and state.request_lengths.tolist() == [len(critique)]

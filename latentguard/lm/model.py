@@ -157,6 +157,14 @@ class LanguageModel:
         prefill_ids = self.tokenizer(prefill, add_special_tokens=False).input_ids if prefill else []
         return self._chat_ids(prompt) + prefill_ids
 
+    @property
+    def assistant_prefill_ids(self) -> list[int]:
+        """Tokens of :attr:`assistant_prefill` that every encoded prompt ends with ([] when none). A
+        :class:`DecodeState` row whose new prompt ends with them reads them as answer, not request."""
+        if not self.assistant_prefill:
+            return []
+        return list(self.tokenizer(self.assistant_prefill, add_special_tokens=False).input_ids)
+
     @contextmanager
     def prefilled(self, text: str) -> Iterator[None]:
         """Within the block, every prompt's answer starts with ``text`` (see :attr:`assistant_prefill`)."""

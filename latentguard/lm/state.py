@@ -34,6 +34,7 @@ class DecodingModel(Protocol):
     context_length: int
     latent_layer: int
     history_layers: set[int]
+    assistant_prefill_ids: list[int]  # forced assistant text that encoded prompts end with ([] normally)
 
     @property
     def model(self) -> torch.nn.Module: ...
@@ -68,6 +69,9 @@ class DecodeState:
 
     - ``ids`` (B, T) int64 and ``mask`` (B, T) int64: tokens aligned with the KV cache;
     - ``lengths`` (B,): real tokens per row; ``prompt_lengths`` (B,): of which the prompt;
+    - ``request_lengths`` (B,): of the prompt, the request before any forced assistant text (the
+      prefill attack's "Sure, here is"). Readers (probes, critics) take the request latent at its
+      last token and count the forced text as answer, as they read the answer text a reader sees;
     - ``logits`` (B, V): next-token logits after each row's last real token;
     - ``tokens_fed``: how many tokens went through the model (all rows, pads excluded);
     - ``positions_run``: how many positions the forwards computed (pads included): the cost.
@@ -80,6 +84,7 @@ class DecodeState:
         self.mask = torch.zeros((batch_size, 0), dtype=torch.long, device=device)  # (B, T)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.prompt_lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.forced_lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) prompt's forced tail
         self._logits: torch.Tensor | None = None  # (B, V), set by the first forward
         self.cache: Cache | None = None  # transformers Cache, created by the first forward
         self._latents: dict[int, torch.Tensor] = {}  # layer -> (B, H)
@@ -97,6 +102,13 @@ class DecodeState:
     def response_lengths(self) -> torch.Tensor:
         """(B,) tokens after the prompt in each row (generated or appended)."""
         return self.lengths - self.prompt_lengths
+
+    @property
+    def request_lengths(self) -> torch.Tensor:
+        """(B,) prompt tokens before the forced assistant text each prompt ends with (the prefill
+        attack's "Sure, here is"; none normally): readers take the request latent at the last of them
+        and read the forced text as answer."""
+        return self.prompt_lengths - self.forced_lengths
 
     @property
     def logits(self) -> torch.Tensor:
@@ -141,6 +153,10 @@ class DecodeState:
             self._feed_rows(group, [chunks[r] for r in group])
         if restart:
             self.prompt_lengths = self.prompt_lengths.index_copy(0, rows, self.lengths[rows])
+            forced_ids = self.lm.assistant_prefill_ids
+            forced = [len(forced_ids) if forced_ids and len(chunks[r]) > len(forced_ids)
+                      and list(chunks[r][-len(forced_ids):]) == forced_ids else 0 for r in restart]
+            self.forced_lengths = self.forced_lengths.index_copy(0, rows, torch.as_tensor(forced, device=rows.device))
             if self.ids.shape[1] > 2 * int(self.lengths.max()):
                 self.compact()
 
@@ -272,6 +288,7 @@ class DecodeState:
             raise IndexError(f"row indices must be in [0, {self.batch_size}), got {rows.tolist()}")
         self.ids, self.mask = self.ids[rows], self.mask[rows]
         self.lengths, self.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
+        self.forced_lengths = self.forced_lengths[rows]
         self._logits = self.logits[rows]
         self._latents = {k: v[rows] for k, v in self._latents.items()}
         self._history = {k: v[rows] for k, v in self._history.items()}
@@ -370,12 +387,13 @@ class DecodeState:
         return layer, idx
 
     def prompt_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
-        """(R, H) hidden state of ``layer`` at each row's last prompt token: what the policy computed
-        for the request at prefill. Needs ``lm.capture_layer(layer, history=True)`` before the prefill."""
+        """(R, H) hidden state of ``layer`` at each row's last request token (before any forced
+        assistant text): what the policy computed for the request at prefill. Needs
+        ``lm.capture_layer(layer, history=True)`` before the prefill."""
         layer, idx = self._history_rows(layer, rows)
         mask = self.mask[idx]  # (R, T)
         rank = mask.cumsum(-1) - 1  # index of each real token within its row
-        last = (mask == 1) & (rank == self.prompt_lengths[idx, None] - 1)  # (R, T), one column per row
+        last = (mask == 1) & (rank == self.request_lengths[idx, None] - 1)  # (R, T), one column per row
         column = last.int().argmax(-1)  # (R,)
         return self._history[layer][idx, column]
 
@@ -395,12 +413,13 @@ class DecodeState:
 
     def response_states(self, layer: int, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``layer``'s hidden states over whole rows, (R, T, H), and which positions are response
-        tokens, (R, T) bool: what a probe over the response's tokens learns from. Needs
+        tokens, (R, T) bool: what a probe over the response's tokens learns from (forced assistant
+        text included: it is part of the answer a reader sees). Needs
         ``lm.capture_layer(layer, history=True)`` before the prefill."""
         layer, idx = self._history_rows(layer, rows)
         mask = self.mask[idx]  # (R, T)
         rank = mask.cumsum(-1) - 1
-        response = (mask == 1) & (rank >= self.prompt_lengths[idx, None])  # (R, T)
+        response = (mask == 1) & (rank >= self.request_lengths[idx, None])  # (R, T)
         return self._history[layer][idx, : self.ids.shape[1]], response
 
     def attention_pooled(self, layer: int, query: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
