@@ -60,6 +60,22 @@ class RunContext:
     """Called with how many answers a method has just finished (a progress bar's hook; methods call
     :meth:`answered`)."""
 
+    on_release: Callable[[int, str], None] | None = None
+    """Called with (a prompt's index in the list given to ``run``, the whole text released for it so
+    far) when a method has released more of that answer (the streaming API's hook,
+    :mod:`latentguard.serving.stream`); methods call :meth:`released`. A method that only knows its
+    answer at the end need not call it: the stream then releases the answer whole."""
+
+    @property
+    def streaming(self) -> bool:
+        """Whether someone listens to releases (methods skip the bookkeeping otherwise)."""
+        return self.on_release is not None
+
+    def released(self, index: int, text: str) -> None:
+        """Tell :attr:`on_release` that the answer to prompt ``index`` now reads ``text`` to its user."""
+        if self.on_release is not None:
+            self.on_release(int(index), text)
+
     def answered(self, n: int = 1) -> None:
         """Tell :attr:`on_answers` that ``n`` more answers are final."""
         if self.on_answers is not None and n > 0:

@@ -35,10 +35,12 @@ class Sampling(Method):
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         out = []
         sampling = GREEDY if self.greedy else ctx.sampling
-        for batch in chunks(list(prompts), self.batch_size):
+        for offset in range(0, len(prompts), self.batch_size):
+            batch = list(prompts[offset : offset + self.batch_size])
             start = time.perf_counter()
             ended = Counted(ctx.answered)
-            engine = sample_answers(ctx, batch, sampling, [prompt_seed(ctx.seed, p) for p in batch], ended)
+            release = released_as_drawn(ctx, offset) if ctx.streaming else None
+            engine = sample_answers(ctx, batch, sampling, [prompt_seed(ctx.seed, p) for p in batch], ended, release)
             ctx.answered(len(batch) - ended.total)  # rows cut at max_new_tokens in the last step
             seconds = split_time(time.perf_counter() - start, len(batch))
             for row, prompt in enumerate(batch):
@@ -46,6 +48,17 @@ class Sampling(Method):
                 released = trim(tokens, ctx.lm.eos_token_ids)
                 out.append(Rollout(prompt, engine.text(row), len(tokens), len(released), seconds))
         return out
+
+
+def released_as_drawn(ctx: RunContext, offset: int) -> Callable[[Engine, list[int]], None]:
+    """A sampling hook that releases every token as it is drawn (``ctx.released``); engine row ``r``
+    answers prompt ``offset + r`` of the run."""
+
+    def release(engine: Engine, rows: list[int]) -> None:
+        for row in rows:
+            ctx.released(offset + row, engine.text(row))
+
+    return release
 
 
 class Counted:
@@ -60,12 +73,15 @@ class Counted:
 
 
 def sample_answers(ctx: RunContext, prompts: Sequence[str], sampling: SamplingConfig, seeds: Sequence[int],
-                   on_end: Callable[[int], None] | None = None) -> Engine:
+                   on_end: Callable[[int], None] | None = None,
+                   on_step: Callable[[Engine, list[int]], None] | None = None) -> Engine:
     """An engine holding one sampled answer per prompt (row ``i``: ``prompts[i]``, seeded by
-    ``seeds[i]``); ``on_end(k)``: ``k`` answers have just ended."""
+    ``seeds[i]``); ``on_end(k)``: ``k`` answers have just ended; ``on_step(engine, rows)``: ``rows``
+    have just taken a token."""
     engine = Engine(ctx.lm, ctx.guard, max_new_tokens=ctx.max_new_tokens)
     engine.start(list(prompts))
-    engine.decode(sampling, dict(enumerate(row_generators(seeds, ctx.lm.device))), on_end=on_end)
+    engine.decode(sampling, dict(enumerate(row_generators(seeds, ctx.lm.device))), on_end=on_end,
+                  on_step=None if on_step is None else (lambda rows: on_step(engine, rows)))
     return engine
 
 

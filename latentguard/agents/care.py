@@ -82,6 +82,9 @@ class Care(Method):
             if decoding.size:
                 tokens[decoding] = ep.sample(ctx.sampling, [generators[r] for r in decoding], decoding)
             _, _, terminated, truncated, _ = vec.step_tokens(tokens, actions)
+            if ctx.streaming:  # what left the buffer (the restarts come at the next step)
+                for row in np.flatnonzero(~vec.idle):
+                    ctx.released(int(vec.episode_index[row]), ep.released_text(int(row)))
             for row in np.flatnonzero(terminated | truncated):
                 done[int(vec.episode_index[row])] = self._record(ep, int(row))
                 ctx.answered()

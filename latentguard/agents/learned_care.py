@@ -105,7 +105,8 @@ class LearnedCare(Method):
                                 guard=ctx.guard, config=config, prompt_order="once")
         with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
             torch.manual_seed(ctx.seed)
-            records = vec.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered)
+            records = vec.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered,
+                                     on_release=ctx.released if ctx.streaming else None)
         seconds = (time.perf_counter() - start) / len(prompts)
         return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
                         wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],

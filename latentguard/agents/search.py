@@ -93,12 +93,15 @@ class BlockSearch(Method):
         if ctx.guard is None:
             raise ValueError(f"{self.name} updates the safety state with the guard's cost: give the run a guard")
         self.prepare(ctx)
-        out = []
+        out: list[Rollout] = []
         for batch in chunks(list(prompts), self.batch_size):
-            out += self._batch(list(batch), ctx)
+            out += self._batch(list(batch), ctx, offset=len(out))
         return out
 
-    def _batch(self, prompts: list[str], ctx: RunContext) -> list[Rollout]:
+    def _batch(self, prompts: list[str], ctx: RunContext, offset: int = 0) -> list[Rollout]:
+        """Search a batch; ``offset``: the index of its first prompt in the run (for ``ctx.released``).
+        An answer is released whole once its best candidate has ended (beams may still change
+        their text until then), or the refusal."""
         lm, eos = ctx.lm, ctx.lm.eos_token_ids
         start = time.perf_counter()
         engine = Engine(lm, ctx.guard, max_new_tokens=ctx.max_new_tokens, budget=self.budget)
@@ -150,11 +153,13 @@ class BlockSearch(Method):
                 cands = [c for c, (pi, _) in enumerate(parent) if pi == i]
                 if all(unsafe[c] for c in cands) and self.fallback == "refuse":
                     s.refused = True
+                    ctx.released(offset + i, REFUSAL)
                     ctx.answered()
                     continue
                 order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
                 if engine.ended([order[0]])[0]:  # the best candidate has ended: answer with it
                     s.answer = [t for t in engine.responses[order[0]] if t not in eos]
+                    ctx.released(offset + i, lm.decode(s.answer))
                     ctx.answered()
                     continue
                 s.beams = list(range(len(kept_rows), len(kept_rows) + len(order)))

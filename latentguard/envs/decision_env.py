@@ -348,16 +348,23 @@ class DecisionVectorEnv(VectorEnv):
         return obs, reward.astype(np.float64), terminated, np.zeros(n, dtype=bool), self._infos(step_info, infos)
 
     def answer_all(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray], seed: int = 0,
-                   on_end: Callable[[int], None] | None = None) -> list[dict]:
+                   on_end: Callable[[int], None] | None = None,
+                   on_release: Callable[[int, str], None] | None = None) -> list[dict]:
         """Answer every prompt once (``prompt_order="once"``) with ``act(obs, masks) -> actions``;
         the answers' records (:attr:`completed`) in prompt order. ``on_end(k)``: ``k`` answers have
-        just ended (a progress hook)."""
+        just ended (a progress hook); ``on_release(index, text)``: after each decision step, the text
+        released so far of every answer in flight and of those just ended (a streaming hook)."""
         if self.prompt_order != "once":
             raise ValueError(f"answer_all needs prompt_order='once', this env draws prompts {self.prompt_order!r}")
         obs, _ = self.reset(seed=seed)
         while not self.finished:
             before = len(self.completed)
             obs, *_ = self.step(act(obs, self.action_masks()))
+            if on_release is not None:
+                for record in self.completed[before:]:
+                    on_release(record["episode_index"], record["released_text"])
+                for row in np.flatnonzero(~self.idle & ~self.done):
+                    on_release(int(self.episode_index[row]), self.episodes.released_text(int(row)))
             if on_end is not None and len(self.completed) > before:
                 on_end(len(self.completed) - before)
         return sorted(self.completed, key=lambda r: r["episode_index"])

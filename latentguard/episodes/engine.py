@@ -196,13 +196,14 @@ class Engine:
     def decode(self, sampling: SamplingConfig, generators: Mapping[int, torch.Generator] | torch.Generator,
                rows: Sequence[int] | None = None, max_steps: int | None = None,
                banned_first: Mapping[int, set[int]] | None = None,
-               on_end: Callable[[int], None] | None = None) -> np.ndarray:
+               on_end: Callable[[int], None] | None = None,
+               on_step: Callable[[list[int]], None] | None = None) -> np.ndarray:
         """Sample ``rows`` (default: all) until each has ended or took ``max_steps`` tokens.
 
         The one sampling loop of the methods: one forward per token for every row still going.
         ``generators``: one per row (then a row's text depends only on its own seed) or one shared.
-        ``on_end(k)``: called when ``k`` rows have just ended (a progress hook). Returns (R,) tokens
-        added per row.
+        ``on_end(k)``: called when ``k`` rows have just ended (a progress hook); ``on_step(rows)``: after
+        each token, with the rows that took it (a streaming hook). Returns (R,) tokens added per row.
         """
         rows = list(range(self.n) if rows is None else rows)
         start = [len(self.responses[r]) for r in rows]
@@ -214,6 +215,8 @@ class Engine:
             gens = generators if isinstance(generators, torch.Generator) else [generators[r] for r in live]
             tokens = self.sample(sampling, gens, live, banned_first if t == 0 else None)
             self.step(tokens, live)
+            if on_step is not None:
+                on_step(live)
             still = [r for r, done in zip(live, self.ended(live)) if not done]
             if on_end is not None and len(still) < len(live):
                 on_end(len(live) - len(still))

@@ -34,7 +34,9 @@ class DecodingModel(Protocol):
     context_length: int
     latent_layer: int
     history_layers: set[int]
-    assistant_prefill_ids: list[int]  # forced assistant text that encoded prompts end with ([] normally)
+
+    @property
+    def assistant_prefill_ids(self) -> list[int]: ...  # forced assistant text encoded prompts end with
 
     @property
     def model(self) -> torch.nn.Module: ...

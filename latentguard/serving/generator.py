@@ -1,0 +1,87 @@
+"""One loaded model, guard and reward that answers prompts with any method, in batch or streamed.
+
+The object a notebook, a script or the server (:mod:`latentguard.serving.server`) holds: the model is
+loaded once, each method once per spec (its critic or policy read by ``prepare``), and every call
+builds the :class:`~latentguard.agents.base.RunContext` the evaluator would build for the same
+settings, so ``generate`` gives the answers ``evaluate.py`` gives.
+
+>>> from latentguard.serving import Generator
+>>> gen = Generator(model="tiny", guard="keyword")
+>>> [r.released_tokens for r in gen.generate(["Hi", "Name a fruit."], "vanilla", max_new_tokens=3)]
+[3, 3]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+from latentguard.agents.base import Method, Rollout, RunContext
+from latentguard.agents.registry import make_method
+from latentguard.guards import Guard, make_guard
+from latentguard.lm import DEFAULT_MODEL, LanguageModel, SamplingConfig, load_lm
+from latentguard.rewards import Reward, make_reward
+from latentguard.serving.stream import StreamEvent, stream_answers
+
+
+class Generator:
+    """Guarded answers from one model (see the module docstring).
+
+    :param model: a model spec for :func:`~latentguard.lm.load_lm`, or a loaded
+        :class:`~latentguard.lm.LanguageModel`.
+    :param guard: a guard spec for :func:`~latentguard.guards.make_guard` (``""``: none; the methods
+        that need one then refuse to run), or a guard.
+    :param reward: a reward spec for :func:`~latentguard.rewards.make_reward` (critic search ranks by
+        it; ``""``: none), or a reward.
+    :param seed: the run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``.
+    """
+
+    def __init__(self, model: str | LanguageModel = DEFAULT_MODEL, guard: str | Guard = "latent-probe",
+                 reward: str | Reward | None = "relevance", seed: int = 0, device: str | None = None) -> None:
+        self.lm = load_lm(model, device=device) if isinstance(model, str) else model
+        self.guard_spec = guard if isinstance(guard, str) else guard.name
+        self.guard: Guard | None = (make_guard(guard) if guard else None) if isinstance(guard, str) else guard
+        if self.guard is not None:
+            self.guard.attach(self.lm)
+        self.reward: Reward | None = (make_reward(reward) if reward else None) if isinstance(reward, str) else reward
+        self.seed = int(seed)
+        self._methods: dict[str, Method] = {}
+        self.lock = threading.Lock()
+        """Held while a method decodes: one batch at a time uses the model (its captured layers are shared)."""
+
+    def context(self, max_new_tokens: int = 64, temperature: float = 0.7, top_p: float = 0.9,
+                budget: float | None = None) -> RunContext:
+        """The run context of a call (the evaluator's defaults)."""
+        if int(max_new_tokens) < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        return RunContext(self.lm, self.guard, self.reward, int(max_new_tokens),
+                          SamplingConfig(temperature=float(temperature), top_p=float(top_p)), self.seed,
+                          guard_spec=self.guard_spec or None, budget=budget)
+
+    def method(self, spec: str, ctx: RunContext | None = None) -> Method:
+        """The method of ``spec``, built and prepared once (an unknown spec or a missing critic or
+        policy is an error that names the fix)."""
+        if spec not in self._methods:
+            method = make_method(spec)
+            method.prepare(ctx or self.context())
+            self._methods[spec] = method
+        return self._methods[spec]
+
+    def generate(self, prompts: Sequence[str], method: str = "vanilla", **settings) -> list[Rollout]:
+        """One :class:`~latentguard.agents.base.Rollout` per prompt (``settings``: :meth:`context`'s)."""
+        ctx = self.context(**settings)
+        chosen = self.method(method, ctx)
+        with self.lock:
+            return chosen.run(list(prompts), ctx)
+
+    def stream_many(self, prompts: Sequence[str], method: str = "vanilla", **settings) -> Iterator[StreamEvent]:
+        """The released text of every answer as it is released (:func:`~latentguard.serving.stream.stream_answers`)."""
+        ctx = self.context(**settings)
+        chosen = self.method(method, ctx)
+        with self.lock:
+            yield from stream_answers(chosen, list(prompts), ctx)
+
+    def stream(self, prompt: str, method: str = "vanilla", **settings) -> Iterator[StreamEvent]:
+        """One answer's released text as it is released; the last event carries the rollout and the
+        finish reason."""
+        return self.stream_many([prompt], method, **settings)
