@@ -1,0 +1,346 @@
+"""``latentguard-serve``: guarded answers behind the OpenAI protocol, streamed as they are released.
+
+    latentguard-serve --model smollm2-135m-instruct --guard latent-probe --port 8000
+
+Endpoints:
+
+- ``POST /v1/chat/completions`` and ``POST /v1/completions``, streaming (server-sent events) or not.
+  The method is chosen per request: a model name ``MODEL:METHOD`` (``smollm2-135m-instruct:care``,
+  ``smollm2-135m-instruct:critic-search``; the method spec may carry options,
+  ``MODEL:care:b=20``) or the extension field ``"latentguard": {"method": "care"}``; the bare model
+  name answers with ``--method``. ``finish_reason`` is ``"content_filter"`` where the method refused
+  or fell back (the protocol's own word), else ``"stop"`` or ``"length"``. The answer's record
+  (interventions, wait tokens, guard calls) comes in the extension field ``latentguard``.
+- ``GET /v1/models`` (the model, and the model with each registered method), ``GET /health``,
+  ``GET /metrics`` (Prometheus text: requests, queue depth, rows in flight, released tokens,
+  interventions, refusals).
+
+Errors take the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``: 400 for bad input
+(malformed JSON, a missing or unknown field, an unknown method, ``max_tokens`` out of range), 404 for
+an unknown model, 429 when ``--max-queue`` requests are waiting, 500 when decoding failed (the
+server stays up). Requests are batched by :class:`~latentguard.serving.scheduler.Scheduler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from latentguard.agents.registry import METHODS
+from latentguard.serving.generator import Generator
+from latentguard.serving.scheduler import QueueFull, Request, Scheduler
+from latentguard.serving.stream import StreamEvent
+
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request as HTTPRequest
+    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from starlette.routing import Route
+except ImportError as err:  # pragma: no cover - the message is the point
+    raise ImportError("the server needs starlette and uvicorn: pip install 'latentguard[serve]'") from err
+
+CHAT_FIELDS = {"model", "messages", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+               "stream_options", "user", "latentguard", "seed"}
+COMPLETION_FIELDS = {"model", "prompt", "stream", "max_tokens", "temperature", "top_p", "n", "stream_options", "user",
+                     "latentguard", "seed"}
+
+
+@dataclass
+class ServeConfig:
+    """Options of ``latentguard-serve``."""
+
+    model: str = "smollm2-135m-instruct"
+    """The model served (a spec for :func:`latentguard.lm.load_lm`)."""
+    guard: str = "latent-probe"
+    """The guard of the guarded methods (a spec for :func:`latentguard.guards.make_guard`)."""
+    reward: str = "relevance"
+    """The task reward critic search ranks by."""
+    method: str = "vanilla"
+    """The method of a request that names none (the bare model name)."""
+    host: str = "127.0.0.1"
+    """Where to listen (localhost by default: say 0.0.0.0 to serve others)."""
+    port: int = 8000
+    """TCP port."""
+    max_rows: int = 16
+    """Most requests decoded together in one batch."""
+    max_queue: int = 64
+    """Most requests waiting; one more is answered 429."""
+    max_tokens: int = 256
+    """Largest ``max_tokens`` a request may ask for (and the default is 64)."""
+    seed: int = 0
+    """Run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``."""
+
+    def __post_init__(self) -> None:
+        for name in ("port", "max_rows", "max_queue", "max_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class BadRequest(ValueError):
+    """A request the server cannot answer: its message names the value and the fix."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param, self.status, self.code = param, status, code
+
+
+def error_response(message: str, status: int, param: str | None = None, code: str | None = None) -> JSONResponse:
+    """The OpenAI error shape."""
+    kind = {400: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+
+
+class App:
+    """The server's state: generator, scheduler, and the request handlers."""
+
+    def __init__(self, config: ServeConfig, generator: Generator | None = None) -> None:
+        self.config = config
+        self.generator = generator or Generator(config.model, config.guard, config.reward, seed=config.seed)
+        self.model_id = self.generator.lm.model_id
+        self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue)
+        self.started = time.time()
+
+    # ------------------------------------------------------------------ reading a request
+    def method_of(self, body: dict) -> str:
+        """The method spec a request asks for (model suffix or extension field), checked."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required: give the served model's name, e.g. "
+                             f"{self.model_id!r} or {self.model_id + ':critic-search'!r}", "model")
+        name, _, suffix = model.partition(":")
+        if name != self.model_id:
+            raise BadRequest(f"model {model!r} is not served here; this server serves {self.model_id!r} "
+                             f"(GET /v1/models lists the names)", "model", 404, "model_not_found")
+        extension = body.get("latentguard") or {}
+        if not isinstance(extension, dict):
+            raise BadRequest("'latentguard' must be an object, e.g. {\"method\": \"care\"}", "latentguard")
+        asked = extension.get("method")
+        if asked and suffix and asked != suffix:
+            raise BadRequest(f"the model name asks for method {suffix!r} but latentguard.method is {asked!r}: give one",
+                             "latentguard.method")
+        spec = asked or suffix or self.config.method
+        try:
+            self.generator.method(spec, self.generator.context())
+        except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+            raise BadRequest(f"unknown or unusable method {spec!r}: {err}", "model", 400, "invalid_method") from err
+        return spec
+
+    def settings_of(self, body: dict) -> tuple[int, float, float]:
+        """(max_tokens, temperature, top_p), checked against their ranges."""
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        max_tokens = 64 if max_tokens is None else max_tokens
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= self.config.max_tokens:
+            raise BadRequest(f"max_tokens must be an integer from 1 to {self.config.max_tokens} (--max-tokens), "
+                             f"got {max_tokens!r}", "max_tokens")
+        temperature = body.get("temperature", 0.7)
+        top_p = body.get("top_p", 0.9)
+        for name, value, low, high in (("temperature", temperature, 0.0, 2.0), ("top_p", top_p, 0.0, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise BadRequest(f"{name} must be a number from {low:g} to {high:g}, got {value!r}", name)
+        if body.get("n", 1) != 1:
+            raise BadRequest(f"n must be 1 (one answer per request), got {body.get('n')!r}", "n")
+        return max_tokens, float(temperature), float(top_p)
+
+    def prompt_of_chat(self, body: dict) -> str:
+        """The user's request: one ``user`` message (multi-turn chats are not served yet)."""
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' is required: a list like [{\"role\": \"user\", \"content\": \"...\"}]", "messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer", "tool") \
+                    or not isinstance(m.get("content"), str):
+                raise BadRequest(f"messages[{i}] must be an object with a role (system, user, assistant) and a string "
+                                 f"content, got {m!r}", f"messages[{i}]")
+        users = [m for m in messages if m["role"] == "user"]
+        if len(messages) != 1 or len(users) != 1:
+            raise BadRequest("this server answers one user message per request (system prompts and multi-turn chats "
+                             f"are not served yet); got roles {[m['role'] for m in messages]}", "messages")
+        return self.checked_prompt(users[0]["content"], "messages[0].content")
+
+    def checked_prompt(self, prompt: Any, param: str) -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BadRequest(f"{param} must be a non-empty string, got {prompt!r}", param)
+        tokens = len(self.generator.lm.encode_prompt(prompt))
+        if tokens >= self.generator.lm.context_length:
+            raise BadRequest(f"{param} has {tokens} tokens, over the model's context of "
+                             f"{self.generator.lm.context_length}; shorten it", param, 400, "context_length_exceeded")
+        return prompt
+
+    # ------------------------------------------------------------------ handlers
+    async def read_json(self, http: HTTPRequest, fields: set[str]) -> dict:
+        try:
+            body = json.loads(await http.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise BadRequest(f"the request body is not valid JSON ({err}); send a JSON object") from err
+        if not isinstance(body, dict):
+            raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
+        unknown = sorted(set(body) - fields)
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}; the fields read here are {sorted(fields)}", unknown[0])
+        return body
+
+    async def chat(self, http: HTTPRequest) -> Response:
+        return await self.answer(http, chat=True)
+
+    async def completions(self, http: HTTPRequest) -> Response:
+        return await self.answer(http, chat=False)
+
+    async def answer(self, http: HTTPRequest, chat: bool) -> Response:
+        try:
+            body = await self.read_json(http, CHAT_FIELDS if chat else COMPLETION_FIELDS)
+            method = self.method_of(body)
+            max_tokens, temperature, top_p = self.settings_of(body)
+            if chat:
+                prompt = self.prompt_of_chat(body)
+            else:
+                raw = body.get("prompt")
+                raw = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+                prompt = self.checked_prompt(raw, "prompt")
+            request = self.scheduler.submit(Request(prompt, method, max_tokens, temperature, top_p,
+                                                    asyncio.get_running_loop()))
+        except BadRequest as err:
+            return error_response(str(err), err.status, err.param, err.code)
+        except QueueFull as err:
+            return error_response(str(err), 429, None, "queue_full")
+        model = body["model"]
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        if body.get("stream"):
+            return StreamingResponse(self.sse(http, request, model, ident, chat), media_type="text/event-stream")
+        text, last = [], None
+        try:
+            async for event in self.events(request):
+                text.append(event.delta)
+                last = event if event.done else last
+        except Exception as err:  # the batch failed (a method error): this request gets a 500, the server goes on
+            return error_response(f"decoding failed: {type(err).__name__}: {err}", 500)
+        assert last is not None and last.rollout is not None  # events() ends with the done event
+        content = "".join(text)
+        usage = self.usage(prompt, last)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": content}
+        else:
+            choice["text"] = content
+        return JSONResponse({"id": ident, "object": "chat.completion" if chat else "text_completion",
+                             "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
+                             "latentguard": self.record(method, last)})
+
+    async def events(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """The request's events until its done event; a failed batch raises its error."""
+        while True:
+            item = await request.events.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def sse(self, http: HTTPRequest, request: Request, model: str, ident: str, chat: bool) -> AsyncIterator[str]:
+        created = int(time.time())
+
+        def chunk(delta: str | None, finish: str | None, extra: dict | None = None, role: bool = False) -> str:
+            if chat:
+                said = {"role": "assistant", "content": ""} if role else {} if delta is None else {"content": delta}
+                body: dict[str, Any] = {"index": 0, "delta": said, "finish_reason": finish, "logprobs": None}
+            else:
+                body = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+            payload = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion",
+                       "created": created, "model": model, "choices": [body], **(extra or {})}
+            return f"data: {json.dumps(payload)}\n\n"
+
+        try:
+            if chat:
+                yield chunk(None, None, role=True)
+            async for event in self.events(request):
+                if await http.is_disconnected():
+                    self.scheduler.cancel(request)
+                    return
+                if event.delta:
+                    yield chunk(event.delta, None)
+                if event.done:
+                    yield chunk(None, event.finish_reason, {"latentguard": self.record(request.method, event)})
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away (cancelled, or the response closed us)
+            self.scheduler.cancel(request)
+            raise
+        except Exception as err:  # a failed batch: an error event, then the end
+            yield f"data: {json.dumps({'error': {'message': f'decoding failed: {err}', 'type': 'server_error'}})}\n\n"
+            yield "data: [DONE]\n\n"
+
+    def usage(self, prompt: str, event: StreamEvent) -> dict:
+        rollout = event.rollout
+        assert rollout is not None
+        prompt_tokens = len(self.generator.lm.encode_prompt(prompt))
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": rollout.released_tokens,
+                "total_tokens": prompt_tokens + rollout.released_tokens}
+
+    @staticmethod
+    def record(method: str, event: StreamEvent) -> dict:
+        """The extension record of an answer: what the method did to it."""
+        r = event.rollout
+        assert r is not None
+        return {"method": method, "interventions": r.interventions, "wait_tokens": r.wait_tokens,
+                "guard_calls": r.guard_calls, "tokens": r.tokens, "released_tokens": r.released_tokens,
+                "seconds": round(r.wall_time, 4)}
+
+    async def models(self, http: HTTPRequest) -> Response:
+        names = [self.model_id] + [f"{self.model_id}:{m}" for m in sorted(METHODS)]
+        return JSONResponse({"object": "list", "data": [
+            {"id": n, "object": "model", "created": int(self.started), "owned_by": "latentguard"} for n in names]})
+
+    async def health(self, http: HTTPRequest) -> Response:
+        return JSONResponse({"status": "ok", "model": self.model_id, "queue_depth": self.scheduler.queue_depth,
+                             "rows_in_flight": self.scheduler.counters.rows_in_flight})
+
+    async def metrics(self, http: HTTPRequest) -> Response:
+        c = self.scheduler.counters
+        lines = []
+        for name, kind, value, doc in (
+            ("requests_total", "counter", c.requests, "requests accepted"),
+            ("requests_rejected_total", "counter", c.rejected, "requests answered 429 (queue full)"),
+            ("requests_failed_total", "counter", c.failed, "requests whose batch failed"),
+            ("requests_completed_total", "counter", c.completed, "requests answered to the end"),
+            ("requests_cancelled_total", "counter", c.cancelled, "requests whose client went away"),
+            ("queue_depth", "gauge", self.scheduler.queue_depth, "requests waiting"),
+            ("rows_in_flight", "gauge", c.rows_in_flight, "requests decoding now"),
+            ("released_tokens_total", "counter", c.released_tokens, "tokens released to clients"),
+            ("interventions_total", "counter", c.interventions, "rollbacks, resamples and rewrites"),
+            ("refusals_total", "counter", c.refusals, "answers that ended in a refusal or fallback"),
+            ("batches_total", "counter", c.batches, "batches decoded"),
+            ("decode_seconds_total", "counter", round(c.decode_seconds, 6), "seconds spent decoding batches"),
+        ):
+            lines += [f"# HELP latentguard_{name} {doc}", f"# TYPE latentguard_{name} {kind}", f"latentguard_{name} {value}"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    def asgi(self) -> Starlette:
+        """The ASGI application (the scheduler starts and stops with it)."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            self.scheduler.start()
+            try:
+                yield
+            finally:
+                await asyncio.get_running_loop().run_in_executor(None, self.scheduler.stop)
+
+        return Starlette(routes=[
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+        ], lifespan=lifespan)
+
+
+def serve(config: ServeConfig) -> None:
+    """Load the model and serve until SIGINT/SIGTERM (uvicorn finishes the requests in flight)."""
+    import uvicorn
+
+    app = App(config).asgi()
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=60)

@@ -1,0 +1,192 @@
+"""latentguard-serve on localhost, on the tiny model, spoken to with the official openai client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx2 as httpx
+import openai
+import pytest
+import uvicorn
+
+from latentguard.episodes.release import REFUSAL
+from latentguard.guards import CallableGuard
+from latentguard.serving import Generator
+from latentguard.serving.scheduler import QueueFull, Request, Scheduler
+from latentguard.serving.server import App, ServeConfig
+
+
+def long_guard(prompts, responses):
+    """Flags an answer over 12 characters."""
+    return [float(len(r) > 12) for r in responses]
+
+
+def broken_guard(prompts, responses):
+    raise RuntimeError("the guard's backend is down")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A uvicorn server in a thread, stopped as SIGTERM would (should_exit)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app.asgi(), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return Generator(model="tiny", guard=CallableGuard(long_guard, name="long"), reward="")
+
+
+@pytest.fixture(scope="module")
+def server(gen):
+    running = Running(App(ServeConfig(model="tiny", max_tokens=64), gen))
+    yield running
+    running.stop()
+
+
+def test_a_chat_answer_is_the_batch_answer(server, gen):
+    reply = server.client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Name a fruit."}],
+                                                  max_tokens=12)
+    batch = gen.generate(["Name a fruit."], "vanilla", max_new_tokens=12)[0]
+    assert reply.choices[0].message.content == batch.text.lstrip()
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens == batch.released_tokens
+
+
+def test_a_streamed_chat_joins_to_the_same_answer_and_ends_with_its_reason(server):
+    asked = dict(model="tiny:vanilla", messages=[{"role": "user", "content": "Say hello there."}], max_tokens=12)
+    whole = server.client.chat.completions.create(**asked).choices[0].message.content
+    chunks = list(server.client.chat.completions.create(**asked, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == whole and len(chunks) >= 4  # several releases, not one block
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_care_refusal_is_content_filter_and_shows_no_flagged_text(server):
+    reply = server.client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Count to three."}], max_tokens=24,
+        extra_body={"latentguard": {"method": "care-resample:b=6:N=0"}})
+    content = reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "content_filter" and content.endswith(REFUSAL)
+    assert len(content[: -len(REFUSAL)].strip()) <= 12
+
+
+def test_completions_answer_a_plain_prompt(server, gen):
+    reply = server.client.completions.create(model="tiny:vanilla", prompt="Name a fruit.", max_tokens=8)
+    assert reply.choices[0].text == gen.generate(["Name a fruit."], "vanilla", max_new_tokens=8)[0].text.lstrip()
+
+
+def test_models_health_and_metrics(server):
+    names = [m.id for m in server.client.models.list().data]
+    assert names[0] == "tiny" and "tiny:critic-search" in names and "tiny:care" in names
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "latentguard_requests_total" in metrics and "latentguard_rows_in_flight 0" in metrics
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"model": "tiny"}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "Hi"}]}, 400, "model"),
+    ({"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}, 404, "model"),
+    ({"model": "tiny:no-such-method", "messages": [{"role": "user", "content": "Hi"}]}, 400, "model"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10**6}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "temprature": 0.5}, 400, "temprature"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "word " * 5000}]}, 400, "messages[0].content"),
+])
+def test_bad_requests_get_the_openai_error_shape(server, body, status, param):
+    response = httpx.post(server.url + "/v1/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_malformed_json_is_a_400_that_says_so(server):
+    response = httpx.post(server.url + "/v1/chat/completions", content=b"{not json",
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_a_client_that_goes_away_mid_stream_frees_its_request(server):
+    before = server.app.scheduler.counters.cancelled
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json={
+            "model": "tiny", "messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 64,
+            "stream": True}, timeout=10) as response:
+        next(response.iter_lines())  # the first chunk, then hang up
+    deadline = time.time() + 20
+    while server.app.scheduler.counters.cancelled == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.app.scheduler.counters.cancelled == before + 1
+    while server.app.scheduler.counters.rows_in_flight and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.app.scheduler.counters.rows_in_flight == 0
+    reply = server.client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                                  max_tokens=4)
+    assert reply.choices[0].message.content is not None  # still serving
+
+
+def test_a_guard_that_raises_fails_closed_and_the_server_stays_up():
+    running = Running(App(ServeConfig(model="tiny"), Generator(model="tiny", guard=CallableGuard(broken_guard),
+                                                                reward="")))
+    try:
+        reply = running.client.chat.completions.create(
+            model="tiny:care-resample:b=6:N=0", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=16)
+        assert reply.choices[0].finish_reason == "content_filter" and reply.choices[0].message.content == REFUSAL
+        plain = running.client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                                       max_tokens=4)
+        assert plain.choices[0].finish_reason in ("stop", "length")
+    finally:
+        running.stop()
+
+
+def request(loop, method="vanilla", prompt="Hi"):
+    return Request(prompt, method, 4, 0.7, 0.9, loop)
+
+
+def test_waiting_requests_of_one_method_share_a_batch_and_other_methods_wait_their_turn(gen):
+    loop = asyncio.new_event_loop()
+    scheduler = Scheduler(gen, max_rows=3, max_queue=8)
+    batches = []
+    scheduler.on_batch = lambda batch: batches.append([r.method for r in batch])
+    for method in ["vanilla", "vanilla", "greedy", "vanilla", "vanilla"]:
+        scheduler.submit(request(loop, method))
+    scheduler.start()
+    deadline = time.time() + 30
+    while scheduler.counters.completed < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    scheduler.stop(10)
+    loop.close()
+    assert batches == [["vanilla"] * 3, ["greedy"], ["vanilla"]]
+
+
+def test_a_full_queue_refuses_with_queue_full(gen):
+    loop = asyncio.new_event_loop()
+    scheduler = Scheduler(gen, max_rows=2, max_queue=2)  # not started: nothing leaves the queue
+    scheduler.submit(request(loop))
+    scheduler.submit(request(loop))
+    with pytest.raises(QueueFull, match="2 requests are waiting \\(--max-queue 2\\)"):
+        scheduler.submit(request(loop))
+    assert scheduler.counters.rejected == 1
+    loop.close()
