@@ -53,7 +53,7 @@ def test_the_wheel_installs_nothing_but_latentguard_at_the_top_level(fresh_venv)
     tops = {line.split(",")[0].split("/")[0] for line in (dist_info / "RECORD").read_text().splitlines() if line}
     scripts = {line.split(",")[0] for line in (dist_info / "RECORD").read_text().splitlines() if "/bin/" in line}
     assert tops == {"latentguard", dist_info.name, ".."}
-    assert {Path(s).name for s in scripts} == {"latentguard-train", "latentguard-evaluate"}
+    assert {Path(s).name for s in scripts} == {"latentguard-train", "latentguard-evaluate", "latentguard-serve"}
     entry = (dist_info / "entry_points.txt").read_text()
     assert "latentguard-train = latentguard.cli.train:main" in entry
 
@@ -61,6 +61,7 @@ def test_the_wheel_installs_nothing_but_latentguard_at_the_top_level(fresh_venv)
 def test_the_console_scripts_run(fresh_venv):
     assert "--methods" in run(fresh_venv / "bin" / "latentguard-evaluate", "--help")
     assert "policy" in run(fresh_venv / "bin" / "latentguard-train", "--help")
+    assert "--max-queue" in run(fresh_venv / "bin" / "latentguard-serve", "--help")  # no server package needed
 
 
 def test_the_wheel_carries_the_shipped_files(fresh_venv):

@@ -15,8 +15,9 @@ import uvicorn
 from latentguard.episodes.release import REFUSAL
 from latentguard.guards import CallableGuard
 from latentguard.serving import Generator
+from latentguard.serving.config import ServeConfig
 from latentguard.serving.scheduler import QueueFull, Request, Scheduler
-from latentguard.serving.server import App, ServeConfig
+from latentguard.serving.server import App
 
 
 def long_guard(prompts, responses):

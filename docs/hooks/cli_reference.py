@@ -3,7 +3,8 @@
 ``docs/reference/cli.md`` holds the marker ``<!-- cli-reference -->``; this hook replaces it with one
 section per command, ``latentguard-train <command>`` for each entry of
 :data:`latentguard.cli.train.COMMANDS` and ``latentguard-evaluate``
-(:class:`latentguard.evaluation.runner.EvalConfig`), each a table of option, type, default and the
+(:class:`latentguard.evaluation.runner.EvalConfig`) and ``latentguard-serve``
+(:class:`latentguard.serving.config.ServeConfig`), each a table of option, type, default and the
 field's doc, read the way :func:`latentguard.cli.config_args.add_config_args` reads them (with
 :func:`latentguard.cli.config_args.field_docs`). Nothing here is copied by hand: a new field is a new
 row at the next build.
@@ -86,6 +87,7 @@ def reference() -> str:
     """The markdown that replaces the marker."""
     from latentguard.cli.train import COMMANDS
     from latentguard.evaluation.runner import EvalConfig
+    from latentguard.serving.config import ServeConfig
 
     rst = _rst_to_markdown()
     parts = ["## latentguard-train", "",
@@ -100,6 +102,12 @@ def reference() -> str:
               summary(EvalConfig, rst), "",
               f"Config: [`EvalConfig`][{EvalConfig.__module__}.EvalConfig].", "",
               options_table(EvalConfig, rst), ""]
+    parts += ["## latentguard-serve", "",
+              "`latentguard-serve [--option value ...]`: the OpenAI-compatible server "
+              "([Serve guarded answers](../guides/serve.md)).", "",
+              summary(ServeConfig, rst), "",
+              f"Config: [`ServeConfig`][{ServeConfig.__module__}.ServeConfig].", "",
+              options_table(ServeConfig, rst), ""]
     return "\n".join(parts)
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from latentguard.cli.config_args import parse_config, run_cli
+from latentguard.serving.config import ServeConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``latentguard-serve``)."""
 
     def body() -> int:
-        from latentguard.serving.server import ServeConfig, serve
+        config = parse_config(ServeConfig, argv, description=__doc__.splitlines()[0])
+        from latentguard.serving.server import serve  # needs starlette and uvicorn: latentguard[serve]
 
-        serve(parse_config(ServeConfig, argv, description=__doc__.splitlines()[0]))
+        serve(config)
         return 0
 
     return run_cli(body)

@@ -1,0 +1,36 @@
+"""The options of ``latentguard-serve`` (no server package imported: ``--help`` works without them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ServeConfig:
+    """Options of ``latentguard-serve``."""
+
+    model: str = "smollm2-135m-instruct"
+    """The model served (a spec for :func:`latentguard.lm.load_lm`)."""
+    guard: str = "latent-probe"
+    """The guard of the guarded methods (a spec for :func:`latentguard.guards.make_guard`)."""
+    reward: str = "relevance"
+    """The task reward critic search ranks by."""
+    method: str = "vanilla"
+    """The method of a request that names none (the bare model name)."""
+    host: str = "127.0.0.1"
+    """Where to listen (localhost by default: say 0.0.0.0 to serve others)."""
+    port: int = 8000
+    """TCP port."""
+    max_rows: int = 16
+    """Most requests decoded together in one batch."""
+    max_queue: int = 64
+    """Most requests waiting; one more is answered 429."""
+    max_tokens: int = 256
+    """Largest ``max_tokens`` a request may ask for (and the default is 64)."""
+    seed: int = 0
+    """Run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``."""
+
+    def __post_init__(self) -> None:
+        for name in ("port", "max_rows", "max_queue", "max_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
