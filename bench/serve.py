@@ -1,0 +1,151 @@
+"""The server under load: clients on localhost streaming guarded answers from latentguard-serve.
+
+The default model and guard are served in-process by uvicorn on 127.0.0.1. For each method and each
+number of concurrent clients (1, 4, 16), the clients share the same fixed list of requests (each
+client takes the next request when its answer ends: a bounded loop), streamed as server-sent events.
+Measured per level: time to the first released text (p50, p95), released tokens per second in
+aggregate, requests per second. The same requests go through the batch API (``Generator.generate``,
+one batch) in the same run.
+
+    python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64]
+
+Last line: one JSON object; ``batched_vs_serial`` is the aggregate throughput at the most clients
+over one client at a time (same requests), ``serve_vs_offline`` the throughput at the most clients
+over the batch API's, each per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latentguard.data.prompt_sets import load_prompt_set
+from latentguard.serving import Generator
+from latentguard.serving.config import ServeConfig
+from latentguard.serving.server import App
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_request(url: str, model: str, prompt: str, tokens: int) -> dict:
+    """Stream one answer; the time to its first released text, its end, and its released tokens."""
+    start = time.perf_counter()
+    first, released, reason = None, 0, None
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"]["message"])
+            choice = chunk["choices"][0]
+            if choice["delta"].get("content") and first is None:
+                first = time.perf_counter() - start
+            if choice["finish_reason"]:
+                reason = choice["finish_reason"]
+                released = chunk["latentguard"]["released_tokens"]
+    end = time.perf_counter() - start
+    return {"ttft": first if first is not None else end, "seconds": end, "released": released, "reason": reason}
+
+
+def load(url: str, model: str, prompts: list[str], clients: int, tokens: int) -> dict:
+    """``clients`` threads work through ``prompts`` (each takes the next when its answer ends)."""
+    results: list[dict] = []
+    lock = threading.Lock()
+    todo = list(reversed(prompts))
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                prompt = todo.pop()
+            result = one_request(url, model, prompt, tokens)
+            with lock:
+                results.append(result)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    ttft = sorted(r["ttft"] for r in results)
+    released = sum(r["released"] for r in results)
+    return {"clients": clients, "requests": len(results), "wall_s": round(wall, 3),
+            "ttft_p50_s": round(statistics.median(ttft), 3),
+            "ttft_p95_s": round(ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))], 3),
+            "released_tokens_per_s": round(released / wall, 2), "requests_per_s": round(len(results) / wall, 3),
+            "content_filter": sum(r["reason"] == "content_filter" for r in results)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="vanilla,care,critic-search")
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64)
+    args = parser.parse_args()
+    records = load_prompt_set("default").records
+    harmful = [r.prompt for r in records if r.label == "harmful"]
+    benign = [r.prompt for r in records if r.label == "benign"]
+    prompts = [p for pair in zip(harmful, benign) for p in pair][: args.requests]  # half harmful, half benign
+    levels = [int(c) for c in args.clients.split(",")]
+    gen = Generator()
+    app = App(ServeConfig(max_rows=max(levels), max_queue=4 * max(levels)), gen)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app.asgi(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    summary: dict = {"device": "cpu", "model": app.model_id, "requests": len(prompts), "tokens": args.tokens}
+    try:
+        for method in args.methods.split(","):
+            model = f"{app.model_id}:{method}"
+            one_request(url, model, prompts[0], 8)  # warm-up: the method's files, the first forwards
+            rows = [load(url, model, prompts, c, args.tokens) for c in levels]
+            start = time.perf_counter()
+            offline = gen.generate(prompts, method, max_new_tokens=args.tokens)
+            offline_s = time.perf_counter() - start
+            offline_tps = sum(r.released_tokens for r in offline) / offline_s
+            for row in rows:
+                print(json.dumps({"method": method, **row}))
+            print(json.dumps({"method": method, "offline_batch_s": round(offline_s, 3),
+                              "offline_released_tokens_per_s": round(offline_tps, 2)}))
+            most, serial = rows[-1], rows[0]
+            summary[method] = {
+                "batched_vs_serial": round(most["released_tokens_per_s"] / max(serial["released_tokens_per_s"], 1e-9), 3),
+                "serve_vs_offline": round(most["released_tokens_per_s"] / max(offline_tps, 1e-9), 3),
+                "ttft_p50_s": {str(r["clients"]): r["ttft_p50_s"] for r in rows},
+                "ttft_p95_s": {str(r["clients"]): r["ttft_p95_s"] for r in rows},
+                "released_tokens_per_s": {str(r["clients"]): r["released_tokens_per_s"] for r in rows},
+                "requests_per_s": {str(r["clients"]): r["requests_per_s"] for r in rows},
+            }
+    finally:
+        server.should_exit = True
+        thread.join(60)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
