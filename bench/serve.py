@@ -1,11 +1,12 @@
 """The server under load: clients on localhost streaming guarded answers from latentguard-serve.
 
-The default model and guard are served in-process by uvicorn on 127.0.0.1. For each method and each
+The default model and guard are served by ``latentguard-serve`` in its own process on 127.0.0.1;
+the clients are threads of this process. For each method and each
 number of concurrent clients (1, 4, 16), the clients share the same fixed list of requests (each
 client takes the next request when its answer ends: a bounded loop), streamed as server-sent events.
 Measured per level: time to the first released text (p50, p95), released tokens per second in
 aggregate, requests per second. The same requests go through the batch API (``Generator.generate``,
-one batch) in the same run.
+one call) in the same run, before and after the clients (the faster of the two is the baseline).
 
     python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64]
 
@@ -20,20 +21,20 @@ import argparse
 import json
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx2 as httpx
-import uvicorn
+import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latentguard.data.prompt_sets import load_prompt_set
 from latentguard.serving import Generator
 from latentguard.serving.config import ServeConfig
-from latentguard.serving.server import App
 
 
 def free_port() -> int:
@@ -97,6 +98,41 @@ def load(url: str, model: str, prompts: list[str], clients: int, tokens: int) ->
             "content_filter": sum(r["reason"] == "content_filter" for r in results)}
 
 
+def start_server(config: ServeConfig) -> subprocess.Popen:
+    """``latentguard-serve`` in its own process, as deployed (its decoding thread then shares the
+    interpreter with its own event loop only, not with the clients); returns once it answers."""
+    server = subprocess.Popen([sys.executable, "-m", "latentguard.cli.serve", "--port", str(config.port),
+                               "--max-rows", str(config.max_rows), "--max-queue", str(config.max_queue)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{config.port}/health", timeout=5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(1)
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with status {server.returncode}; run latentguard-serve alone to see why")
+
+
+def openai_check(url: str, model: str, prompt: str) -> bool:
+    """The official ``openai`` client against the served default model: the streamed answer joins
+    to the non-streamed one (both seeded by the prompt)."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    asked = dict(model=model, messages=[{"role": "user", "content": prompt}], max_tokens=16)
+    whole = client.chat.completions.create(**asked).choices[0].message.content
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**asked, stream=True))
+    if streamed != whole:
+        raise AssertionError(f"the streamed answer {streamed!r} differs from the whole one {whole!r}")
+    return True
+
+
+def offline(gen: Generator, prompts: list[str], method: str, tokens: int) -> float:
+    """Released tokens per second of the batch API on ``prompts`` (one call)."""
+    start = time.perf_counter()
+    answers = gen.generate(prompts, method, max_new_tokens=tokens)
+    return sum(r.released_tokens for r in answers) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="vanilla,care,critic-search")
@@ -109,29 +145,25 @@ def main() -> None:
     benign = [r.prompt for r in records if r.label == "benign"]
     prompts = [p for pair in zip(harmful, benign) for p in pair][: args.requests]  # half harmful, half benign
     levels = [int(c) for c in args.clients.split(",")]
-    gen = Generator()
-    app = App(ServeConfig(max_rows=max(levels), max_queue=4 * max(levels)), gen)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app.asgi(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    summary: dict = {"device": "cpu", "model": app.model_id, "requests": len(prompts), "tokens": args.tokens}
+    config = ServeConfig(max_rows=max(levels), max_queue=4 * max(levels), port=free_port())
+    server = start_server(config)
+    gen = Generator(config.model, config.guard, config.reward, config.seed)  # the batch API, in this process
+    url = f"http://127.0.0.1:{config.port}"
+    summary: dict = {"device": "cpu", "model": config.model, "requests": len(prompts), "tokens": args.tokens,
+                     "server": "its own process"}
     try:
+        summary["openai_client_check"] = openai_check(url, f"{config.model}:vanilla", prompts[1])
         for method in args.methods.split(","):
-            model = f"{app.model_id}:{method}"
+            model = f"{config.model}:{method}"
             one_request(url, model, prompts[0], 8)  # warm-up: the method's files, the first forwards
+            before = offline(gen, prompts, method, args.tokens)
             rows = [load(url, model, prompts, c, args.tokens) for c in levels]
-            start = time.perf_counter()
-            offline = gen.generate(prompts, method, max_new_tokens=args.tokens)
-            offline_s = time.perf_counter() - start
-            offline_tps = sum(r.released_tokens for r in offline) / offline_s
+            after = offline(gen, prompts, method, args.tokens)
+            offline_tps = max(before, after)  # the faster of the two: the stricter baseline
             for row in rows:
                 print(json.dumps({"method": method, **row}))
-            print(json.dumps({"method": method, "offline_batch_s": round(offline_s, 3),
-                              "offline_released_tokens_per_s": round(offline_tps, 2)}))
+            print(json.dumps({"method": method, "offline_released_tokens_per_s_before": round(before, 2),
+                              "offline_released_tokens_per_s_after": round(after, 2)}))
             most, serial = rows[-1], rows[0]
             summary[method] = {
                 "batched_vs_serial": round(most["released_tokens_per_s"] / max(serial["released_tokens_per_s"], 1e-9), 3),
@@ -142,8 +174,8 @@ def main() -> None:
                 "requests_per_s": {str(r["clients"]): r["requests_per_s"] for r in rows},
             }
     finally:
-        server.should_exit = True
-        thread.join(60)
+        server.terminate()
+        server.wait(120)
     print(json.dumps(summary))
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -191,3 +195,31 @@ def test_a_full_queue_refuses_with_queue_full(gen):
         scheduler.submit(request(loop))
     assert scheduler.counters.rejected == 1
     loop.close()
+
+
+def test_sigterm_lets_the_stream_in_flight_end_then_exits_cleanly():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "latentguard.cli.serve", "--model", "tiny", "--guard", "keyword",
+                             "--reward", "", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 200, "stream": True}
+        chunks = []
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunks.append(json.loads(line[6:]))
+                    if len(chunks) == 2:
+                        proc.send_signal(signal.SIGTERM)  # mid-stream
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")  # the answer in flight ended
+    assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) > 2  # it kept streaming after SIGTERM

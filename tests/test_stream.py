@@ -84,18 +84,19 @@ def test_the_decision_env_reports_each_answers_release_as_it_grows():
     for record in records:
         texts = seen[record["episode_index"]]
         assert texts[-1] == record["released_text"]
-        tracker = ReleaseTracker(1)  # raises if released text is taken back
+        tracker = ReleaseTracker()  # raises if released text is taken back
         assert "".join(tracker.delta(0, t) for t in texts) + tracker.delta(0, texts[-1], final=True) == texts[-1].lstrip()
 
 
 def test_the_tracker_holds_back_a_cut_character_and_trailing_space_and_refuses_a_take_back():
-    tracker = ReleaseTracker(1)
+    tracker = ReleaseTracker()
     assert tracker.delta(0, "caf\ufffd") == "caf"
     assert tracker.delta(0, "café, \n") == "é,"
-    assert tracker.delta(0, "café, I'm sorry", final=True) == " I'm sorry"
-    assert tracker.delta(0, "\n café, I'm sorry, but", final=True) == ", but"  # leading space: never shown
-    with pytest.raises(StreamError, match="took back released text: \"café, I'm sorry, but\" -> 'tea'"):
-        tracker.delta(0, "tea")
+    assert tracker.delta(0, "café, I'm sorry") == " I'm sorry"
+    assert tracker.delta(0, "\n café, I'm sorry, but ", final=True) == ", but "  # leading space: never shown
+    assert tracker.delta(0, "tea") == "tea"  # after its final text an answer is forgotten
+    with pytest.raises(StreamError, match="took back released text: 'tea' -> 'coffee'"):
+        tracker.delta(0, "coffee")
 
 
 def test_finish_reasons_follow_the_rollout():

@@ -82,6 +82,37 @@ class RunContext:
             self.on_answers(int(n))
 
 
+class PromptFeed(abc.ABC):
+    """Prompts that arrive while a method decodes: a server's requests (continuous batching).
+
+    A method that can take new rows into a running batch (:attr:`Method.continuous`) serves a feed
+    (:meth:`Method.serve`): at each step it asks for as many new prompts as it has free rows
+    (:meth:`take`), drops the rows whose reader went away (:meth:`cancelled`), tells the released text
+    through ``ctx.released(index, text)`` and hands each answer over when it ends (:meth:`finish`).
+    ``index`` is the feed's name for a prompt (any int, unique while the prompt is in flight).
+    """
+
+    max_rows: int = 16
+    """Most prompts the method should hold in flight."""
+
+    @abc.abstractmethod
+    def take(self, n: int, idle: bool) -> list[tuple[int, str]]:
+        """Up to ``n`` new ``(index, prompt)`` pairs (none is fine). ``idle``: the method holds no
+        row; the feed may wait a little for a prompt, and an empty answer then ends :meth:`Method.serve`."""
+
+    def cancelled(self, index: int) -> bool:
+        """Whether the reader of prompt ``index`` went away (its row may be freed at once, unanswered)."""
+        return False
+
+    def released(self, index: int, text: str) -> None:
+        """The reader of prompt ``index`` may now see ``text`` (the ``ctx.on_release`` that
+        :meth:`latentguard.serving.Generator.serve` gives the method; methods call ``ctx.released``)."""
+
+    @abc.abstractmethod
+    def finish(self, index: int, rollout: Rollout) -> None:
+        """The answer to prompt ``index`` is final."""
+
+
 class Method(abc.ABC):
     """A decoding method: ``run(prompts, ctx) -> [Rollout]``, one per prompt, in order."""
 
@@ -94,10 +125,18 @@ class Method(abc.ABC):
     """Whether the method keeps a Saute safety state (the run's ``budget`` applies to it)."""
     budget_option: float | None = None
     """The budget the method's spec set (``None``: the run's, else 1)."""
+    continuous: bool = False
+    """Whether :meth:`serve` takes new prompts into a running batch (continuous batching)."""
 
     @abc.abstractmethod
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         """One rollout per prompt, in order."""
+
+    def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
+        """Answer the prompts of ``feed`` as they arrive, new ones joining the rows in flight, until
+        the feed has none and no row is left (:class:`PromptFeed`); only where :attr:`continuous`."""
+        raise NotImplementedError(f"{self.name} answers in whole batches (run); it cannot take prompts "
+                                  "into a running batch")
 
     def prepare(self, ctx: RunContext) -> None:
         """Load and check what the method reads for ``ctx``'s model, guard and budget (a critic, a

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from latentguard.agents.base import Method, Rollout, RunContext, chunks, prompt_seed, split_time, trim
+from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, chunks, prompt_seed, split_time, trim
 from latentguard.episodes.engine import Engine
 from latentguard.guards import violations
 from latentguard.lm import GREEDY, SamplingConfig, row_generators
@@ -32,6 +33,8 @@ class Sampling(Method):
         self.batch_size = int(batch_size)
         self.name = "greedy" if greedy else "vanilla"
 
+    continuous = True
+
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
         out = []
         sampling = GREEDY if self.greedy else ctx.sampling
@@ -48,6 +51,63 @@ class Sampling(Method):
                 released = trim(tokens, ctx.lm.eos_token_ids)
                 out.append(Rollout(prompt, engine.text(row), len(tokens), len(released), seconds))
         return out
+
+
+    def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
+        """Continuous batching: each step, new prompts start on free rows in the same forward as the
+        other rows' next tokens; a row that ends or whose reader left is freed at once (and dropped
+        from the cache unless a new prompt takes it). Each answer is seeded as in :meth:`run`."""
+        sampling = GREEDY if self.greedy else ctx.sampling
+        engine = Engine(ctx.lm, ctx.guard, max_new_tokens=ctx.max_new_tokens)
+        slots: list[_Row | None] = []  # engine row -> the answer it decodes (None: free)
+        while True:
+            slots = [None if slot is None or feed.cancelled(slot.index) else slot for slot in slots]
+            live = [r for r, slot in enumerate(slots) if slot is not None]  # rows whose logits are ready
+            new = feed.take(feed.max_rows - len(live), idle=not live)
+            if not live and not new:
+                return
+            if not live:  # nothing to keep: a fresh decoding state
+                engine.start([prompt for _, prompt in new])
+                slots = [None] * len(new)
+                starts = dict(enumerate(new))
+            else:
+                free = [r for r, slot in enumerate(slots) if slot is None]
+                if len(new) > len(free):  # grow by copies of row 0, restarted below
+                    engine.fork(list(range(engine.n)) + [0] * (len(new) - len(free)))
+                    free += list(range(len(slots), engine.n))
+                    slots += [None] * (engine.n - len(slots))
+                starts = dict(zip(free, new))
+            for row, (index, prompt) in starts.items():
+                generator = row_generators([prompt_seed(ctx.seed, prompt)], ctx.lm.device)[0]
+                slots[row] = _Row(index, prompt, generator, time.perf_counter())
+            if live:
+                tokens = engine.sample(sampling, [slots[r].generator for r in live], live)  # type: ignore[union-attr]
+                engine.step(tokens, live, restarts={row: (prompt, None) for row, (_, prompt) in starts.items()})
+            for row in live:
+                slot = slots[row]
+                assert slot is not None  # live rows hold an answer
+                ctx.released(slot.index, engine.text(row))
+                if engine.ended([row])[0]:
+                    response = engine.responses[row]
+                    released = trim(response, ctx.lm.eos_token_ids)
+                    feed.finish(slot.index, Rollout(slot.prompt, engine.text(row), len(response), len(released),
+                                                    time.perf_counter() - slot.started))
+                    ctx.answered()
+                    slots[row] = None
+            keep = [r for r, slot in enumerate(slots) if slot is not None]
+            if keep and len(keep) < len(slots):  # drop the freed rows from the cache
+                engine.fork(keep)
+                slots = [slots[r] for r in keep]
+
+
+@dataclass
+class _Row:
+    """An answer in flight on a row of :meth:`Sampling.serve`'s engine."""
+
+    index: int
+    prompt: str
+    generator: torch.Generator
+    started: float
 
 
 def released_as_drawn(ctx: RunContext, offset: int) -> Callable[[Engine, list[int]], None]:

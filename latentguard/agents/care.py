@@ -18,11 +18,12 @@ rollback, then no more checks); options: ``b``, ``N``, ``intervention``, ``fallb
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
-from latentguard.agents.base import Method, Rollout, RunContext, prompt_seed
+from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, prompt_seed
 from latentguard.envs.rewrite_env import RewriteEpisodes, RewriteVectorEnv
 from latentguard.episodes.release import RewriteConfig
 from latentguard.lm import row_generators
@@ -44,10 +45,13 @@ class Care(Method):
         self.batch_size = int(batch_size)
         self.name = name
 
-    def env(self, prompts: Sequence[str], ctx: RunContext) -> RewriteVectorEnv:
-        """The vector rewrite env this rule acts on: one sub-env per prompt of a batch, each prompt once."""
+    continuous = True
+
+    def env(self, prompts: Sequence[str], ctx: RunContext, num_envs: int | None = None) -> RewriteVectorEnv:
+        """The vector rewrite env this rule acts on: one sub-env per prompt of a batch (or
+        ``num_envs``), each prompt once."""
         cfg = self.config
-        return RewriteVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
+        return RewriteVectorEnv(num_envs or min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
                                 guard=ctx.guard, top_k=1, max_new_tokens=ctx.max_new_tokens, prompt_order="once",
                                 buffer=cfg.buffer, check_every=cfg.check_every, max_attempts=cfg.max_attempts,
                                 fallback=cfg.fallback, single=cfg.single, show_critique=cfg.show_critique,
@@ -59,38 +63,46 @@ class Care(Method):
         if not prompts:
             return []
         start = time.perf_counter()
-        vec = self.env(prompts, ctx)
-        ep = vec.episodes
-        vec.reset(seed=ctx.seed)
-        generators = {}
-
-        def new_generators(rows) -> None:
-            for row in rows:
-                generators[row] = row_generators([prompt_seed(ctx.seed, prompts[vec.episode_index[row]])], ctx.lm.device)[0]
-
-        new_generators(np.flatnonzero(~vec.idle))
         done: dict[int, dict] = {}
-        while not vec.finished:
-            restarting = vec.restarting & ~vec.idle
-            rewriting = ep.awaiting_rewrite() & ~restarting & ~vec.idle  # the rule: intervene on every flag while attempts remain
-            decoding = np.flatnonzero(~rewriting & ~restarting & ~vec.idle & ~ep.writing_critique())
-            actions = np.zeros(vec.num_envs, dtype=np.int64)
-            attempts = ep.attempts()
-            for row in np.flatnonzero(rewriting):  # the schedule's intervention for this span's attempt
-                actions[row] = ep.action_of(self.config.intervention_at(attempts[row]))
-            tokens = np.zeros(vec.num_envs, dtype=np.int64)
-            if decoding.size:
-                tokens[decoding] = ep.sample(ctx.sampling, [generators[r] for r in decoding], decoding)
-            _, _, terminated, truncated, _ = vec.step_tokens(tokens, actions)
-            if ctx.streaming:  # what left the buffer (the restarts come at the next step)
-                for row in np.flatnonzero(~vec.idle):
-                    ctx.released(int(vec.episode_index[row]), ep.released_text(int(row)))
-            for row in np.flatnonzero(terminated | truncated):
-                done[int(vec.episode_index[row])] = self._record(ep, int(row))
-                ctx.answered()
-            new_generators(np.flatnonzero(restarting & ~vec.idle))
+        rule = _Rule(self, self.env(prompts, ctx), ctx, lambda i, record: done.__setitem__(i, record))
+        while not rule.vec.finished:
+            rule.step()
         seconds = (time.perf_counter() - start) / len(prompts)
         return [Rollout(p, wall_time=seconds, **done[i]) for i, p in enumerate(prompts)]
+
+    def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
+        """Continuous batching on ``min(batch_size, feed.max_rows)`` sub-envs: a sub-env whose answer
+        ended takes the next prompt at its next step; new prompts wake idle sub-envs. A row whose
+        reader left decodes to its end (its release buffer and critique rows are not cut short)."""
+        if ctx.guard is None:
+            raise ValueError("CARE is driven by a guard: give the run a guard (--guard)")
+        num_envs = max(1, min(self.batch_size, feed.max_rows))
+        first = feed.take(num_envs, idle=True)
+        if not first:
+            return
+        index: dict[int, int] = {}  # position in the env's prompt list -> the feed's index
+        started: dict[int, float] = {}
+
+        def admit(taken: list[tuple[int, str]], offset: int) -> list[str]:
+            for j, (i, _) in enumerate(taken):
+                index[offset + j], started[offset + j] = i, time.perf_counter()
+            return [prompt for _, prompt in taken]
+
+        def finish(position: int, record: dict) -> None:
+            feed.finish(index.pop(position), Rollout(vec.prompts[position], wall_time=time.perf_counter()
+                                                     - started.pop(position), **record))
+
+        vec = self.env(admit(first, 0), ctx, num_envs)
+        rule = _Rule(self, vec, ctx, finish, released_index=index.__getitem__)
+        while True:
+            busy = int((~vec.idle & ~vec.restarting).sum())
+            pending = len(vec.prompts) - vec.prompts_started
+            new = feed.take(num_envs - busy - pending, idle=vec.finished)
+            if new:
+                vec.add_prompts(admit(new, len(vec.prompts)))
+            elif vec.finished:
+                return
+            rule.step()
 
     @staticmethod
     def _record(ep: RewriteEpisodes, row: int) -> dict:
@@ -98,3 +110,42 @@ class Care(Method):
         return dict(text=ep.released_text(row), tokens=c["tokens"], released_tokens=c["released_tokens"],
                     wait_tokens=c["wait_tokens"], interventions=c["interventions"], guard_calls=c["guard_calls"],
                     extra={"discarded": c["discarded"], "fallback": c["fallback"], "refused": c["refused"]})
+
+
+class _Rule:
+    """CARE's rule stepping a vector rewrite env; ``on_done(position, record)`` for each answer that
+    ends (``position``: its place in the env's prompt list)."""
+
+    def __init__(self, care: Care, vec: RewriteVectorEnv, ctx: RunContext, on_done: Callable[[int, dict], None],
+                 released_index: Callable[[int], int] = int) -> None:
+        self.care, self.vec, self.ctx, self.on_done, self.released_index = care, vec, ctx, on_done, released_index
+        self.generators: dict[int, torch.Generator] = {}
+        vec.reset(seed=ctx.seed)
+        self.new_generators(np.flatnonzero(~vec.idle))
+
+    def new_generators(self, rows: np.ndarray) -> None:
+        for row in rows:
+            prompt = self.vec.prompts[self.vec.episode_index[row]]
+            self.generators[int(row)] = row_generators([prompt_seed(self.ctx.seed, prompt)], self.ctx.lm.device)[0]
+
+    def step(self) -> None:
+        """One step of every sub-env: the rule's rewrites on flags, sampled tokens elsewhere."""
+        vec, ep, ctx = self.vec, self.vec.episodes, self.ctx
+        restarting = vec.restarting & ~vec.idle
+        rewriting = ep.awaiting_rewrite() & ~restarting & ~vec.idle  # the rule: intervene on every flag while attempts remain
+        decoding = np.flatnonzero(~rewriting & ~restarting & ~vec.idle & ~ep.writing_critique())
+        actions = np.zeros(vec.num_envs, dtype=np.int64)
+        attempts = ep.attempts()
+        for row in np.flatnonzero(rewriting):  # the schedule's intervention for this span's attempt
+            actions[row] = ep.action_of(self.care.config.intervention_at(attempts[row]))
+        tokens = np.zeros(vec.num_envs, dtype=np.int64)
+        if decoding.size:
+            tokens[decoding] = ep.sample(ctx.sampling, [self.generators[r] for r in decoding], decoding)
+        _, _, terminated, truncated, _ = vec.step_tokens(tokens, actions)
+        if ctx.streaming:  # what left the buffer (the restarts come at the next step)
+            for row in np.flatnonzero(~vec.idle & ~restarting):
+                ctx.released(self.released_index(int(vec.episode_index[row])), ep.released_text(int(row)))
+        for row in np.flatnonzero(terminated | truncated):
+            self.on_done(int(vec.episode_index[row]), Care._record(ep, int(row)))
+            ctx.answered()
+        self.new_generators(np.flatnonzero(restarting & ~vec.idle))

@@ -118,6 +118,16 @@ class TokenCMDPVectorEnv(VectorEnv):
         """``prompt_order="once"``: every prompt has been answered (all sub-envs idle)."""
         return bool(self.idle.all())
 
+    def add_prompts(self, prompts: Sequence[str]) -> None:
+        """``prompt_order="once"``: append prompts to the list while the env runs (a server's new
+        requests); idle sub-envs wake and start them at their next step (:attr:`restarting`)."""
+        if self.prompt_order != "once":
+            raise ValueError(f"add_prompts needs prompt_order='once', this env draws {self.prompt_order!r}")
+        self.prompts.extend(check_prompts(prompts))
+        waking = np.flatnonzero(self.idle)[: len(self.prompts) - self.prompts_started]
+        self.idle[waking] = False
+        self._autoreset[waking] = True
+
     def _draw(self, rows: Sequence[int] | np.ndarray, options: dict[str, Any]) -> dict[int, tuple[str, float | None]]:
         """New (prompt, budget) per row: ``options["prompt"]`` / ``["budget"]`` (scalar or per row)."""
         starts = {}

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
-from latentguard.agents.base import Method, Rollout, RunContext
+from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext
 from latentguard.agents.registry import make_method
 from latentguard.guards import Guard, make_guard
 from latentguard.lm import DEFAULT_MODEL, LanguageModel, SamplingConfig, load_lm
@@ -85,3 +86,12 @@ class Generator:
         """One answer's released text as it is released; the last event carries the rollout and the
         finish reason."""
         return self.stream_many([prompt], method, **settings)
+
+    def serve(self, feed: PromptFeed, method: str = "vanilla", **settings) -> None:
+        """Answer ``feed``'s prompts as they arrive, new ones joining the running batch
+        (:meth:`~latentguard.agents.base.Method.serve`, continuous batching; the method's releases
+        go to ``feed.released``); returns when the feed has nothing more and no row is left."""
+        ctx = self.context(**settings)
+        chosen = self.method(method, ctx)
+        with self.lock:
+            chosen.serve(feed, replace(ctx, on_release=feed.released))

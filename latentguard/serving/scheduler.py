@@ -1,14 +1,19 @@
 """Requests of many clients batched onto one model: a bounded queue and one decoding thread.
 
 Each request names a method and its sampling settings; requests that agree on them (the
-:attr:`Request.group`) are decoded together as the rows of one batch, at most ``max_rows`` at a
-time, in the order they arrived (the oldest waiting request picks the next group). Requests of other
-methods wait for their own batch: one method's engine cannot decode another's rows.
+:attr:`Request.group`) are decoded together as rows of one engine, at most ``max_rows`` at a time.
+Requests of other methods wait for their own turn: one method's engine cannot decode another's rows.
+The oldest waiting request picks the next group.
 
-What is batched, and what is not (yet): a batch is formed from the requests waiting when it starts
-(**dynamic batching**); a request that arrives while a batch decodes waits for the next one, and a
-client that goes away mid-batch stops receiving but its row decodes to the batch's end. Rows do not
-join or leave a running batch (no continuous batching in this version).
+- **Continuous batching** for the methods that can take rows into a running batch
+  (:attr:`~latentguard.agents.base.Method.continuous`: plain sampling, greedy, CARE and its
+  variants): a request of the running group joins it at the next step, in the same forward as the
+  other rows' tokens, and a row that ends is freed at once. Plain sampling also frees the row of a
+  client that went away; CARE decodes it to its end and drops its text. The group stops taking new
+  rows as soon as the oldest waiting request is of another group, and gives the model up when its
+  rows are done.
+- **Dynamic batching** for the others (critic search, ``learned-care``, best-of-n, beam): a batch is
+  the group's requests waiting when it starts, decoded to its end; later requests wait for the next.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from latentguard.agents.base import PromptFeed, Rollout
 from latentguard.serving.generator import Generator
-from latentguard.serving.stream import StreamEvent
+from latentguard.serving.stream import ReleaseTracker, StreamEvent, finish_reason
 
 
 class QueueFull(RuntimeError):
@@ -136,41 +142,80 @@ class Scheduler:
             if request in self.waiting:
                 self.waiting.remove(request)
 
-    def _next_batch(self) -> list[Request] | None:
-        """The oldest waiting request's group, up to ``max_rows`` (blocks until one waits; empty when
-        the group's requests were all cancelled while it gathered); ``None`` when stopping."""
+    def _next_group(self) -> tuple | None:
+        """The group of the oldest waiting request (blocks until one waits); ``None`` when stopping."""
         with self._wake:
             while not self.waiting and not self._stopping:
                 self._wake.wait()
-            if self._stopping:
-                return None
-            group = self.waiting[0].group
-            deadline = time.perf_counter() + self.gather_seconds
+            return None if self._stopping else self.waiting[0].group
+
+    def _take(self, group: tuple, n: int, gather: float = 0.0) -> list[Request]:
+        """Up to ``n`` waiting requests of ``group``, oldest first, taken off the queue; waits up to
+        ``gather`` seconds for ``n`` of them."""
+        with self._wake:
+            deadline = time.perf_counter() + gather
             while True:
                 same = [r for r in self.waiting if r.group == group]
                 left = deadline - time.perf_counter()
-                if len(same) >= self.max_rows or left <= 0 or self._stopping:
+                if len(same) >= n or left <= 0 or self._stopping:
                     break
                 self._wake.wait(left)
-            batch = same[: self.max_rows]
-            for r in batch:
+            taken = same[: max(n, 0)]
+            for r in taken:
                 self.waiting.remove(r)
-            self.counters.rows_in_flight = len(batch)
-            return batch
+            self.counters.rows_in_flight += len(taken)
+            return taken
+
+    def _others_waiting(self, group: tuple) -> bool:
+        """Whether the oldest waiting request belongs to another group (the running one stops taking rows)."""
+        with self._wake:
+            return bool(self.waiting) and self.waiting[0].group != group
 
     def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                break
-            if batch:
+        while (group := self._next_group()) is not None:
+            method, max_tokens, temperature, top_p = group
+            try:
+                continuous = self.generator.method(method).continuous
+            except Exception as err:  # the method cannot be built: its requests get the error
+                self._fail(self._take(group, self.max_queue), err)
+                continue
+            if continuous:
+                feed = _GroupFeed(self, group)
+                self.counters.batches += 1
+                start = time.perf_counter()
+                try:
+                    self.generator.serve(feed, method, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+                except Exception as err:  # the rows in flight get the error, the server stays up
+                    self._fail(list(feed.requests.values()), err)
+                finally:
+                    self.counters.rows_in_flight = 0
+                    self.counters.decode_seconds += time.perf_counter() - start
+            elif batch := self._take(group, self.max_rows, self.gather_seconds):
                 self._decode(batch)
         with self._wake:
             for r in self.waiting:
                 r.put(RuntimeError("the server shut down before this request was decoded"))
             self.waiting.clear()
 
+    def _fail(self, requests: list[Request], err: BaseException) -> None:
+        self.counters.failed += len(requests)
+        for r in requests:
+            r.put(err)
+
+    def _finish(self, request: Request, event: StreamEvent) -> None:
+        """Count a request's done event and hand it over, then the end of its events."""
+        rollout = event.rollout
+        assert rollout is not None  # a done event carries its rollout
+        self.counters.released_tokens += rollout.released_tokens
+        self.counters.interventions += rollout.interventions
+        self.counters.refusals += event.finish_reason == "content_filter"
+        self.counters.completed += not request.cancelled
+        self.counters.rows_in_flight -= 1
+        request.put(event)
+        request.put(None)
+
     def _decode(self, batch: list[Request]) -> None:
+        """A dynamic batch: the requests decoded together to the batch's end."""
         first = batch[0]
         start = time.perf_counter()
         self.counters.batches += 1
@@ -180,22 +225,52 @@ class Scheduler:
             events = self.generator.stream_many([r.prompt for r in batch], first.method, max_new_tokens=first.max_tokens,
                                                 temperature=first.temperature, top_p=first.top_p)
             for event in events:
-                request = batch[event.index]
                 if event.done:
-                    rollout = event.rollout
-                    assert rollout is not None  # a done event carries its rollout
-                    self.counters.released_tokens += rollout.released_tokens
-                    self.counters.interventions += rollout.interventions
-                    self.counters.refusals += event.finish_reason == "content_filter"
-                    self.counters.completed += not request.cancelled
-                    self.counters.rows_in_flight -= 1
-                request.put(event)
-                if event.done:
-                    request.put(None)
+                    self._finish(batch[event.index], event)
+                else:
+                    batch[event.index].put(event)
         except Exception as err:  # the batch failed: every request of it gets the error, the server stays up
-            self.counters.failed += len(batch)
-            for r in batch:
-                r.put(err)
+            self._fail(batch, err)
         finally:
             self.counters.rows_in_flight = 0
             self.counters.decode_seconds += time.perf_counter() - start
+
+
+class _GroupFeed(PromptFeed):
+    """The running group's requests as a :class:`~latentguard.agents.base.PromptFeed` (continuous batching)."""
+
+    def __init__(self, scheduler: Scheduler, group: tuple) -> None:
+        self.scheduler, self.group = scheduler, group
+        self.max_rows = scheduler.max_rows
+        self.max_tokens = group[1]
+        self.requests: dict[int, Request] = {}  # in flight, by request id
+        self.tracker = ReleaseTracker()
+
+    def take(self, n: int, idle: bool) -> list[tuple[int, str]]:
+        if n <= 0 or self.scheduler._others_waiting(self.group):
+            return []
+        taken = self.scheduler._take(self.group, n)
+        if taken and self.scheduler.on_batch is not None:
+            self.scheduler.on_batch(taken)
+        self.requests.update((r.id, r) for r in taken)
+        return [(r.id, r.prompt) for r in taken]
+
+    def cancelled(self, index: int) -> bool:
+        request = self.requests.get(index)
+        if request is not None and request.cancelled:  # the method frees its row now
+            del self.requests[index]
+            self.tracker.delta(index, "", final=True)
+            self.scheduler.counters.rows_in_flight -= 1
+        return request is None or request.cancelled
+
+    def released(self, index: int, text: str) -> None:
+        request = self.requests.get(index)
+        if request is not None and (delta := self.tracker.delta(index, text)):
+            request.put(StreamEvent(0, delta))
+
+    def finish(self, index: int, rollout: Rollout) -> None:
+        request = self.requests.pop(index, None)
+        if request is None:  # freed when its client went away
+            return
+        delta = self.tracker.delta(index, rollout.text, final=True)
+        self.scheduler._finish(request, StreamEvent(0, delta, rollout, finish_reason(rollout, self.max_tokens)))

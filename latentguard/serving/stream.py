@@ -73,23 +73,28 @@ class ReleaseTracker:
     an answer join to its ``rollout.text`` without leading whitespace.
     """
 
-    def __init__(self, n: int) -> None:
-        self.shown = [""] * n
+    def __init__(self) -> None:
+        self.shown: dict[int, str] = {}
 
     def delta(self, index: int, text: str, final: bool = False) -> str:
-        """The part of ``text`` (the whole released text of answer ``index``) not shown yet."""
+        """The part of ``text`` (the whole released text of answer ``index``) not shown yet; after
+        the ``final`` text the answer is forgotten."""
         text = text.lstrip()
         if not final:
             text = text.rstrip().rstrip("\ufffd")
-        shown = self.shown[index]
+        shown = self.shown.get(index, "")
         if len(text) <= len(shown):
             if not shown.startswith(text):
                 raise StreamError(f"answer {index}: the method took back released text: {shown!r} -> {text!r}")
-            return ""
-        if not text.startswith(shown):
+            delta = ""
+        elif not text.startswith(shown):
             raise StreamError(f"answer {index}: the method took back released text: {shown!r} -> {text!r}")
-        self.shown[index] = text
-        return text[len(shown):]
+        else:
+            delta = text[len(shown):]
+            self.shown[index] = text
+        if final:
+            self.shown.pop(index, None)
+        return delta
 
 
 _DONE = object()
@@ -119,7 +124,7 @@ def stream_answers(method: Method, prompts: Sequence[str], ctx: RunContext) -> I
 
     thread = threading.Thread(target=work, name=f"latentguard-{method.name}", daemon=True)
     thread.start()
-    tracker = ReleaseTracker(len(prompts))
+    tracker = ReleaseTracker()
     while (item := releases.get()) is not _DONE:
         index, text = item
         if delta := tracker.delta(index, text):
