@@ -218,8 +218,11 @@ def test_sigterm_lets_the_stream_in_flight_end_then_exits_cleanly():
                     chunks.append(json.loads(line[6:]))
                     if len(chunks) == 2:
                         proc.send_signal(signal.SIGTERM)  # mid-stream
-        assert proc.wait(60) == 0
+        # uvicorn re-raises the signal after its graceful shutdown, so the status is the signal's own
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+        log = proc.stderr.read().decode()
     finally:
         proc.kill()
+    assert "Finished server process" in log  # the graceful path, not a kill
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")  # the answer in flight ended
     assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) > 2  # it kept streaming after SIGTERM
