@@ -140,7 +140,7 @@ class _Rule:
             actions[row] = ep.action_of(self.care.config.intervention_at(attempts[row]))
         tokens = np.zeros(vec.num_envs, dtype=np.int64)
         if decoding.size:
-            tokens[decoding] = ep.sample(ctx.sampling, [self.generators[r] for r in decoding], decoding)
+            tokens[decoding] = ep.sample(ctx.sampling, [self.generators[int(r)] for r in decoding], decoding)
         _, _, terminated, truncated, _ = vec.step_tokens(tokens, actions)
         if ctx.streaming:  # what left the buffer (the restarts come at the next step)
             for row in np.flatnonzero(~vec.idle & ~restarting):
