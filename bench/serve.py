@@ -9,7 +9,7 @@ aggregate, requests per second. The same requests go through the batch API (``Ge
 one call) in the same run, before and after the clients. The most clients and the batch API run ``--repeats``
 times, interleaved, and their means are compared (one run of CARE varies by about 10% on 2 cores).
 
-    python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64]
+    python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64] [--repeats 2]
 
 Last line: one JSON object; ``batched_vs_serial`` is the aggregate throughput at the most clients
 over one client at a time (same requests), ``serve_vs_offline`` the throughput at the most clients
@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="runs of the most clients and of the batch API")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     records = load_prompt_set("default").records
     harmful = [r.prompt for r in records if r.label == "harmful"]
     benign = [r.prompt for r in records if r.label == "benign"]
@@ -158,14 +160,14 @@ def main() -> None:
         for method in args.methods.split(","):
             model = f"{config.model}:{method}"
             one_request(url, model, prompts[0], 8)  # warm-up: the method's files, the first forwards
-            rows = [load(url, model, prompts, c, args.tokens) for c in levels[:-1]]
+            fewer = [load(url, model, prompts, c, args.tokens) for c in levels[:-1]]
             offline_runs, most_runs = [], []
-            for _ in range(max(1, args.repeats)):  # interleaved, so that drift hits both alike
+            for _ in range(args.repeats):  # interleaved, so that drift hits both alike
                 offline_runs.append(offline(gen, prompts, method, args.tokens))
                 most_runs.append(load(url, model, prompts, levels[-1], args.tokens))
-            rows.append(most_runs[-1])
-            for row in rows[:-1] + most_runs:
+            for row in fewer + most_runs:
                 print(json.dumps({"method": method, **row}))
+            rows = fewer + most_runs[-1:]  # per level below: the last run of the most clients
             print(json.dumps({"method": method, "offline_released_tokens_per_s": [round(x, 2) for x in offline_runs]}))
             most_tps = statistics.mean(r["released_tokens_per_s"] for r in most_runs)
             offline_tps = statistics.mean(offline_runs)
