@@ -78,6 +78,7 @@ class Engine:
         self.max_new_tokens, self.cost_mode, self.budget = max_new_tokens, cost_mode, check_budget(budget)
         if guard is not None:
             guard.attach(lm)
+        lm.prefixes.add(lm.chat_head_ids())  # every prompt starts with it: computed once (latentguard.lm.prefix)
         self.eos = lm.eos_token_ids
         self.state: DecodeState | None = None
         self._allocate(0)

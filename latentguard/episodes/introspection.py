@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from latentguard.lm import LanguageModel
+from latentguard.lm.prefix import common_start
 
 OPENING = "...oh I'm sorry, I just realized"
 
@@ -36,6 +37,14 @@ def critique_prompt_ids(lm: LanguageModel, query: str, answer: str, opening: str
     the model's turn starts with the opening and the critique is sampled on from there."""
     prompt = CRITIQUE_PROMPT.format(query=query, answer=answer, opening=opening)
     return lm.encode_prompt(prompt, assistant_prefill="") + opening_ids(lm, opening)
+
+
+def critique_head_ids(lm: LanguageModel, opening: str = OPENING) -> list[int]:
+    """The tokens every critique prompt starts with (the chat head and the instruction up to the
+    request): the longest common start of two critique prompts' ids. Registered in the model's
+    prefix cache (:mod:`latentguard.lm.prefix`), it is computed once and not for every critique."""
+    return common_start(critique_prompt_ids(lm, "Hello there.", "Hi.", opening),
+                        critique_prompt_ids(lm, "What is 2 + 2?", "Four.", opening))
 
 
 def opening_ids(lm: LanguageModel, opening: str = OPENING) -> list[int]:

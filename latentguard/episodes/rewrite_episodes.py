@@ -28,7 +28,13 @@ import numpy as np
 
 from latentguard.common.seeding import prompt_seed
 from latentguard.episodes.engine import Start
-from latentguard.episodes.introspection import Critique, close_hidden, critique_prompt_ids, opening_ids
+from latentguard.episodes.introspection import (
+    Critique,
+    close_hidden,
+    critique_head_ids,
+    critique_prompt_ids,
+    opening_ids,
+)
 from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
 from latentguard.episodes.token_episodes import StepResult, TokenEnvConfig, TokenEpisodes
 from latentguard.guards import Guard, violations
@@ -61,6 +67,7 @@ class RewriteEpisodes(TokenEpisodes):
         self._helper_feed: tuple[dict, dict, dict] = ({}, {}, {})  # helper tokens, inserts, helper starts
         self.seed = 0  # critique seeds: prompt_seed(seed, prompt) + 7919 * interventions
         self.max_tokens = config.max_new_tokens * (rewrite.max_attempts + 2)
+        lm.prefixes.add(critique_head_ids(lm, rewrite.opening))  # every critique prompt starts with it
 
     @property
     def n_actions(self) -> int:

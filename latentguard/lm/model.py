@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentguard.lm.loading import DEFAULT_MODEL, load_model_and_tokenizer, resolve_device, resolve_dtype
+from latentguard.lm.prefix import PrefixCache, common_start
 from latentguard.lm.state import DecodeState
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class LanguageModel:
         self.latent_layer = self.normalise_layer(layers[0])
         for layer in layers:
             self.capture_layer(layer)
+        self.prefixes = PrefixCache(self)  # heads computed once (the chat template's, CARE's critique prompt's)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -188,6 +190,11 @@ class LanguageModel:
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def chat_head_ids(self) -> list[int]:
+        """The tokens every encoded prompt starts with (the chat template's head, its default system
+        prompt included): the longest common start of two unrelated prompts' ids."""
+        return common_start(self.encode_prompt("Hello there."), self.encode_prompt("What is 2 + 2?"))
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` with special tokens removed."""

@@ -14,15 +14,16 @@ stepping after a crop gives the same logits as a fresh prefill of the shorter te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from latentguard.lm.cache import GrowingLayer, forward_rows, use_growing_layers
 
 if TYPE_CHECKING:
-    from transformers.cache_utils import Cache
+    from transformers import PreTrainedConfig
 
 
 class DecodingModel(Protocol):
@@ -128,7 +129,7 @@ class DecodeState:
         self._check_context(1)
         self._forward(tokens[:, None], torch.ones_like(tokens)[:, None], n_real=self.batch_size, all_fed=True)
 
-    def feed(self, chunks: Sequence[Sequence[int]], restart: Sequence[int] = ()) -> None:
+    def feed(self, chunks: Sequence[Sequence[int]], restart: Sequence[int] = (), prefixes: bool = True) -> None:
         """Append a token list to each row (an empty list leaves the row as it is), one forward.
 
         Chunks are right-aligned (left-padded), so every fed row ends on the last column; rows
@@ -136,6 +137,9 @@ class DecodeState:
         everything they held and take their chunk as a new prompt (an environment reset that
         shares the forward with the other rows' steps); their old cache slots are masked out and
         the cache is repacked (:meth:`compact`) once it is twice as wide as the longest row.
+        A restarted prompt that begins with a head in the model's prefix cache
+        (:mod:`latentguard.lm.prefix`; ``prefixes=False`` skips it) gets the head's columns written
+        in and feeds the rest only.
         """
         if len(chunks) != self.batch_size:
             raise ValueError(f"feed needs one token list per row ({self.batch_size}), got {len(chunks)}")
@@ -151,8 +155,9 @@ class DecodeState:
             self.mask = self.mask.index_fill(0, rows, 0)
             self.lengths = self.lengths.index_fill(0, rows, 0)
         self._check_context(width)
-        for group in self._groups([len(c) for c in chunks]):
-            self._feed_rows(group, [chunks[r] for r in group])
+        fed = self._place_heads(chunks, restart) if restart and prefixes else chunks
+        for group in self._groups([len(c) for c in fed]):
+            self._feed_rows(group, [fed[r] for r in group])
         if restart:
             self.prompt_lengths = self.prompt_lengths.index_copy(0, rows, self.lengths[rows])
             forced_ids = self.lm.assistant_prefill_ids
@@ -161,6 +166,68 @@ class DecodeState:
             self.forced_lengths = self.forced_lengths.index_copy(0, rows, torch.as_tensor(forced, device=rows.device))
             if self.ids.shape[1] > 2 * int(self.lengths.max()):
                 self.compact()
+
+    def _place_heads(self, chunks: Sequence[Sequence[int]], restart: Sequence[int]) -> Sequence[Sequence[int]]:
+        """Write the cached heads of the restarted rows whose prompt begins with one (one block of
+        columns, each head right-aligned in it, no forward); returns the chunks left to feed."""
+        store = getattr(self.lm, "prefixes", None)
+        heads = {r: store.match(chunks[r]) for r in restart} if store is not None else {}
+        heads = {r: h for r, h in heads.items() if h is not None}
+        if not heads or not self._can_take_heads():
+            return chunks
+        assert store is not None
+        rows = sorted(heads)
+        width = max(h.length for h in heads.values())
+        device = self.ids.device
+        index = torch.as_tensor(rows, dtype=torch.long, device=device)  # (R,)
+        ids = torch.full((self.batch_size, width), self.lm.pad_token_id, dtype=torch.long, device=device)  # (B, P)
+        mask = torch.zeros((self.batch_size, width), dtype=torch.long, device=device)  # (B, P)
+        first = next(iter(heads.values()))
+        blocks = [(k.new_zeros((len(rows), *k.shape[1:2], width, k.shape[3])),
+                   v.new_zeros((len(rows), *v.shape[1:2], width, v.shape[3]))) for k, v in zip(first.keys, first.values)]
+        hidden = {layer: first.hidden[layer].new_zeros((len(rows), width, first.hidden[layer].shape[2]))
+                  for layer in self.lm.history_layers}  # (R, P, H)
+        for j, row in enumerate(rows):
+            head = heads[row]
+            cols = slice(width - head.length, width)
+            ids[row, cols] = torch.as_tensor(head.ids, device=device)
+            mask[row, cols] = 1
+            for (kb, vb), k, v in zip(blocks, head.keys, head.values):
+                kb[j, :, cols], vb[j, :, cols] = k[0], v[0]
+            for layer, h in hidden.items():
+                h[j, cols] = head.hidden[layer][0]
+            store.hits += 1
+            store.tokens_saved += head.length
+        if self.cache is None:  # a fresh state: the heads make the cache
+            self.cache = self._new_cache()
+        assert self.cache is not None
+        with torch.inference_mode():
+            for cache_layer, (kb, vb) in zip(self.cache.layers, blocks):
+                assert isinstance(cache_layer, DynamicLayer)  # _can_take_heads checked the kind
+                if isinstance(cache_layer, GrowingLayer) and cache_layer.is_initialized:
+                    cache_layer.append(kb, vb, rows=index)
+                else:  # the first columns of a fresh cache: rows without a head get zeros
+                    keys = kb.new_zeros((self.batch_size, *kb.shape[1:]))
+                    values = vb.new_zeros((self.batch_size, *vb.shape[1:]))
+                    keys[index], values[index] = kb, vb
+                    cache_layer.update(keys, values)
+        use_growing_layers(self.cache)
+        self._record_history(hidden, index)
+        self.ids = torch.cat([self.ids, ids], dim=-1)
+        self.mask = torch.cat([self.mask, mask], dim=-1)
+        self.lengths = self.lengths + mask.sum(-1)
+        return [chunks[r][heads[r].length:] if r in heads else chunks[r] for r in range(self.batch_size)]
+
+    def _can_take_heads(self) -> bool:
+        """Whether cached heads can be written in: a cache of full-attention layers (or none yet, for
+        a model whose cache would be one)."""
+        if self.cache is not None:
+            return use_growing_layers(self.cache)
+        return all(type(layer) is DynamicLayer for layer in self._new_cache().layers)
+
+    def _new_cache(self) -> Cache:
+        """An empty cache of the kind the model makes."""
+        return DynamicCache(config=cast("PreTrainedConfig", self.lm.model.config))
 
     def append_text(self, texts: Sequence[str | None]) -> None:
         """Tokenize and append ``texts[i]`` to row ``i`` (``None``/``""`` skips the row)."""
