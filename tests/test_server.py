@@ -226,3 +226,14 @@ def test_sigterm_lets_the_stream_in_flight_end_then_exits_cleanly():
     assert "Finished server process" in log  # the graceful path, not a kill
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")  # the answer in flight ended
     assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) > 2  # it kept streaming after SIGTERM
+
+
+def test_prefix_cache_false_feeds_every_prompt_whole_and_answers_the_same(gen):
+    whole = Generator(model="tiny", guard=CallableGuard(long_guard, name="long"), reward="")
+    App(ServeConfig(model="tiny", prefix_cache=False), whole)
+    prompts = ["Name a fruit.", "Count to three."]
+    answers = whole.generate(prompts, "vanilla", max_new_tokens=8)
+    assert whole.lm.prefixes.hits == 0
+    cached = gen.generate(prompts, "vanilla", max_new_tokens=8)
+    assert gen.lm.prefixes.hits >= len(prompts)
+    assert [a.text for a in answers] == [c.text for c in cached]

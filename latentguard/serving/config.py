@@ -29,6 +29,9 @@ class ServeConfig:
     """Largest ``max_tokens`` a request may ask for (and the default is 64)."""
     seed: int = 0
     """Run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``."""
+    prefix_cache: bool = True
+    """Reuse the keys and values of the prompt heads every request shares (the chat template's head,
+    CARE's critique prompt's) instead of computing them per request (:mod:`latentguard.lm.prefix`)."""
 
     def __post_init__(self) -> None:
         for name in ("port", "max_rows", "max_queue", "max_tokens"):

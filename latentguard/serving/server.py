@@ -71,6 +71,7 @@ class App:
     def __init__(self, config: ServeConfig, generator: Generator | None = None) -> None:
         self.config = config
         self.generator = generator or Generator(config.model, config.guard, config.reward, seed=config.seed)
+        self.generator.lm.prefixes.enabled = config.prefix_cache
         self.model_id = self.generator.lm.model_id
         self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue)
         self.started = time.time()
