@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/env.py
 	$(PY) bench/guards.py
 	$(PY) bench/care.py
+	$(PY) bench/prefix.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache build

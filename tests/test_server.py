@@ -237,3 +237,26 @@ def test_prefix_cache_false_feeds_every_prompt_whole_and_answers_the_same(gen):
     cached = gen.generate(prompts, "vanilla", max_new_tokens=8)
     assert gen.lm.prefixes.hits >= len(prompts)
     assert [a.text for a in answers] == [c.text for c in cached]
+
+
+def test_a_request_with_its_own_system_message_is_a_400_that_names_the_server_option(server):
+    body = {"model": "tiny", "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]}
+    response = httpx.post(server.url + "/v1/chat/completions", json=body)
+    assert response.status_code == 400 and "--system-prompt" in response.json()["error"]["message"]
+
+
+def test_the_server_system_prompt_is_every_prompt_s_head_computed_once():
+    system = "You are a careful assistant who answers in one short sentence."
+    gen = Generator(model="tiny", guard="keyword", reward="", system_prompt=system)
+    head = gen.lm.chat_head_ids()
+    assert system in gen.lm.tokenizer.decode(head)
+    answers = gen.generate(["Name a fruit.", "Count to three."], "vanilla", max_new_tokens=8)
+    assert gen.lm.prefixes.hits == 2 and gen.lm.prefixes.tokens_saved == 2 * len(head)
+    gen.lm.prefixes.enabled = False
+    assert [a.text for a in gen.generate(["Name a fruit.", "Count to three."], "vanilla", max_new_tokens=8)] == \
+        [a.text for a in answers]
+
+
+def test_an_empty_system_prompt_is_named():
+    with pytest.raises(ValueError, match="system_prompt is empty"):
+        Generator(model="tiny", guard="", reward="", system_prompt=" ")

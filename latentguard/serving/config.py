@@ -29,6 +29,9 @@ class ServeConfig:
     """Largest ``max_tokens`` a request may ask for (and the default is 64)."""
     seed: int = 0
     """Run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``."""
+    system_prompt: str = ""
+    """The system message of every request (empty: the chat template's default), computed once and
+    reused (prefix cache). A request may not bring its own system message yet."""
     prefix_cache: bool = True
     """Reuse the keys and values of the prompt heads every request shares (the chat template's head,
     CARE's critique prompt's) instead of computing them per request (:mod:`latentguard.lm.prefix`)."""

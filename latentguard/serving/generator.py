@@ -35,11 +35,19 @@ class Generator:
     :param reward: a reward spec for :func:`~latentguard.rewards.make_reward` (critic search ranks by
         it; ``""``: none), or a reward.
     :param seed: the run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``.
+    :param system_prompt: the system message of every prompt (``None``: the chat template's default);
+        its tokens are computed once and reused by every answer (:mod:`latentguard.lm.prefix`). The
+        shipped probe and critic were trained under the default one.
     """
 
     def __init__(self, model: str | LanguageModel = DEFAULT_MODEL, guard: str | Guard = "latent-probe",
-                 reward: str | Reward | None = "relevance", seed: int = 0, device: str | None = None) -> None:
-        self.lm = load_lm(model, device=device) if isinstance(model, str) else model
+                 reward: str | Reward | None = "relevance", seed: int = 0, device: str | None = None,
+                 system_prompt: str | None = None) -> None:
+        if system_prompt is not None and not system_prompt.strip():
+            raise ValueError("system_prompt is empty; give a non-empty system message, or None for the template's default")
+        self.lm = load_lm(model, device=device, system_prompt=system_prompt) if isinstance(model, str) else model
+        if system_prompt is not None:
+            self.lm.system_prompt = system_prompt
         self.guard_spec = guard if isinstance(guard, str) else guard.name
         self.guard: Guard | None = (make_guard(guard) if guard else None) if isinstance(guard, str) else guard
         if self.guard is not None:

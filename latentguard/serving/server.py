@@ -70,7 +70,8 @@ class App:
 
     def __init__(self, config: ServeConfig, generator: Generator | None = None) -> None:
         self.config = config
-        self.generator = generator or Generator(config.model, config.guard, config.reward, seed=config.seed)
+        self.generator = generator or Generator(config.model, config.guard, config.reward, seed=config.seed,
+                                                system_prompt=config.system_prompt or None)
         self.generator.lm.prefixes.enabled = config.prefix_cache
         self.model_id = self.generator.lm.model_id
         self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue)
@@ -129,8 +130,9 @@ class App:
                                  f"content, got {m!r}", f"messages[{i}]")
         users = [m for m in messages if m["role"] == "user"]
         if len(messages) != 1 or len(users) != 1:
-            raise BadRequest("this server answers one user message per request (system prompts and multi-turn chats "
-                             f"are not served yet); got roles {[m['role'] for m in messages]}", "messages")
+            raise BadRequest("this server answers one user message per request (multi-turn chats and a request's own "
+                             "system prompt are not served yet; one system prompt for every request is set with "
+                             f"--system-prompt); got roles {[m['role'] for m in messages]}", "messages")
         return self.checked_prompt(users[0]["content"], "messages[0].content")
 
     def checked_prompt(self, prompt: Any, param: str) -> str:
