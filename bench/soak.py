@@ -11,7 +11,8 @@ the clients stop (they must go back to 0).
     python bench/soak.py [--minutes 10] [--clients 16] [--warmup 60]
 
 Last line: one JSON object (``rss_end_over_warm`` must stay within 1.1, ``unexpected`` at 0,
-``rows_in_flight_end`` at 0).
+``rows_in_flight_end`` at 0), with the server's RSS every 30 s (``rss_mb_every_30s``) and its trend
+(``rss_trend``: the second half's median over the first half's, after the warm-up).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import collections
 import json
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rss_trend(trace: list[float], warmup: float, every: float = 30.0) -> float | None:
+    """The median RSS of the second half of the samples after the warm-up over that of the first half:
+    about 1 when memory only rises and falls with the load, above 1 when it climbs (a leak)."""
+    after = trace[int(warmup // every) + 1:]
+    if len(after) < 4:
+        return None
+    half = len(after) // 2
+    return round(statistics.median(after[half:]) / statistics.median(after[:half]), 3)
 
 
 def rss_mb(pid: int) -> float:
@@ -94,13 +106,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the first memory reading")
     parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--no-prefix-cache", action="store_true", help="the server feeds every prompt whole")
     args = parser.parse_args()
     prompts = [r.prompt for r in load_prompt_set("default").records]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w+", prefix="latentguard-soak-", suffix=".log", delete=False)  # noqa: SIM115 - the server writes it until it exits
     server = subprocess.Popen([sys.executable, "-m", "latentguard.cli.serve", "--port", str(port),
-                               "--max-rows", str(args.clients), "--max-queue", str(4 * args.clients)],
+                               "--max-rows", str(args.clients), "--max-queue", str(4 * args.clients),
+                               "--prefix-cache", str(not args.no_prefix_cache).lower()],
                               stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         while True:
@@ -123,8 +137,15 @@ def main() -> None:
                 with lock:
                     outcomes[result] += 1
 
+        trace: list[float] = []  # the server's RSS every 30 s: a leak climbs, a one-off peak steps once
+
+        def sample() -> None:
+            while time.perf_counter() < deadline:
+                trace.append(round(rss_mb(server.pid), 1))
+                time.sleep(30)
+
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        for t in threads:
+        for t in [*threads, threading.Thread(target=sample, daemon=True)]:
             t.start()
         time.sleep(args.warmup)
         rss_warm = rss_mb(server.pid)
@@ -142,7 +163,8 @@ def main() -> None:
                    "completed_server": metric(url, "requests_completed_total"), "cancelled_server": metric(url, "requests_cancelled_total"),
                    "failed_server": metric(url, "requests_failed_total"), "rows_in_flight_end": rows_end,
                    "queue_depth_end": metric(url, "queue_depth"), "rss_warm_mb": round(rss_warm, 1),
-                   "rss_end_mb": round(rss_end, 1), "rss_end_over_warm": round(rss_end / rss_warm, 3)}
+                   "rss_end_mb": round(rss_end, 1), "rss_end_over_warm": round(rss_end / rss_warm, 3),
+                   "rss_mb_every_30s": trace, "rss_trend": rss_trend(trace, args.warmup)}
         for k, v in list(unexpected.items())[:5]:
             print(json.dumps({"unexpected": k, "count": v}))
     finally:

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from latentguard.common.storage import atomic_write_json, user_cache_dir
 from latentguard.evaluation.gold import GoldRow, judge_agreement, load_gold
@@ -34,23 +35,39 @@ def split_list(text: str) -> list[str]:
     return [s for s in split_top_level(text) if s.strip()]
 
 
+SHIPPED_AGREEMENT = Path(__file__).resolve().parent / "data" / "judge_agreement"
+"""Agreement figures of the shipped judges on the shipped gold set, computed once when they were
+shipped (``tools/ship_judge_agreement.py``), under the same keys as the user cache: a figure is read
+only when the gold rows and the judge's fingerprint are the ones it was computed for."""
+
+
+def agreement_key(judge: Judge, rows: Sequence[GoldRow]) -> str | None:
+    """The cache key of ``judge``'s agreement on ``rows`` (their content and the judge's fingerprint);
+    ``None`` for a judge without a fingerprint (never cached)."""
+    fingerprint = judge.fingerprint()
+    if fingerprint is None:
+        return None
+    rows_key = hashlib.sha256(json.dumps([asdict(r) for r in rows], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(f"{rows_key}|{fingerprint}".encode()).hexdigest()[:24]
+
+
 def gold_agreement(judges: Sequence[Judge], rows: Sequence[GoldRow]) -> dict[str, dict]:
     """judge name -> target -> agreement (:func:`latentguard.evaluation.gold.judge_agreement`) on ``rows``.
 
-    Figures are cached in the user cache under the rows' content and the judge's fingerprint, so
-    they are recomputed exactly when the gold file, the fitted judges or the rule change.
+    Figures are cached under the rows' content and the judge's fingerprint (:func:`agreement_key`),
+    so they are recomputed exactly when the gold file, the fitted judges or the rule change: the
+    shipped ones (:data:`SHIPPED_AGREEMENT`) first, then the user cache.
     """
     prompts, texts = [r.prompt for r in rows], [r.text for r in rows]
-    rows_key = hashlib.sha256(json.dumps([asdict(r) for r in rows], sort_keys=True).encode()).hexdigest()
     out = {}
     for judge in judges:
-        fingerprint = judge.fingerprint()
+        key = agreement_key(judge, rows)
         path = None
-        if fingerprint is not None:
-            key = hashlib.sha256(f"{rows_key}|{fingerprint}".encode()).hexdigest()[:24]
-            path = user_cache_dir() / "judges" / "agreement" / f"{key}.json"
-            if path.is_file():
-                out[judge.name] = json.loads(path.read_text())
+        if key is not None:
+            shipped, path = SHIPPED_AGREEMENT / f"{key}.json", user_cache_dir() / "judges" / "agreement" / f"{key}.json"
+            found = next((p for p in (shipped, path) if p.is_file()), None)
+            if found is not None:
+                out[judge.name] = json.loads(found.read_text())
                 continue
         out[judge.name] = judge_agreement(judge.judge(prompts, texts).as_dict(), rows)
         if path is not None:
