@@ -119,3 +119,12 @@ def test_the_scheduler_lets_a_later_request_join_the_running_batch(gen):
     assert first.log[-1][1] is None and second.log[-1][1] is None  # both ended
     assert second.log[0][0] < first.log[-1][0]  # the second joined while the first decoded
     assert scheduler.counters.batches == 1 and scheduler.counters.rows_in_flight == 0
+
+
+def test_a_care_row_whose_reader_left_is_freed_at_once_and_its_sub_env_takes_the_next_prompt(gen):
+    feed = ScriptedFeed({0: [0, 1], 5: [2]}, leaves={3: [0]}, max_rows=2)
+    gen.serve(feed, "care:b=6:N=1", max_new_tokens=16)
+    assert sorted(feed.answers) == [1, 2]  # the one that left is never answered
+    assert feed.asked[3:5] == [0, 1]  # freed at the take where it was seen gone: room for one more
+    batch = gen.generate(PROMPTS[1:3], "care:b=6:N=1", max_new_tokens=16)
+    assert [feed.answers[i].text for i in (1, 2)] == [r.text for r in batch]  # the others' answers unchanged

@@ -72,8 +72,8 @@ class Care(Method):
 
     def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
         """Continuous batching on ``min(batch_size, feed.max_rows)`` sub-envs: a sub-env whose answer
-        ended takes the next prompt at its next step; new prompts wake idle sub-envs. A row whose
-        reader left decodes to its end (its release buffer and critique rows are not cut short)."""
+        ended, or whose reader left (its buffer and critique dropped), takes the next prompt at its
+        next step; new prompts wake idle sub-envs."""
         if ctx.guard is None:
             raise ValueError("CARE is driven by a guard: give the run a guard (--guard)")
         num_envs = max(1, min(self.batch_size, feed.max_rows))
@@ -95,6 +95,13 @@ class Care(Method):
         vec = self.env(admit(first, 0), ctx, num_envs)
         rule = _Rule(self, vec, ctx, finish, released_index=index.__getitem__)
         while True:
+            live = np.flatnonzero(~vec.idle & ~vec.restarting)
+            gone = [int(r) for r in live if feed.cancelled(index[int(vec.episode_index[r])])]
+            if gone:
+                vec.abandon(gone)
+                for row in gone:  # never answered: forget the answer's place
+                    position = int(vec.episode_index[row])
+                    del index[position], started[position]
             busy = int((~vec.idle & ~vec.restarting).sum())
             pending = len(vec.prompts) - vec.prompts_started
             new = feed.take(num_envs - busy - pending, idle=vec.finished)

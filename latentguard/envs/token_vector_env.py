@@ -128,6 +128,16 @@ class TokenCMDPVectorEnv(VectorEnv):
         self.idle[waking] = False
         self._autoreset[waking] = True
 
+    def abandon(self, rows: Sequence[int]) -> None:
+        """End the episodes of sub-envs ``rows`` now, unanswered (their readers went away): each
+        starts the next prompt at its next step, or goes idle when none is left (``"once"``)."""
+        rows = [int(r) for r in rows]
+        bad = [r for r in rows if not 0 <= r < self.num_envs]
+        if bad:
+            raise IndexError(f"sub-env {bad[0]} does not exist: this env has {self.num_envs} (0..{self.num_envs - 1})")
+        self.episodes.abandon(rows)
+        self._autoreset[rows] = True
+
     def _draw(self, rows: Sequence[int] | np.ndarray, options: dict[str, Any]) -> dict[int, tuple[str, float | None]]:
         """New (prompt, budget) per row: ``options["prompt"]`` / ``["budget"]`` (scalar or per row)."""
         starts = {}

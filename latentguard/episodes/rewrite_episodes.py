@@ -83,6 +83,10 @@ class RewriteEpisodes(TokenEpisodes):
         self._clear(starts)
         super().reset_rows(starts)
 
+    def abandon(self, rows: Sequence[int]) -> None:
+        """Drop the release buffer and any critique in progress of ``rows`` (their readers left)."""
+        self._clear(rows)
+
     def _clear(self, rows) -> None:
         for row in rows:
             self.buffer.reset_row(row)

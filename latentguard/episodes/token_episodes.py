@@ -136,6 +136,10 @@ class TokenEpisodes(Engine):
         self.masks = np.isfinite(self.logprobs)
 
     # ------------------------------------------------------------------ resets
+    def abandon(self, rows: Sequence[int]) -> None:
+        """Forget what the face holds for ``rows`` beyond the engine, whose episodes end unanswered
+        (nothing here; a face with more, such as critiques in progress, drops it)."""
+
     def reset_rows(self, starts: Mapping[int, Start]) -> None:
         """Start new episodes on the given rows (``row -> (prompt, budget)``), one forward."""
         n = self.n_episodes
