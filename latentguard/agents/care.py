@@ -102,7 +102,7 @@ class Care(Method):
                 for row in gone:  # never answered: forget the answer's place
                     position = int(vec.episode_index[row])
                     del index[position], started[position]
-            busy = int((~vec.idle & ~vec.restarting).sum())
+            busy = len(live) - len(gone)
             pending = len(vec.prompts) - vec.prompts_started
             new = feed.take(num_envs - busy - pending, idle=vec.finished)
             if new:

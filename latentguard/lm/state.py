@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache
 
 from latentguard.lm.cache import GrowingLayer, forward_rows, use_growing_layers
 
@@ -173,7 +173,8 @@ class DecodeState:
         store = getattr(self.lm, "prefixes", None)
         heads = {r: store.match(chunks[r]) for r in restart} if store is not None else {}
         heads = {r: h for r, h in heads.items() if h is not None}
-        if not heads or not self._can_take_heads():
+        cache = self.cache if self.cache is not None else self._new_cache()  # a fresh state: the heads make it
+        if not heads or not use_growing_layers(cache):  # full-attention layers only (no sliding windows)
             return chunks
         assert store is not None
         rows = sorted(heads)
@@ -183,8 +184,8 @@ class DecodeState:
         ids = torch.full((self.batch_size, width), self.lm.pad_token_id, dtype=torch.long, device=device)  # (B, P)
         mask = torch.zeros((self.batch_size, width), dtype=torch.long, device=device)  # (B, P)
         first = next(iter(heads.values()))
-        blocks = [(k.new_zeros((len(rows), *k.shape[1:2], width, k.shape[3])),
-                   v.new_zeros((len(rows), *v.shape[1:2], width, v.shape[3]))) for k, v in zip(first.keys, first.values)]
+        blocks = [(k.new_zeros((len(rows), k.shape[1], width, k.shape[3])),  # per layer: (R, heads, P, head_dim)
+                   v.new_zeros((len(rows), v.shape[1], width, v.shape[3]))) for k, v in zip(first.keys, first.values)]
         hidden = {layer: first.hidden[layer].new_zeros((len(rows), width, first.hidden[layer].shape[2]))
                   for layer in self.lm.history_layers}  # (R, P, H)
         for j, row in enumerate(rows):
@@ -198,32 +199,22 @@ class DecodeState:
                 h[j, cols] = head.hidden[layer][0]
             store.hits += 1
             store.tokens_saved += head.length
-        if self.cache is None:  # a fresh state: the heads make the cache
-            self.cache = self._new_cache()
-        assert self.cache is not None
+        self.cache = cache
         with torch.inference_mode():
-            for cache_layer, (kb, vb) in zip(self.cache.layers, blocks):
-                assert isinstance(cache_layer, DynamicLayer)  # _can_take_heads checked the kind
-                if isinstance(cache_layer, GrowingLayer) and cache_layer.is_initialized:
+            for cache_layer, (kb, vb) in zip(cache.layers, blocks):
+                assert isinstance(cache_layer, GrowingLayer)  # use_growing_layers made them so
+                if cache_layer.is_initialized:
                     cache_layer.append(kb, vb, rows=index)
                 else:  # the first columns of a fresh cache: rows without a head get zeros
                     keys = kb.new_zeros((self.batch_size, *kb.shape[1:]))
                     values = vb.new_zeros((self.batch_size, *vb.shape[1:]))
                     keys[index], values[index] = kb, vb
                     cache_layer.update(keys, values)
-        use_growing_layers(self.cache)
         self._record_history(hidden, index)
         self.ids = torch.cat([self.ids, ids], dim=-1)
         self.mask = torch.cat([self.mask, mask], dim=-1)
         self.lengths = self.lengths + mask.sum(-1)
         return [chunks[r][heads[r].length:] if r in heads else chunks[r] for r in range(self.batch_size)]
-
-    def _can_take_heads(self) -> bool:
-        """Whether cached heads can be written in: a cache of full-attention layers (or none yet, for
-        a model whose cache would be one)."""
-        if self.cache is not None:
-            return use_growing_layers(self.cache)
-        return all(type(layer) is DynamicLayer for layer in self._new_cache().layers)
 
     def _new_cache(self) -> Cache:
         """An empty cache of the kind the model makes."""
