@@ -18,6 +18,7 @@ import uvicorn
 
 from latentguard.episodes.release import REFUSAL
 from latentguard.guards import CallableGuard
+from latentguard.lm import Chat
 from latentguard.serving import Generator
 from latentguard.serving.config import ServeConfig
 from latentguard.serving.scheduler import QueueFull, Request, Scheduler
@@ -98,6 +99,21 @@ def test_a_care_refusal_is_content_filter_and_shows_no_flagged_text(server):
     assert len(content[: -len(REFUSAL)].strip()) <= 12
 
 
+def test_n_answers_are_the_first_answer_then_the_same_chat_s_other_samples(server, gen):
+    asked = dict(model="tiny", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=10, n=3)
+    reply = server.client.chat.completions.create(**asked)
+    texts = [c.message.content for c in reply.choices]
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    prompts = ["Name a fruit."] + [Chat([{"role": "user", "content": "Name a fruit."}], sample=j) for j in (1, 2)]
+    batch = gen.generate(prompts, "vanilla", max_new_tokens=10)
+    assert texts == [b.text.lstrip() for b in batch] and len(set(texts)) == 3
+    assert reply.usage.completion_tokens == sum(b.released_tokens for b in batch)
+    streamed = ["", "", ""]
+    for chunk in server.client.chat.completions.create(**asked, stream=True):
+        streamed[chunk.choices[0].index] += chunk.choices[0].delta.content or ""
+    assert streamed == texts
+
+
 def test_completions_answer_a_plain_prompt(server, gen):
     reply = server.client.completions.create(model="tiny:vanilla", prompt="Name a fruit.", max_tokens=8)
     assert reply.choices[0].text == gen.generate(["Name a fruit."], "vanilla", max_new_tokens=8)[0].text.lstrip()
@@ -120,6 +136,8 @@ def test_models_health_and_metrics(server):
     ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10**6}, 400, "max_tokens"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "temprature": 0.5}, 400, "temprature"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "word " * 5000}]}, 400, "messages[0].content"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "n": 0}, 400, "n"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "n": 99}, 400, "n"),
 ])
 def test_bad_requests_get_the_openai_error_shape(server, body, status, param):
     response = httpx.post(server.url + "/v1/chat/completions", json=body)
@@ -239,10 +257,26 @@ def test_prefix_cache_false_feeds_every_prompt_whole_and_answers_the_same(gen):
     assert [a.text for a in answers] == [c.text for c in cached]
 
 
-def test_a_request_with_its_own_system_message_is_a_400_that_names_the_server_option(server):
-    body = {"model": "tiny", "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]}
-    response = httpx.post(server.url + "/v1/chat/completions", json=body)
-    assert response.status_code == 400 and "--system-prompt" in response.json()["error"]["message"]
+def test_a_chat_with_its_own_system_message_and_earlier_turns_is_answered_as_that_chat(server, gen):
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Name a fruit."},
+                {"role": "assistant", "content": "Apple."}, {"role": "user", "content": "Another one?"}]
+    reply = server.client.chat.completions.create(model="tiny", messages=messages, max_tokens=10)
+    chat = Chat(messages)
+    batch = gen.generate([chat], "vanilla", max_new_tokens=10)[0]
+    assert reply.choices[0].message.content == batch.text.lstrip()
+    read = gen.lm.encode_prompt(chat)
+    assert reply.usage.prompt_tokens == len(read) > len(gen.lm.encode_prompt("Another one?"))
+    assert "Be terse." in gen.lm.tokenizer.decode(read) and "Apple." in gen.lm.tokenizer.decode(read)
+
+
+@pytest.mark.parametrize("messages,fix", [
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "must be the user's"),
+    ([{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be terse."}], "put the system message first"),
+    ([{"role": "tool", "content": "42"}, {"role": "user", "content": "Hi"}], "does not call tools"),
+])
+def test_a_chat_the_model_cannot_answer_is_a_400_that_names_the_fix(server, messages, fix):
+    response = httpx.post(server.url + "/v1/chat/completions", json={"model": "tiny", "messages": messages})
+    assert response.status_code == 400 and fix in response.json()["error"]["message"]
 
 
 def test_the_server_system_prompt_is_every_prompt_s_head_computed_once():

@@ -6,10 +6,12 @@ import hashlib
 
 
 def prompt_seed(seed: int, prompt: str, sample: int = 0) -> int:
-    """A stable 63-bit seed for one sample of one prompt under a run seed.
+    """A stable 63-bit seed for one sample of one prompt under a run seed. A prompt with a ``key``
+    (a :class:`latentguard.lm.Chat`) is seeded by its whole conversation.
 
     >>> prompt_seed(0, "hi") == prompt_seed(0, "hi") != prompt_seed(1, "hi")
     True
     """
-    digest = hashlib.sha256(f"{seed}|{sample}|{prompt}".encode()).hexdigest()
+    text = getattr(prompt, "key", prompt)
+    digest = hashlib.sha256(f"{seed}|{sample}|{text}".encode()).hexdigest()
     return int(digest[:15], 16)

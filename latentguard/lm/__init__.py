@@ -1,6 +1,7 @@
 """Language-model backend: load any causal LM (embedded default, hub, folder, GGUF, tiny) and
 decode batches with the KV cache inside (:class:`DecodeState`)."""
 
+from latentguard.lm.chat import Chat
 from latentguard.lm.generate import Completion, Generation, generate, sample_steps
 from latentguard.lm.loading import DEFAULT_MODEL, resolve_model
 from latentguard.lm.model import LanguageModel, load_lm
@@ -11,6 +12,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "FEATURE_POOLINGS",
     "GREEDY",
+    "Chat",
     "Completion",
     "DecodeState",
     "Generation",

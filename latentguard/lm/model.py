@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from latentguard.lm.chat import Chat
 from latentguard.lm.loading import DEFAULT_MODEL, load_model_and_tokenizer, resolve_device, resolve_dtype
 from latentguard.lm.prefix import PrefixCache, common_start
 from latentguard.lm.state import DecodeState
@@ -27,7 +28,7 @@ from latentguard.lm.state import DecodeState
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-Prompt = str | Sequence[dict]  # plain text, or chat messages [{"role": ..., "content": ...}]
+Prompt = str | Sequence[dict]  # plain text (a Chat: a whole conversation), or chat messages [{"role": ..., "content": ...}]
 
 
 class LanguageModel:
@@ -177,7 +178,9 @@ class LanguageModel:
             self.assistant_prefill = before
 
     def _chat_ids(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
+        if isinstance(prompt, Chat):  # the whole conversation (its own system message, earlier turns)
+            messages = list(prompt.messages)
+        elif isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("prompt is empty; give a non-empty string")
             messages = [{"role": "user", "content": prompt}]

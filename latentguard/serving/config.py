@@ -25,13 +25,15 @@ class ServeConfig:
     """Most requests decoded together in one batch."""
     max_queue: int = 64
     """Most requests waiting; one more is answered 429."""
+    max_n: int = 8
+    """Most answers one request may ask for (``n``); each is a row of its own."""
     max_tokens: int = 256
     """Largest ``max_tokens`` a request may ask for (and the default is 64)."""
     seed: int = 0
     """Run seed: each answer is seeded by it and its prompt, as in ``evaluate.py``."""
     system_prompt: str = ""
-    """The system message of every request (empty: the chat template's default), computed once and
-    reused (prefix cache). A request may not bring its own system message yet."""
+    """The system message of every request that brings none (empty: the chat template's default),
+    computed once and reused (prefix cache)."""
     prefix_cache: bool = True
     """Reuse the keys and values of the prompt heads every request shares (the chat template's head,
     CARE's critique prompt's) instead of computing them per request (:mod:`latentguard.lm.prefix`)."""

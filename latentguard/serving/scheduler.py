@@ -121,17 +121,23 @@ class Scheduler:
 
     def submit(self, request: Request) -> Request:
         """Queue ``request`` (:class:`QueueFull` when ``max_queue`` are waiting)."""
+        return self.submit_all([request])[0]
+
+    def submit_all(self, requests: list[Request]) -> list[Request]:
+        """Queue all of ``requests`` or none (:class:`QueueFull` when they would pass ``max_queue``)."""
         with self._wake:
             if self._stopping:
                 raise QueueFull("the server is shutting down")
-            if len(self.waiting) >= self.max_queue:
-                self.counters.rejected += 1
-                raise QueueFull(f"{len(self.waiting)} requests are waiting (--max-queue {self.max_queue}); retry later")
-            request.id = next(self._ids)
-            self.counters.requests += 1
-            self.waiting.append(request)
+            if len(self.waiting) + len(requests) > self.max_queue:
+                self.counters.rejected += len(requests)
+                raise QueueFull(f"{len(self.waiting)} requests are waiting (--max-queue {self.max_queue}); "
+                                f"{len(requests)} more do not fit; retry later")
+            for request in requests:
+                request.id = next(self._ids)
+                self.waiting.append(request)
+            self.counters.requests += len(requests)
             self._wake.notify_all()
-        return request
+        return requests
 
     def cancel(self, request: Request) -> None:
         """The client went away: drop its events; a waiting request leaves the queue at once."""

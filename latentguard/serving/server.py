@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from latentguard.agents.registry import METHODS
+from latentguard.lm.chat import Chat
 from latentguard.serving.config import ServeConfig
 from latentguard.serving.generator import Generator
 from latentguard.serving.scheduler import QueueFull, Request, Scheduler
@@ -102,8 +103,8 @@ class App:
             raise BadRequest(f"unknown or unusable method {spec!r}: {err}", "model", 400, "invalid_method") from err
         return spec
 
-    def settings_of(self, body: dict) -> tuple[int, float, float]:
-        """(max_tokens, temperature, top_p), checked against their ranges."""
+    def settings_of(self, body: dict) -> tuple[int, float, float, int]:
+        """(max_tokens, temperature, top_p, n), checked against their ranges."""
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         max_tokens = 64 if max_tokens is None else max_tokens
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= self.config.max_tokens:
@@ -114,26 +115,29 @@ class App:
         for name, value, low, high in (("temperature", temperature, 0.0, 2.0), ("top_p", top_p, 0.0, 1.0)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise BadRequest(f"{name} must be a number from {low:g} to {high:g}, got {value!r}", name)
-        if body.get("n", 1) != 1:
-            raise BadRequest(f"n must be 1 (one answer per request), got {body.get('n')!r}", "n")
-        return max_tokens, float(temperature), float(top_p)
+        n = body.get("n", 1)
+        n = 1 if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.config.max_n:
+            raise BadRequest(f"n must be an integer from 1 to {self.config.max_n} (--max-n), got {n!r}", "n")
+        return max_tokens, float(temperature), float(top_p), n
 
     def prompt_of_chat(self, body: dict) -> str:
-        """The user's request: one ``user`` message (multi-turn chats are not served yet)."""
+        """The conversation to answer: one user message as plain text, anything longer (a system
+        message of its own, earlier turns) as a :class:`~latentguard.lm.Chat`."""
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' is required: a list like [{\"role\": \"user\", \"content\": \"...\"}]", "messages")
         for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer", "tool") \
-                    or not isinstance(m.get("content"), str):
-                raise BadRequest(f"messages[{i}] must be an object with a role (system, user, assistant) and a string "
-                                 f"content, got {m!r}", f"messages[{i}]")
-        users = [m for m in messages if m["role"] == "user"]
-        if len(messages) != 1 or len(users) != 1:
-            raise BadRequest("this server answers one user message per request (multi-turn chats and a request's own "
-                             "system prompt are not served yet; one system prompt for every request is set with "
-                             f"--system-prompt); got roles {[m['role'] for m in messages]}", "messages")
-        return self.checked_prompt(users[0]["content"], "messages[0].content")
+            if isinstance(m, dict) and m.get("role") == "tool":
+                raise BadRequest(f"messages[{i}] is a tool message; this server does not call tools, send the tool's "
+                                 "result as a user message", f"messages[{i}]")
+        try:
+            chat = Chat(messages)
+        except ValueError as err:
+            raise BadRequest(str(err), "messages") from err
+        if len(chat.messages) == 1:
+            return self.checked_prompt(str(chat), "messages[0].content")
+        return self.checked_prompt(chat, f"messages[{len(messages) - 1}].content")
 
     def checked_prompt(self, prompt: Any, param: str) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
@@ -163,19 +167,27 @@ class App:
     async def completions(self, http: HTTPRequest) -> Response:
         return await self.answer(http, chat=False)
 
+    @staticmethod
+    def samples(prompt: str, n: int) -> list[str]:
+        """The prompts of ``n`` answers: the prompt itself (the answer of ``n = 1``), then the same
+        conversation as samples 1..n-1 (seeded apart)."""
+        messages = prompt.messages if isinstance(prompt, Chat) else [{"role": "user", "content": prompt}]
+        return [prompt] + [Chat(messages, sample=j) for j in range(1, n)]
+
     async def answer(self, http: HTTPRequest, chat: bool) -> Response:
         try:
             body = await self.read_json(http, CHAT_FIELDS if chat else COMPLETION_FIELDS)
             method = self.method_of(body)
-            max_tokens, temperature, top_p = self.settings_of(body)
+            max_tokens, temperature, top_p, n = self.settings_of(body)
             if chat:
                 prompt = self.prompt_of_chat(body)
             else:
                 raw = body.get("prompt")
                 raw = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
                 prompt = self.checked_prompt(raw, "prompt")
-            request = self.scheduler.submit(Request(prompt, method, max_tokens, temperature, top_p,
-                                                    asyncio.get_running_loop()))
+            loop = asyncio.get_running_loop()
+            requests = self.scheduler.submit_all([Request(p, method, max_tokens, temperature, top_p, loop)
+                                                  for p in self.samples(prompt, n)])
         except BadRequest as err:
             return error_response(str(err), err.status, err.param, err.code)
         except QueueFull as err:
@@ -183,25 +195,34 @@ class App:
         model = body["model"]
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         if body.get("stream"):
-            return StreamingResponse(self.sse(http, request, model, ident, chat), media_type="text/event-stream")
-        text, last = [], None
+            return StreamingResponse(self.sse(http, requests, model, ident, chat), media_type="text/event-stream")
         try:
-            async for event in self.events(request):
-                text.append(event.delta)
-                last = event if event.done else last
+            answers = await asyncio.gather(*(self.whole(r) for r in requests))
         except Exception as err:  # the batch failed (a method error): this request gets a 500, the server goes on
+            for r in requests:
+                self.scheduler.cancel(r)
             return error_response(f"decoding failed: {type(err).__name__}: {err}", 500)
-        assert last is not None and last.rollout is not None  # events() ends with the done event
-        content = "".join(text)
-        usage = self.usage(prompt, last)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": content}
-        else:
-            choice["text"] = content
+        choices = []
+        for index, (content, last) in enumerate(answers):
+            choice: dict[str, Any] = {"index": index, "finish_reason": last.finish_reason, "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": content}
+            else:
+                choice["text"] = content
+            choices.append(choice | ({"latentguard": self.record(method, last)} if n > 1 else {}))
         return JSONResponse({"id": ident, "object": "chat.completion" if chat else "text_completion",
-                             "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
-                             "latentguard": self.record(method, last)})
+                             "created": int(time.time()), "model": model, "choices": choices,
+                             "usage": self.usage(prompt, [last for _, last in answers]),
+                             "latentguard": self.record(method, answers[0][1])})
+
+    async def whole(self, request: Request) -> tuple[str, StreamEvent]:
+        """A request's whole released text and its done event."""
+        text, last = [], None
+        async for event in self.events(request):
+            text.append(event.delta)
+            last = event if event.done else last
+        assert last is not None and last.rollout is not None  # events() ends with the done event
+        return "".join(text), last
 
     async def events(self, request: Request) -> AsyncIterator[StreamEvent]:
         """The request's events until its done event; a failed batch raises its error."""
@@ -213,44 +234,82 @@ class App:
                 raise item
             yield item
 
-    async def sse(self, http: HTTPRequest, request: Request, model: str, ident: str, chat: bool) -> AsyncIterator[str]:
+    async def sse(self, http: HTTPRequest, requests: list[Request], model: str, ident: str,
+                  chat: bool) -> AsyncIterator[str]:
+        """Server-sent events of every choice as it is released (each chunk names its choice's index)."""
         created = int(time.time())
 
-        def chunk(delta: str | None, finish: str | None, extra: dict | None = None, role: bool = False) -> str:
+        def chunk(index: int, delta: str | None, finish: str | None, extra: dict | None = None,
+                  role: bool = False) -> str:
             if chat:
                 said = {"role": "assistant", "content": ""} if role else {} if delta is None else {"content": delta}
-                body: dict[str, Any] = {"index": 0, "delta": said, "finish_reason": finish, "logprobs": None}
+                body: dict[str, Any] = {"index": index, "delta": said, "finish_reason": finish, "logprobs": None}
             else:
-                body = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+                body = {"index": index, "text": delta or "", "finish_reason": finish, "logprobs": None}
             payload = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion",
                        "created": created, "model": model, "choices": [body], **(extra or {})}
             return f"data: {json.dumps(payload)}\n\n"
 
         try:
             if chat:
-                yield chunk(None, None, role=True)
-            async for event in self.events(request):
+                for index in range(len(requests)):
+                    yield chunk(index, None, None, role=True)
+            async for index, event in self.merged(requests):
                 if await http.is_disconnected():
-                    self.scheduler.cancel(request)
+                    for r in requests:
+                        self.scheduler.cancel(r)
                     return
                 if event.delta:
-                    yield chunk(event.delta, None)
+                    yield chunk(index, event.delta, None)
                 if event.done:
-                    yield chunk(None, event.finish_reason, {"latentguard": self.record(request.method, event)})
+                    yield chunk(index, None, event.finish_reason, {"latentguard": self.record(requests[index].method, event)})
             yield "data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):  # the client went away (cancelled, or the response closed us)
-            self.scheduler.cancel(request)
+            for r in requests:
+                self.scheduler.cancel(r)
             raise
         except Exception as err:  # a failed batch: an error event, then the end
+            for r in requests:
+                self.scheduler.cancel(r)
             yield f"data: {json.dumps({'error': {'message': f'decoding failed: {err}', 'type': 'server_error'}})}\n\n"
             yield "data: [DONE]\n\n"
 
-    def usage(self, prompt: str, event: StreamEvent) -> dict:
-        rollout = event.rollout
-        assert rollout is not None
+    async def merged(self, requests: list[Request]) -> AsyncIterator[tuple[int, StreamEvent]]:
+        """(choice index, event) of all ``requests`` in the order they come; a failed batch raises."""
+        if len(requests) == 1:  # no tasks for the common case
+            async for event in self.events(requests[0]):
+                yield 0, event
+            return
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(index: int, request: Request) -> None:
+            try:
+                async for event in self.events(request):
+                    queue.put_nowait((index, event))
+            except Exception as err:
+                queue.put_nowait((index, err))
+            queue.put_nowait((index, None))
+
+        tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+        try:
+            left = len(requests)
+            while left:
+                index, item = await queue.get()
+                if item is None:
+                    left -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield index, item
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def usage(self, prompt: str, events: list[StreamEvent]) -> dict:
+        """Token counts: the prompt once, the released tokens of every choice."""
         prompt_tokens = len(self.generator.lm.encode_prompt(prompt))
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": rollout.released_tokens,
-                "total_tokens": prompt_tokens + rollout.released_tokens}
+        completion = sum(e.rollout.released_tokens for e in events if e.rollout is not None)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
     @staticmethod
     def record(method: str, event: StreamEvent) -> dict:

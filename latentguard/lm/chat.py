@@ -1,0 +1,88 @@
+"""A whole chat as one prompt.
+
+Every method, guard, reward and judge takes prompts as strings: the request a reader would judge.
+A :class:`Chat` is such a string (the text of its last user message) that also carries the whole
+conversation the model reads: its own system message and the earlier turns. The model encodes the
+conversation (:meth:`latentguard.lm.LanguageModel.encode_prompt`), so latent readers (probes,
+critics) see all of it at the request's last token; readers of text (a text guard, the relevance
+reward, CARE's critique, the judges) see the last user message, the request being answered.
+
+>>> chat = Chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+>>> chat, chat.messages[0]["role"], chat == "Hi"
+('Hi', 'system', False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+
+
+class Chat(str):
+    """A conversation that ends with a user message, as a prompt (see the module docstring).
+
+    Equal to another :class:`Chat` with the same messages and sample, never to a plain string (two
+    chats that end with the same message are different prompts: other seeds, other answers).
+
+    :param messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``; at most one
+        system message, first; the last message is the user's.
+    :param sample: which answer to the same conversation this prompt asks for: the model reads the
+        same tokens, and each sample is seeded apart (a server's ``n`` answers to one request).
+    """
+
+    messages: tuple[dict[str, str], ...]
+    sample: int
+
+    def __new__(cls, messages: Sequence[dict[str, Any]], sample: int = 0) -> Chat:
+        checked = check_messages(messages)
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise ValueError(f"sample must be an integer >= 0, got {sample!r}")
+        chat = super().__new__(cls, checked[-1]["content"])
+        chat.messages, chat.sample = checked, sample
+        return chat
+
+    @property
+    def key(self) -> str:
+        """The whole conversation (and the sample, when not the first) as one string: what seeds tell
+        prompts apart by (:func:`latentguard.common.seeding.prompt_seed`)."""
+        turns = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in self.messages)
+        return f"{turns}\x1d{self.sample}" if self.sample else turns
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Chat) and (self.messages, self.sample) == (other.messages, other.sample)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(("chat", self.key))
+
+    def __reduce__(self):  # pickles (Ray, multiprocessing) as a Chat, not as its last message
+        return Chat, ([dict(m) for m in self.messages], self.sample)
+
+    def __repr__(self) -> str:
+        return f"Chat({list(self.messages)!r}" + (f", sample={self.sample})" if self.sample else ")")
+
+
+def check_messages(messages: Sequence[dict[str, Any]]) -> tuple[dict[str, str], ...]:
+    """The messages as plain ``{"role", "content"}`` dicts, or a ``ValueError`` that names the one at
+    fault and the fix."""
+    if isinstance(messages, str) or not isinstance(messages, Sequence) or not messages:
+        raise ValueError(f"messages must be a non-empty list like [{{'role': 'user', 'content': '...'}}], got {messages!r}")
+    out = []
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        role = "system" if role == "developer" else role  # the newer OpenAI name of the system message
+        if role not in ROLES or not isinstance(m.get("content"), str):
+            raise ValueError(f"messages[{i}] must be an object with a role ({', '.join(ROLES)}) and a string content, "
+                             f"got {m!r}")
+        if not m["content"].strip():
+            raise ValueError(f"messages[{i}].content is empty; give it text")
+        if role == "system" and i != 0:
+            raise ValueError(f"messages[{i}] is a system message after the first message; put the system message first")
+        out.append({"role": role, "content": m["content"]})
+    if out[-1]["role"] != "user":
+        raise ValueError(f"the last message must be the user's (the answer follows it), got role {out[-1]['role']!r}")
+    return tuple(out)
