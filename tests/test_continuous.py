@@ -8,8 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from latentguard.agents.base import PromptFeed, Rollout
+from latentguard.critics.critic import CriticConfig, LatentCritic
 from latentguard.guards import CallableGuard
 from latentguard.serving import Generator
 from latentguard.serving.scheduler import Request, Scheduler
@@ -86,6 +88,34 @@ def test_care_takes_prompts_into_its_running_batch_and_gives_its_batch_answers(g
     assert [feed.answers[i].interventions for i in range(3)] == [r.interventions for r in batch]
     assert feed.finished_at[0] > 4
     assert all(feed.texts[i].strip() in feed.answers[i].text for i in range(3))  # what was released is in the answer
+
+
+@pytest.fixture(scope="module")
+def critic_search(gen, tmp_path_factory):
+    """A critic-search spec for the tiny model: a critic that finds every candidate safe, not confidently."""
+    critic = LatentCritic(CriticConfig("tiny", gen.lm.latent_layer, "mean", gen.lm.hidden_size, hidden=8))
+    torch.nn.init.zeros_(critic.safety_head.weight)
+    torch.nn.init.constant_(critic.safety_head.bias, 1.0)  # P(safe) 0.73: safe, never confident
+    return f"critic-search:critic={critic.save(tmp_path_factory.mktemp('critic') / 'c')}:n=2:k=1:block=4"
+
+
+def test_critic_search_takes_prompts_at_its_next_block_and_gives_its_batch_answers(gen, critic_search):
+    feed = ScriptedFeed({0: [0], 2: [1, 2]})
+    gen.serve(feed, critic_search, max_new_tokens=16)
+    batch = gen.generate(PROMPTS, critic_search, max_new_tokens=16)
+    assert [feed.answers[i].text for i in range(3)] == [r.text for r in batch]  # seeded by prompt, not batch
+    assert [feed.answers[i].tokens for i in range(3)] == [r.tokens for r in batch]
+    assert feed.finished_at[0] > 2  # prompt 0 was still searching when 1 and 2 joined
+    assert feed.asked[:3] == [4, 3, 3]  # one take per pass: room left, less the prompts in flight
+
+
+def test_a_search_whose_reader_left_frees_its_rows_at_the_next_block(gen, critic_search):
+    feed = ScriptedFeed({0: [0, 1], 3: [2]}, leaves={2: [0]}, max_rows=2)
+    gen.serve(feed, critic_search, max_new_tokens=16)
+    assert sorted(feed.answers) == [1, 2]  # the one that left is never answered
+    assert feed.asked[2:4] == [0, 1]  # freed at the pass after the take where it left: room for one more
+    assert [feed.answers[i].text for i in (1, 2)] == [r.text for r in gen.generate(PROMPTS[1:3], critic_search,
+                                                                                    max_new_tokens=16)]
 
 
 def test_a_method_without_continuous_batching_says_so(gen):

@@ -15,7 +15,7 @@ from latentguard.critics.critic import CriticConfig, LatentCritic
 from latentguard.critics.rollouts import RolloutConfig, collect_rollouts
 from latentguard.critics.training import CriticTrainConfig, load_steps, train_critic
 from latentguard.guards import CallableGuard
-from latentguard.lm import GREEDY, generate, load_lm
+from latentguard.lm import GREEDY, SamplingConfig, generate, load_lm
 
 PROMPTS = ["Name a fruit.", "Say hello there."]
 
@@ -66,6 +66,56 @@ def test_all_safe_critic_with_one_beam_is_blockwise_sampling(lm, tmp_path):
     assert all(r.interventions == 0 and r.guard_calls == 3 for r in search)  # blocks of 8, 8, 4
 
 
+def test_a_retry_is_decoded_beside_the_other_prompts_next_round(lm, tmp_path):
+    path = constant_critic(lm, 20.0, tmp_path)
+    calls = []
+
+    def flags_the_first_prompt_once(prompts, responses):  # the first draw of PROMPTS[0] is flagged, then none
+        calls.append(len(responses))
+        return [float(len(calls) == 1 and p == PROMPTS[0]) for p in prompts]
+
+    ctx = RunContext(lm, CallableGuard(flags_the_first_prompt_once), lambda p, r: [0.0] * len(r), max_new_tokens=20,
+                     sampling=GREEDY)
+    first, second = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:confident=0").run(PROMPTS, ctx)
+    assert calls == [8, 8, 8, 8, 8, 4]  # the retry shares pass 2 with the second prompt's round 2; nobody waits
+    assert (first.interventions, first.tokens, first.extra["refused"]) == (1, 4 * 4 * 6, False)
+    assert (second.interventions, second.tokens) == (0, 4 * 4 * 5)
+
+
+def test_a_prompt_refused_early_leaves_the_others_answers_unchanged(lm, tmp_path):
+    path = constant_critic(lm, 20.0, tmp_path)
+    prompts = ["Count to three.", *PROMPTS]
+
+    def flags_the_first_prompt(prompts_, responses):
+        return [float(p == prompts[0]) for p in prompts_]
+
+    ctx = RunContext(lm, CallableGuard(flags_the_first_prompt), lambda p, r: [0.0] * len(r), max_new_tokens=20,
+                     sampling=SamplingConfig(temperature=1.0, top_p=1.0))
+    method = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=1")
+    refused, *rest = method.run(prompts, ctx)
+    assert refused.extra["refused"] and refused.interventions == 1
+    assert [r.text for r in rest] == [r.text for r in method.run(PROMPTS, ctx)]
+
+
+@pytest.mark.parametrize("confident,tokens", [(0.9, 4 * 4 + 4 * 4), (0, 4 * 4 * 5)])
+def test_a_confident_critic_narrows_the_search_to_one_candidate(lm, tmp_path, confident, tokens):
+    path = constant_critic(lm, 20.0, tmp_path)
+    spec = f"critic-search:critic={path}:n=4:k=2:block=4:confident={confident}"
+    search = make_method(spec).run(PROMPTS, ctx_for(lm))
+    assert [r.tokens for r in search] == [tokens, tokens]  # round 1 is n wide; then one candidate if confident
+    assert [r.text for r in search] == [c.text for c in generate(lm, PROMPTS, 20).completions]
+
+
+def test_a_search_answer_does_not_depend_on_the_batch_it_shares(lm, tmp_path):
+    path = constant_critic(lm, 1.0, tmp_path)
+    ctx = ctx_for(lm, sampling=SamplingConfig(temperature=1.0, top_p=1.0))
+    method = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:confident=0.99")
+    alone = [method.run([p], ctx)[0].text for p in PROMPTS]
+    together = [r.text for r in method.run(PROMPTS, ctx)]
+    swapped = [r.text for r in method.run(PROMPTS[::-1], ctx)][::-1]
+    assert alone == together == swapped
+
+
 def test_critic_search_without_a_critic_says_which_commands_to_run(lm, tmp_path, monkeypatch):
     monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="python train.py collect --model tiny\n.*python train.py critic --model tiny"):
@@ -91,7 +141,7 @@ def test_the_user_cache_critic_wins_over_the_shipped_one_and_export_keeps_its_pr
     assert loaded.body[0].weight.dtype == torch.float32
     for a, b in zip(critic(h, z), loaded(h, z)):
         torch.testing.assert_close(a, b, rtol=0, atol=2e-2)
-    search = make_method("critic-search:n=2:k=1:block=4").run(PROMPTS[:1], ctx_for(lm, tokens=8))
+    search = make_method("critic-search:n=2:k=1:block=4:confident=0").run(PROMPTS[:1], ctx_for(lm, tokens=8))
     assert search[0].interventions == 0 and search[0].tokens == 2 * 8  # found the shipped critic: 2 candidates x 8 tokens
 
 

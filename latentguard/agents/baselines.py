@@ -28,7 +28,7 @@ class Sampling(Method):
     :param batch_size: prompts decoded together.
     """
 
-    def __init__(self, greedy: bool = False, batch_size: int = 16) -> None:
+    def __init__(self, greedy: bool = False, batch_size: int = 32) -> None:
         self.greedy = greedy
         self.batch_size = int(batch_size)
         self.name = "greedy" if greedy else "vanilla"

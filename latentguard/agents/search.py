@@ -12,16 +12,24 @@ has ended adds no text and is not checked again), then it is scored:
 
 Unsafe candidates rank last; the top ``k`` become the beams. When every candidate of a prompt is
 unsafe, the first tokens of that round's blocks are banned for those beams and the round is
-sampled again, at most ``m`` times; then the ``fallback``: ``refuse`` releases a refusal, ``best``
-keeps the best-scored candidates anyway. A prompt is answered when its best candidate has
-ended (end-of-sequence) or the length limit is reached.
+sampled again, at most ``m`` times over the whole answer. The batch moves in passes of one block,
+and each prompt goes on by itself after each pass, so a prompt's retry is decoded beside the other
+prompts' next rounds instead of holding them up. Then the ``fallback``: ``refuse`` releases a refusal, ``best`` keeps the
+best-scored candidates anyway. A prompt is answered when its best candidate has ended
+(end-of-sequence) or the length limit is reached.
+
+With ``confident`` above 0 (critic search: 0.9), a prompt whose best candidate the critic gives
+P(safe) >= ``confident`` continues on that one beam with one candidate in the next round: the
+search spends its width where the critic is unsure. Every candidate is seeded by its prompt, the
+round, the draw and its place among its prompt's candidates, so an answer does not depend on the
+batch it shares.
 """
 
 from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from latentguard.agents.base import Method, Rollout, RunContext, chunks, prompt_seed, resolve_budget, split_time
+from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, prompt_seed, resolve_budget, split_time
 from latentguard.episodes.engine import Engine
 from latentguard.episodes.release import REFUSAL
 from latentguard.episodes.safety_state import BudgetConvention, within_budget
@@ -45,14 +53,25 @@ FALLBACKS = ("refuse", "best")
 class PromptSearch:
     """Search bookkeeping of one prompt (its beams are engine rows)."""
 
-    beams: list[int]  # engine rows of the kept beams, best first
+    prompt: str
+    index: int  # the caller's name for the prompt (its place in the run, or the feed's index)
+    started: float = 0.0  # when it joined the search (perf_counter)
+    beams: list[int] = field(default_factory=list)  # engine rows of the kept beams, best first
+    rows: list[int] = field(default_factory=list)  # engine rows of this pass's candidates
+    parents: list[int] = field(default_factory=list)  # the beam each candidate continues
+    base: list[int] = field(default_factory=list)  # each candidate's tokens at its block's start
+    start_z: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each candidate's z at its block's start
+    start_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))  # and its cost spent
+    round: int = 0
+    retrying: bool = False  # every candidate was unsafe: the next pass draws the block again
+    banned: dict[int, set[int]] = field(default_factory=dict)  # beam -> first tokens banned this round
     answer: list[int] | None = None
     refused: bool = False
     tokens: int = 0
     retries: int = 0
     guard_calls: int = 0
     steps: int = 0
-    banned: dict[int, set[int]] = field(default_factory=dict)  # beam index -> first tokens banned this round
+    sure: bool = False  # the critic is confident in the best beam: the next round samples one candidate
 
 
 class BlockSearch(Method):
@@ -62,8 +81,12 @@ class BlockSearch(Method):
     uses_budget = True
 
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
-                 budget: float | None = None, z0: float = 1.0, batch_size: int = 8) -> None:
+                 budget: float | None = None, z0: float = 1.0, batch_size: int = 32,
+                 confident: float = 0.0) -> None:
         n, k, block, m = int(n), int(k), int(block), int(m)
+        if not 0 <= float(confident) <= 1:
+            raise ValueError(f"confident must be a probability in [0, 1] (0: never narrow), got {confident}")
+        self.confident = float(confident)
         if k < 1 or n < 1:
             raise ValueError(f"need n >= 1 and k >= 1, got n={n}, k={k}")
         if k > n:
@@ -90,96 +113,155 @@ class BlockSearch(Method):
 
     # ------------------------------------------------------------------ search
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        """Search every prompt, ``batch_size`` at a time: a prompt that is answered frees its rows
+        for the next one at the next pass (a rolling window, not batches waiting for their slowest)."""
         if ctx.guard is None:
             raise ValueError(f"{self.name} updates the safety state with the guard's cost: give the run a guard")
         self.prepare(ctx)
-        out: list[Rollout] = []
-        for batch in chunks(list(prompts), self.batch_size):
-            out += self._batch(list(batch), ctx, offset=len(out))
-        return out
+        waiting = list(enumerate(prompts))[::-1]
+        done: dict[int, PromptSearch] = {}
 
-    def _batch(self, prompts: list[str], ctx: RunContext, offset: int = 0) -> list[Rollout]:
-        """Search a batch; ``offset``: the index of its first prompt in the run (for ``ctx.released``).
-        An answer is released whole once its best candidate has ended (beams may still change
-        their text until then), or the refusal."""
-        lm, eos = ctx.lm, ctx.lm.eos_token_ids
+        def take(n: int) -> list[tuple[int, str]]:
+            return [waiting.pop() for _ in range(min(n, len(waiting)))]
+
         start = time.perf_counter()
+        self._search(ctx, self.batch_size, take, lambda index: False, lambda s: done.__setitem__(s.index, s))
+        seconds = split_time(time.perf_counter() - start, len(prompts))
+        return [self._rollout(ctx, done[i], seconds) for i in range(len(prompts))]
+
+    continuous = True
+
+    def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
+        """Continuous batching: a request joins the search at the next pass and an answered one, or
+        one whose reader left, frees its rows at once (:class:`~latentguard.agents.base.PromptFeed`)."""
+        if ctx.guard is None:
+            raise ValueError(f"{self.name} updates the safety state with the guard's cost: give the run a guard")
+        self.prepare(ctx)
+        idle = [True]
+
+        def take(n: int) -> list[tuple[int, str]]:
+            return feed.take(n, idle=idle[0])
+
+        def finish(s: PromptSearch) -> None:
+            feed.finish(s.index, self._rollout(ctx, s, time.perf_counter() - s.started))
+
+        self._search(ctx, feed.max_rows, take, feed.cancelled, finish, idle)
+
+    def _rollout(self, ctx: RunContext, s: PromptSearch, seconds: float) -> Rollout:
+        text = REFUSAL if s.refused else ctx.lm.decode(s.answer or [])
+        return Rollout(s.prompt, text, s.tokens, 0 if s.refused else len(s.answer or []), seconds,
+                       wait_tokens=s.steps, interventions=s.retries, guard_calls=s.guard_calls,
+                       extra={"refused": s.refused, "fallback": "refuse" if s.refused else None})
+
+    def _search(self, ctx: RunContext, window: int, take: Callable[[int], list[tuple[int, str]]],
+                cancelled: Callable[[int], bool], finish: Callable[[PromptSearch], None],
+                idle: list[bool] | None = None) -> None:
+        """The search loop of :meth:`run` and :meth:`serve`: at most ``window`` prompts at a time,
+        new ones from ``take(n)``, each answered one handed to ``finish`` (``idle[0]`` is kept true
+        while no prompt is searched, for a feed that waits then).
+
+        The prompts move in passes of one block: every prompt's candidates decode together, then each
+        prompt goes on by itself: one that must draw its block again does so in the next pass, beside
+        the other prompts' next rounds, so a retry holds no one up; an answered prompt's rows take
+        the next prompt. An answer is released whole once its best candidate has ended (beams may
+        still change their text until then), or the refusal."""
+        lm, eos = ctx.lm, ctx.lm.eos_token_ids
         engine = Engine(lm, ctx.guard, max_new_tokens=ctx.max_new_tokens, budget=self.budget)
-        engine.start(prompts, z0=self.z0)
-        search = [PromptSearch([i]) for i in range(len(prompts))]
-        rnd = 0
-        while any(s.answer is None and not s.refused for s in search):
-            active = [i for i, s in enumerate(search) if s.answer is None and not s.refused]
-            # expand every active prompt's beams into n candidates: engine row c is candidate c
-            parent = [(i, j) for i in active for j in self._spread(len(search[i].beams))]
-            engine.fork([search[i].beams[j] for i, j in parent])
-            base = [len(r) for r in engine.responses]  # (C,) tokens of each candidate's beam
-            beams_state = engine.safety.snapshot()  # each candidate's beam's z and cost
-            todo = list(range(len(parent)))
-            while True:
-                gens = {c: torch.Generator(device=lm.device).manual_seed(
-                    prompt_seed(ctx.seed, f"{parent[c]}|{rnd}|{search[parent[c][0]].retries}", c)) for c in todo}
-                banned = {c: search[parent[c][0]].banned.get(parent[c][1], set()) for c in todo}
-                added = dict(zip(todo, engine.decode(ctx.sampling, gens, todo, self.block, banned).tolist()))
-                for i in {parent[c][0] for c in todo}:  # tokens and decoding steps this attempt took, per prompt
-                    search[i].tokens += sum(added[c] for c in todo if parent[c][0] == i)
-                    search[i].steps += max(added[c] for c in todo if parent[c][0] == i)
-                fresh = [c for c in todo if added[c]]  # a finished beam adds no text and no cost
-                if fresh:
-                    engine.check(fresh)  # fails closed; z <- z - cost / budget
-                    for c in fresh:
-                        search[parent[c][0]].guard_calls += 1
-                texts = [engine.text(c) for c in range(len(parent))]
-                unsafe, score, _ = self.score(ctx, engine.live_state, list(engine.prompts), texts,
-                                              engine.safety.z.copy())
-                retry = [i for i in active if self._all_unsafe(i, parent, unsafe) and search[i].retries < self.m]
-                if not retry:
-                    break
-                todo = [c for c, (i, _) in enumerate(parent) if i in retry]
-                for c in todo:  # ban this round's first tokens for the beam, roll the block back
-                    i, j = parent[c]
-                    if added[c]:
-                        search[i].banned.setdefault(j, set()).add(engine.responses[c][base[c]])
-                for i in retry:
-                    search[i].retries += 1
-                redraw = set(todo)
-                engine.crop([len(engine.responses[c]) - base[c] if c in redraw else 0 for c in range(len(parent))])
-                engine.safety.restore(todo, beams_state)  # the new draw starts from its beam's safety state
+        search: list[PromptSearch] = []  # the prompts being searched, in row order
+        while True:
+            search = [s for s in search if not cancelled(s.index)]  # a reader who left: rows freed below
+            if idle is not None:
+                idle[0] = not search
+            joining = [PromptSearch(prompt, index, time.perf_counter()) for index, prompt in take(window - len(search))]
+            if not search and not joining:
+                return
+            # this pass's rows: a retrying prompt's candidates rolled back to their block's start, the
+            # other prompts' beams spread into their next round's candidates, and n rows per new prompt
+            owners = self._owners(search, engine.n)
+            if any(s.retrying for s in search):
+                engine.crop([len(engine.responses[c]) - search[i].base[j] if i >= 0 and search[i].retrying else 0
+                             for c, (i, j) in enumerate(owners)])
+            sources: list[int] = []
             for s in search:
+                if s.retrying:
+                    rows = s.rows
+                else:
+                    s.parents = self._spread(len(s.beams), s.sure)
+                    rows = [s.beams[j] for j in s.parents]
+                    s.base = [len(engine.responses[r]) for r in rows]
+                    s.round += 1
+                    s.start_z, s.start_cost = engine.safety.z[rows].copy(), engine.safety.cost[rows].copy()
+                s.rows = list(range(len(sources), len(sources) + len(rows)))
+                sources += rows
+            starts: dict[int, tuple[str, None, float]] = {}
+            for s in joining:
+                s.parents, s.base = [0] * self.n, [0] * self.n
+                s.start_z, s.start_cost = np.full(self.n, self.z0), np.zeros(self.n)
+                s.rows = list(range(len(sources) + len(starts), len(sources) + len(starts) + self.n))
+                starts.update((row, (s.prompt, None, self.z0)) for row in s.rows)
+            if sources:
+                engine.fork(sources + [0] * len(starts))  # new prompts' rows: copies of row 0, restarted
+                if starts:
+                    engine.restart(starts)
+            else:  # nothing to keep: a fresh decoding state
+                engine.start([p for p, _, _ in starts.values()], z0=self.z0)
+            for s in search:  # a new draw starts from its beam's safety state
+                engine.safety.z[s.rows], engine.safety.cost[s.rows] = s.start_z, s.start_cost
+            search += joining
+            rows = list(range(engine.n))
+            gens = {c: torch.Generator(device=lm.device).manual_seed(
+                prompt_seed(ctx.seed, s.prompt, f"search|{s.round}|{s.retries}|{j}"))
+                for s in search for j, c in enumerate(s.rows)}
+            banned = {c: s.banned.get(s.parents[j], set()) for s in search for j, c in enumerate(s.rows)}
+            added = engine.decode(ctx.sampling, gens, rows, self.block, banned)  # (C,)
+            fresh = [c for c in rows if added[c]]  # a finished beam adds no text and no cost
+            if fresh:
+                engine.check(fresh)  # fails closed; z <- z - cost / budget
+            texts = [engine.text(c) for c in rows]
+            unsafe, score, p_safe = self.score(ctx, engine.live_state, list(engine.prompts), texts,
+                                               engine.safety.z.copy())
+            for s in search:
+                cands = s.rows
+                s.tokens += int(added[cands].sum())
+                s.steps += int(added[cands].max())
+                s.guard_calls += sum(1 for c in cands if added[c])
+                s.retrying = all(unsafe[c] for c in cands) and s.retries < self.m
+                if s.retrying:  # ban this draw's first tokens for their beams and draw again
+                    for j, c in enumerate(cands):
+                        if added[c]:
+                            s.banned.setdefault(s.parents[j], set()).add(engine.responses[c][s.base[j]])
+                    s.retries += 1
+                    continue
                 s.banned.clear()
-            kept_rows: list[int] = []
-            for i in active:
-                s = search[i]
-                cands = [c for c, (pi, _) in enumerate(parent) if pi == i]
                 if all(unsafe[c] for c in cands) and self.fallback == "refuse":
                     s.refused = True
-                    ctx.released(offset + i, REFUSAL)
-                    ctx.answered()
-                    continue
-                order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
-                if engine.ended([order[0]])[0]:  # the best candidate has ended: answer with it
-                    s.answer = [t for t in engine.responses[order[0]] if t not in eos]
-                    ctx.released(offset + i, lm.decode(s.answer))
-                    ctx.answered()
-                    continue
-                s.beams = list(range(len(kept_rows), len(kept_rows) + len(order)))
-                kept_rows += order
-            if kept_rows:
-                engine.fork(kept_rows)
-            rnd += 1
-        seconds = time.perf_counter() - start
-        out = []
-        for prompt, s in zip(prompts, search):
-            text = REFUSAL if s.refused else lm.decode(s.answer or [])
-            out.append(Rollout(prompt, text, s.tokens, 0 if s.refused else len(s.answer or []),
-                               split_time(seconds, len(prompts)), wait_tokens=s.steps, interventions=s.retries,
-                               guard_calls=s.guard_calls,
-                               extra={"refused": s.refused, "fallback": "refuse" if s.refused else None}))
-        return out
+                    ctx.released(s.index, REFUSAL)
+                else:
+                    order = sorted(cands, key=lambda c: (bool(unsafe[c]), -float(score[c])))[: self.k]
+                    s.sure = self.confident > 0 and not unsafe[order[0]] and p_safe[order[0]] >= self.confident
+                    s.beams = order[:1] if s.sure else order
+                    if not engine.ended([order[0]])[0]:
+                        continue
+                    s.answer = [t for t in engine.responses[order[0]] if t not in eos]  # the best candidate ended
+                    ctx.released(s.index, lm.decode(s.answer))
+                ctx.answered()
+                finish(s)
+            search = [s for s in search if s.answer is None and not s.refused]
 
-    def _spread(self, beams: int) -> list[int]:
-        """Which beam each of the n candidates continues: as evenly as possible, best beams first."""
-        return [c % beams for c in range(self.n)]
+    @staticmethod
+    def _owners(search: list[PromptSearch], n: int) -> list[tuple[int, int]]:
+        """(prompt, candidate index) of each of the engine's ``n`` rows; (-1, -1) for a row no prompt
+        being searched holds (the rows of a prompt just answered, or whose reader left)."""
+        owners = [(-1, -1)] * n
+        for i, s in enumerate(search):
+            for j, c in enumerate(s.rows):
+                owners[c] = (i, j)
+        return owners
+
+    def _spread(self, beams: int, sure: bool = False) -> list[int]:
+        """Which beam each of the n candidates continues: as evenly as possible, best beams first;
+        one candidate of the best beam when the critic was confident in it (``confident``)."""
+        return [0] if sure else [c % beams for c in range(self.n)]
 
     @staticmethod
     def _all_unsafe(i: int, parent, unsafe) -> bool:
@@ -189,8 +271,9 @@ class BlockSearch(Method):
 class CriticSearch(BlockSearch):
     """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
 
-    def __init__(self, critic: str = "", safe_threshold: float = 0.5, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, critic: str = "", safe_threshold: float = 0.5, confident: float = 0.9,
+                 **kwargs) -> None:
+        super().__init__(confident=confident, **kwargs)
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
         self.critic_path, self.safe_threshold = critic, float(safe_threshold)

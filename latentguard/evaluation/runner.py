@@ -86,7 +86,7 @@ class EvalConfig(WorkerConfig):
     """Gold file the judges' agreement is measured on (empty = the shipped one; its dev split is used)."""
     device: str = "cpu"
     """'cpu' or 'cuda'."""
-    chunk: int = 16
+    chunk: int = 32
     """Prompts per chunk: samples are saved after each one."""
     progress: bool = True
     """Show a progress bar."""

@@ -8,7 +8,7 @@ critics) see all of it at the request's last token; readers of text (a text guar
 reward, CARE's critique, the judges) see the last user message, the request being answered.
 
 >>> chat = Chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
->>> chat, chat.messages[0]["role"], chat == "Hi"
+>>> str(chat), chat.messages[0]["role"], chat == "Hi"
 ('Hi', 'system', False)
 """
 
