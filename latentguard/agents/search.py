@@ -79,6 +79,7 @@ class BlockSearch(Method):
 
     uses_guard = True
     uses_budget = True
+    continuous = True
 
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
                  budget: float | None = None, z0: float = 1.0, batch_size: int = 32,
@@ -128,8 +129,6 @@ class BlockSearch(Method):
         self._search(ctx, self.batch_size, take, lambda index: False, lambda s: done.__setitem__(s.index, s))
         seconds = split_time(time.perf_counter() - start, len(prompts))
         return [self._rollout(ctx, done[i], seconds) for i in range(len(prompts))]
-
-    continuous = True
 
     def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
         """Continuous batching: a request joins the search at the next pass and an answered one, or
