@@ -215,6 +215,19 @@ def test_a_full_queue_refuses_with_queue_full(gen):
     loop.close()
 
 
+def test_n_choices_queue_together_or_not_at_all_and_an_answered_one_is_not_cancelled(gen):
+    loop = asyncio.new_event_loop()
+    scheduler = Scheduler(gen, max_rows=2, max_queue=3)  # not started: nothing leaves the queue
+    first = scheduler.submit(request(loop))
+    with pytest.raises(QueueFull, match="3 more do not fit"):
+        scheduler.submit_all([request(loop) for _ in range(3)])
+    assert len(scheduler.waiting) == 1 and scheduler.counters.rejected == 3
+    first.done = True  # as the decoding thread marks an answered request
+    scheduler.cancel(first)
+    assert not first.cancelled and scheduler.counters.cancelled == 0
+    loop.close()
+
+
 def test_sigterm_lets_the_stream_in_flight_end_then_exits_cleanly():
     port = free_port()
     url = f"http://127.0.0.1:{port}"

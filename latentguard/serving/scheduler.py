@@ -48,6 +48,8 @@ class Request:
     """:class:`StreamEvent` items, then ``None`` (the end); an exception instead when the batch failed."""
     cancelled: bool = False
     """The client went away: its events are dropped."""
+    done: bool = False
+    """Its last event (the answer, or the error of its batch) has been handed over."""
     arrived: float = field(default_factory=time.perf_counter)
     id: int = 0
 
@@ -139,8 +141,11 @@ class Scheduler:
         return requests
 
     def cancel(self, request: Request) -> None:
-        """The client went away: drop its events; a waiting request leaves the queue at once."""
+        """The client went away: drop its events; a waiting request leaves the queue at once. A
+        request already answered is left as it is (one choice of several may be)."""
         with self._wake:
+            if request.done:
+                return
             if not request.cancelled:
                 request.cancelled = True
                 self.counters.cancelled += 1
@@ -205,6 +210,7 @@ class Scheduler:
     def _fail(self, requests: list[Request], err: BaseException) -> None:
         self.counters.failed += len(requests)
         for r in requests:
+            r.done = True
             r.put(err)
 
     def _finish(self, request: Request, event: StreamEvent) -> None:
@@ -216,6 +222,7 @@ class Scheduler:
         self.counters.refusals += event.finish_reason == "content_filter"
         self.counters.completed += not request.cancelled
         self.counters.rows_in_flight -= 1
+        request.done = True
         request.put(event)
         request.put(None)
 
