@@ -8,7 +8,7 @@ away), and one in forty names an unknown method (an intended 400). Measured: the
 memory after the warm-up and at the end, what each request ended with, and the rows in flight once
 the clients stop (they must go back to 0).
 
-    python bench/soak.py [--minutes 10] [--clients 16] [--warmup 60]
+    python bench/soak.py [--minutes 10] [--clients 16] [--warmup 180]
 
 Last line: one JSON object (``rss_end_over_warm`` must stay within 1.1, ``unexpected`` at 0,
 ``rows_in_flight_end`` at 0), with the server's RSS every 30 s (``rss_mb_every_30s``) and its trend
@@ -104,7 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the first memory reading")
+    parser.add_argument("--warmup", type=float, default=180.0,
+                        help="seconds before the memory reading the end is compared with (RSS climbs for ~2.5 min)")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--no-prefix-cache", action="store_true", help="the server feeds every prompt whole")
     args = parser.parse_args()
