@@ -30,9 +30,9 @@ import torch
 from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guard_on_gold import auroc_interval, split_group
+from guard_on_gold import separation, split_group, summary_line
 
-from latentguard.common.metrics import safe_auroc, tpr_at_fpr
+from latentguard.common.metrics import safe_auroc
 from latentguard.common.storage import atomic_write_json
 from latentguard.evaluation.gold import GOLD_FILE, GoldRow, load_gold
 from latentguard.guards import make_guard
@@ -68,14 +68,6 @@ def gold_features(rows: list[GoldRow], gold_sha: str, batch_size: int = 16) -> d
     np.savez(tmp, **{f"l{layer}": v for layer, v in out.items()})
     tmp.replace(path)
     return {layer: v.astype(np.float32) for layer, v in out.items()}
-
-
-def separation(score: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> dict:
-    """AUROC with its bootstrap interval and TPR at FPR <= 0.05."""
-    keep = positive | negative
-    y, s = positive[keep], score[keep]
-    return {"positives": int(positive.sum()), "negatives": int(negative.sum()), "auroc": safe_auroc(y, s),
-            "auroc_95": auroc_interval(y, s), "tpr_at_fpr_05": tpr_at_fpr(s, y, 0.05)[0]}
 
 
 def main() -> None:
@@ -148,10 +140,7 @@ def main() -> None:
             negs = looks | (held_everyday & (attack == a))
             entry = {"vs_benign": separation(score, pos, negs), "vs_lookalikes": separation(score, pos, looks)}
             report["heldout"][f"{name} / {a}"] = entry
-            b, lk = entry["vs_benign"], entry["vs_lookalikes"]
-            print(f"{name:22s} {a:10s} pos {b['positives']:3d} | benign {b['negatives']:3d} AUROC {b['auroc']:.3f} "
-                  f"[{b['auroc_95'][0]:.3f}, {b['auroc_95'][1]:.3f}] TPR@5% {b['tpr_at_fpr_05']:.2f} | look-alikes "
-                  f"{lk['negatives']:3d} AUROC {lk['auroc']:.3f} TPR@5% {lk['tpr_at_fpr_05']:.2f}")
+            print(summary_line(name, a, entry["vs_benign"], entry["vs_lookalikes"]))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out) / "metrics.json", report)

@@ -71,18 +71,28 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, draws: int = 1000, seed: in
     return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
-def separation(risk: np.ndarray, positive: np.ndarray, negative: np.ndarray, threshold: float) -> dict:
-    """AUROC (with interval) and TPR at FPR <= 0.05 of positives against negatives, and the rates at
-    the guard's own threshold."""
+def separation(risk: np.ndarray, positive: np.ndarray, negative: np.ndarray, threshold: float | None = None) -> dict:
+    """AUROC (with interval) and TPR at FPR <= 0.05 of positives against negatives, and, given the
+    guard's own ``threshold``, the rates at it."""
     keep = positive | negative
     y, s = positive[keep], risk[keep]
     out = {"positives": int(positive.sum()), "negatives": int(negative.sum()),
            "auroc": safe_auroc(y, s), "auroc_95": auroc_interval(y, s)}
     if positive.any() and negative.any():
         out["tpr_at_fpr_05"] = tpr_at_fpr(s, y, 0.05)[0]
-        out["tpr_at_threshold"] = float((risk[positive] >= threshold).mean())
-        out["fpr_at_threshold"] = float((risk[negative] >= threshold).mean())
+        if threshold is not None:
+            out["tpr_at_threshold"] = float((risk[positive] >= threshold).mean())
+            out["fpr_at_threshold"] = float((risk[negative] >= threshold).mean())
     return out
+
+
+def summary_line(name: str, key: str, vs_benign: dict, vs_lookalikes: dict) -> str:
+    """One printed line: a guard's separation against benign answers and against look-alikes."""
+    b, look = vs_benign, vs_lookalikes
+    return (f"{name[:60]:60s} {key:22s} pos {b['positives']:3d} | benign {b['negatives']:4d} AUROC "
+            f"{b['auroc']:.3f} [{b['auroc_95'][0]:.3f}, {b['auroc_95'][1]:.3f}] TPR@5% "
+            f"{b.get('tpr_at_fpr_05', float('nan')):.2f} | look-alikes {look['negatives']:3d} AUROC "
+            f"{look['auroc']:.3f} TPR@5% {look.get('tpr_at_fpr_05', float('nan')):.2f}")
 
 
 def measure(risk: np.ndarray, threshold: float, rows: list[GoldRow], groups: np.ndarray) -> dict:
@@ -136,12 +146,8 @@ def main() -> None:
         report["guards"][args.second] = {"threshold": second[1], "metrics": measure(second[0], second[1], rows, groups)}
     for name, entry in report["guards"].items():
         for key, m in entry["metrics"].items():
-            b, look = m["vs_benign"], m["vs_lookalikes"]
-            if b["positives"]:
-                print(f"{name[:60]:60s} {key:22s} pos {b['positives']:3d} | benign {b['negatives']:4d} AUROC "
-                      f"{b['auroc']:.3f} [{b['auroc_95'][0]:.3f}, {b['auroc_95'][1]:.3f}] TPR@5% "
-                      f"{b.get('tpr_at_fpr_05', float('nan')):.2f} | look-alikes {look['negatives']:3d} AUROC "
-                      f"{look['auroc']:.3f} TPR@5% {look.get('tpr_at_fpr_05', float('nan')):.2f}")
+            if m["vs_benign"]["positives"]:
+                print(summary_line(name, key, m["vs_benign"], m["vs_lookalikes"]))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out) / "metrics.json", report)
