@@ -158,3 +158,40 @@ def test_a_care_row_whose_reader_left_is_freed_at_once_and_its_sub_env_takes_the
     assert feed.asked[3:5] == [0, 1]  # freed at the take where it was seen gone: room for one more
     batch = gen.generate(PROMPTS[1:3], "care:b=6:N=1", max_new_tokens=16)
     assert [feed.answers[i].text for i in (1, 2)] == [r.text for r in batch]  # the others' answers unchanged
+
+
+@pytest.fixture(scope="module")
+def learned_care(tmp_path_factory):
+    """A learned-care spec and a generator whose guard is the one its (briefly trained) policy knows."""
+    from latentguard.training.policy_training import PolicyTrainConfig, train_policy
+
+    out = tmp_path_factory.mktemp("policy")
+    guard = "tests.test_continuous:digit_guard"
+    train_policy(PolicyTrainConfig(model="tiny", guard=guard, reward="coherence", buffer=4, max_new_tokens=12, limit=3,
+                                   eval_limit=2, num_envs=8, total_timesteps=128, n_steps=16, batch_size=64,
+                                   n_epochs=1, eval_every=0, out=str(out)), progress=False)
+    return Generator(model="tiny", guard=guard, reward=""), f"learned-care:path={out / 'policy'}"
+
+
+def test_learned_care_takes_prompts_into_its_running_batch_and_gives_its_batch_answers(learned_care):
+    gen, spec = learned_care
+    feed = ScriptedFeed({0: [0], 2: [1, 2]})
+    gen.serve(feed, spec, max_new_tokens=16)
+    batch = gen.generate(PROMPTS, spec, max_new_tokens=16)
+    assert [feed.answers[i].text for i in range(3)] == [r.text for r in batch]  # seeded by prompt, not batch
+    assert [(feed.answers[i].interventions, feed.answers[i].extra["decisions"]) for i in range(3)] == \
+        [(r.interventions, r.extra["decisions"]) for r in batch]
+    assert sum(r.interventions for r in batch) > 0  # the policy rewrote something: joins kept its decisions
+    assert feed.finished_at[0] > 2  # prompt 0 was still decoding when 1 and 2 joined
+    assert all(feed.answers[i].text.startswith(feed.texts[i]) for i in range(3))  # released text is never taken back
+    assert feed.asked[:3] == [4, 3, 3]  # one take per decision step: room left, less the answers in flight
+
+
+def test_a_learned_care_answer_whose_reader_left_frees_its_sub_env_for_the_next_prompt(learned_care):
+    gen, spec = learned_care
+    feed = ScriptedFeed({0: [0, 1], 3: [2]}, leaves={2: [0]}, max_rows=2)
+    gen.serve(feed, spec, max_new_tokens=16)
+    assert sorted(feed.answers) == [1, 2]  # the one that left is never answered
+    assert feed.asked[2:4] == [0, 1]  # freed at the take after the one where it left: room for one more
+    batch = gen.generate(PROMPTS[1:3], spec, max_new_tokens=16)
+    assert [feed.answers[i].text for i in (1, 2)] == [r.text for r in batch]  # the others' answers unchanged

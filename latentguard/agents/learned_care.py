@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from latentguard.agents.base import Method, Rollout, RunContext, resolve_budget
+from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, resolve_budget
 from latentguard.agents.policy_io import card_convention, card_env, check_card, load_policy
 from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.common.storage import read_json_file
@@ -40,6 +41,7 @@ class LearnedCare(Method):
 
     uses_guard = True
     uses_budget = True
+    continuous = True
 
     def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True,
                  budget: float | None = None) -> None:
@@ -86,13 +88,10 @@ class LearnedCare(Method):
             raise ValueError(f"cannot read the policy {str(folder / 'policy.zip')!r} ({err}): it is not an SB3 "
                              f"policy zip or it is damaged; {fix}") from err
 
-    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
-        if ctx.guard is None:
-            raise ValueError("learned-care decides at the guard's checks: give the run a guard (--guard)")
-        if not prompts:
-            return []
-        self.prepare(ctx)
-        start = time.perf_counter()
+    def env(self, prompts: Sequence[str], ctx: RunContext, num_envs: int | None = None) -> DecisionVectorEnv:
+        """The decision env the policy acts on, as it was trained (its card) but in test mode and with
+        the run's length, sampling and budget: ``num_envs`` sub-envs (default: ``batch_size``, at most
+        one per prompt), each prompt once."""
         env = card_env(self.card)
         budget = None if self.budget_option is None and ctx.budget is None else \
             resolve_budget(self.name, self.budget_option, ctx.budget)
@@ -101,18 +100,78 @@ class LearnedCare(Method):
         config = DecisionConfig(**{**env, "mode": "test", "max_new_tokens": ctx.max_new_tokens,
                                    "temperature": ctx.sampling.temperature, "top_p": ctx.sampling.top_p,
                                    "reward": ""})  # the evaluator scores the answers, not the env
-        vec = DecisionVectorEnv(min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
-                                guard=ctx.guard, config=config, prompt_order="once")
+        return DecisionVectorEnv(num_envs or min(self.batch_size, len(prompts)), model=ctx.lm, prompts=list(prompts),
+                                 guard=ctx.guard, config=config, prompt_order="once")
+
+    def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:
+        if ctx.guard is None:
+            raise ValueError("learned-care decides at the guard's checks: give the run a guard (--guard)")
+        if not prompts:
+            return []
+        self.prepare(ctx)
+        start = time.perf_counter()
+        vec = self.env(prompts, ctx)
         with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
             torch.manual_seed(ctx.seed)
             records = vec.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered,
                                      on_release=ctx.released if ctx.streaming else None)
         seconds = (time.perf_counter() - start) / len(prompts)
-        return [Rollout(p, text=r["released_text"], tokens=r["tokens"], released_tokens=r["released_tokens"],
-                        wall_time=seconds, wait_tokens=r["wait_tokens"], interventions=r["interventions"],
-                        guard_calls=r["guard_calls"],
-                        extra={k: r[k] for k in ("decisions", "refused", "fallback", "discarded", "episode_cost")})
-                for p, r in zip(prompts, records)]
+        return [self._rollout(p, r, seconds) for p, r in zip(prompts, records)]
+
+    def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
+        """Continuous batching on ``min(batch_size, feed.max_rows)`` sub-envs: a new request starts on
+        an idle sub-env before the next decision step (one forward), and a sub-env whose answer ended,
+        or whose reader left, takes the next request at that step. Each answer is seeded as in
+        :meth:`run` (its prompt's own sampler), so it is the one the batch API gives (deterministic
+        policy)."""
+        self.prepare(ctx)
+        num_envs = max(1, min(self.batch_size, feed.max_rows))
+        first = feed.take(num_envs, idle=True)
+        if not first:
+            return
+        index: dict[int, int] = {}  # position in the env's prompt list -> the feed's index
+        started: dict[int, float] = {}
+
+        def admit(taken: list[tuple[int, str]], offset: int) -> list[str]:
+            for j, (i, _) in enumerate(taken):
+                index[offset + j], started[offset + j] = i, time.perf_counter()
+            return [prompt for _, prompt in taken]
+
+        vec = self.env(admit(first, 0), ctx, num_envs)
+        with torch.random.fork_rng():  # as in run
+            torch.manual_seed(ctx.seed)
+            vec.reset(seed=ctx.seed)
+            while True:
+                live = np.flatnonzero(~vec.idle)
+                gone = [int(r) for r in live if feed.cancelled(index[int(vec.episode_index[r])])]
+                if gone:
+                    positions = [int(vec.episode_index[r]) for r in gone]
+                    vec.abandon(gone)  # each takes the next prompt, or goes idle
+                    for position in positions:  # never answered: forget the answer's place
+                        del index[position], started[position]
+                new = feed.take(num_envs - int((~vec.idle).sum()), idle=vec.finished)
+                if new:
+                    vec.add_prompts(admit(new, len(vec.prompts)))
+                elif vec.finished:
+                    return
+                before = len(vec.completed)
+                vec.step(self.act(vec.observations(), vec.action_masks()))
+                for record in vec.completed[before:]:
+                    position = record["episode_index"]
+                    feed.finish(index.pop(position), self._rollout(vec.prompts[position], record,
+                                                                   time.perf_counter() - started.pop(position)))
+                    ctx.answered()
+                if ctx.streaming:
+                    for row in np.flatnonzero(~vec.idle & ~vec.done):
+                        ctx.released(index[int(vec.episode_index[row])], vec.episodes.released_text(int(row)))
+
+    @staticmethod
+    def _rollout(prompt: str, record: dict, seconds: float) -> Rollout:
+        """The rollout of one ended answer's record (:attr:`DecisionVectorEnv.completed`)."""
+        return Rollout(prompt, text=record["released_text"], tokens=record["tokens"],
+                       released_tokens=record["released_tokens"], wall_time=seconds, wait_tokens=record["wait_tokens"],
+                       interventions=record["interventions"], guard_calls=record["guard_calls"],
+                       extra={k: record[k] for k in ("decisions", "refused", "fallback", "discarded", "episode_cost")})
 
     def act(self, obs, masks):
         """The policy's actions (N,) for observations (N, F) under action masks (N, 4)."""

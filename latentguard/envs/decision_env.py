@@ -242,6 +242,31 @@ class DecisionVectorEnv(VectorEnv):
             starts.update({row: starts[min(starts)] for row in range(self.num_envs) if row not in starts})
         self.episodes.reset_rows(starts)
 
+    def add_prompts(self, prompts: Sequence[str]) -> None:
+        """``prompt_order="once"``: append prompts while the env runs (a server's new requests). Idle
+        sub-envs start them now (one forward; their next observation is the new answer's first), the
+        others take the rest as their answers end."""
+        if self.prompt_order != "once":
+            raise ValueError(f"add_prompts needs prompt_order='once', this env draws prompts {self.prompt_order!r}")
+        if not self._started:
+            raise RuntimeError("call reset() before add_prompts()")
+        self.prompts.extend(check_prompts(prompts))
+        waking = np.flatnonzero(self.idle)[: len(self.prompts) - self._starts]
+        self.idle[waking] = False
+        self._start(waking)
+
+    def abandon(self, rows: Sequence[int]) -> None:
+        """End the answers of sub-envs ``rows`` now, unanswered (their readers left; no record in
+        :attr:`completed`): each starts the next prompt, or goes idle when none is left (``"once"``)."""
+        rows = [int(r) for r in rows]
+        bad = [r for r in rows if not 0 <= r < self.num_envs]
+        if bad:
+            raise IndexError(f"sub-env {bad[0]} does not exist: this env has {self.num_envs} (0..{self.num_envs - 1})")
+        self.episodes.abandon(rows)
+        self.done[rows] = True
+        if self.autoreset:
+            self._start(rows)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start every sub-env; ``seed`` seeds the prompt draws, the z0 draws and the samplers."""
         super().reset(seed=seed)

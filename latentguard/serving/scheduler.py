@@ -7,12 +7,13 @@ The oldest waiting request picks the next group.
 
 - **Continuous batching** for the methods that can take rows into a running batch
   (:attr:`~latentguard.agents.base.Method.continuous`: plain sampling, greedy, CARE and its
-  variants, critic search and beam-saute): a request of the running group joins it at the next step
-  (the next block for the searches), in the same forward as the other rows' tokens, and a row that
-  ends, or whose client went away, is freed then. The group stops taking new rows as soon as the
+  variants, critic search and beam-saute, ``learned-care``): a request of the running group joins it
+  at the next step (the next block for the searches, the policy's next decision for
+  ``learned-care``), in the same forward as the other rows' tokens, and a row that ends, or whose
+  client went away, is freed then. The group stops taking new rows as soon as the
   oldest waiting request is of another group, and gives the model up when its rows are done.
-- **Dynamic batching** for the others (``learned-care``, best-of-n, beam): a batch is the group's
-  requests waiting when it starts, decoded to its end; later requests wait for the next.
+- **Dynamic batching** for the others (best-of-n, beam): a batch is the group's requests waiting
+  when it starts, decoded to its end; later requests wait for the next.
 """
 
 from __future__ import annotations
