@@ -21,8 +21,8 @@ best-scored candidates anyway. A prompt is answered when its best candidate has 
 With ``confident`` above 0 (critic search: 0.9), a prompt whose best candidate the critic gives
 P(safe) >= ``confident`` continues on that one beam with one candidate in the next round: the
 search spends its width where the critic is unsure. Every candidate is seeded by its prompt, the
-round, the draw and its place among its prompt's candidates, so an answer does not depend on the
-batch it shares.
+round, the draw and its place among its prompt's candidates, so no draw depends on the batch it
+shares (the logits still do, in their last bits: a near-tie can go another way in another batch).
 """
 
 from __future__ import annotations
@@ -261,10 +261,6 @@ class BlockSearch(Method):
         """Which beam each of the n candidates continues: as evenly as possible, best beams first;
         one candidate of the best beam when the critic was confident in it (``confident``)."""
         return [0] if sure else [c % beams for c in range(self.n)]
-
-    @staticmethod
-    def _all_unsafe(i: int, parent, unsafe) -> bool:
-        return all(unsafe[c] for c, (pi, _) in enumerate(parent) if pi == i)
 
 
 class CriticSearch(BlockSearch):
