@@ -10,7 +10,7 @@ one call) in the same run, before and after the clients. The most clients and th
 times, interleaved, and their means are compared (one run of CARE varies by about 10% on 2 cores).
 
     python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64] [--repeats 2]
-                          [--no-prefix-cache]
+                          [--gather-seconds 0.01] [--block-gather-seconds 0.1] [--no-prefix-cache]
 
 Last line: one JSON object; ``batched_vs_serial`` is the aggregate throughput at the most clients
 over one client at a time (same requests), ``serve_vs_offline`` the throughput at the most clients
@@ -105,7 +105,9 @@ def start_server(config: ServeConfig) -> subprocess.Popen:
     interpreter with its own event loop only, not with the clients); returns once it answers."""
     server = subprocess.Popen([sys.executable, "-m", "latentguard.cli.serve", "--port", str(config.port),
                                "--max-rows", str(config.max_rows), "--max-queue", str(config.max_queue),
-                               "--prefix-cache", str(config.prefix_cache).lower()],
+                               "--prefix-cache", str(config.prefix_cache).lower(),
+                               "--gather-seconds", str(config.gather_seconds),
+                               "--block-gather-seconds", str(config.block_gather_seconds)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
         try:
@@ -143,6 +145,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="runs of the most clients and of the batch API")
+    parser.add_argument("--gather-seconds", type=float, default=ServeConfig.gather_seconds,
+                        help="the server's idle gather for methods that take requests at every step")
+    parser.add_argument("--block-gather-seconds", type=float, default=ServeConfig.block_gather_seconds,
+                        help="the server's idle gather for the others (searches, learned-care, whole batches)")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="feed every prompt whole, in the server and the batch API (latentguard.lm.prefix)")
     args = parser.parse_args()
@@ -154,13 +160,15 @@ def main() -> None:
     prompts = [p for pair in zip(harmful, benign) for p in pair][: args.requests]  # half harmful, half benign
     levels = [int(c) for c in args.clients.split(",")]
     config = ServeConfig(max_rows=max(levels), max_queue=4 * max(levels), port=free_port(),
-                         prefix_cache=not args.no_prefix_cache)
+                         prefix_cache=not args.no_prefix_cache, gather_seconds=args.gather_seconds,
+                         block_gather_seconds=args.block_gather_seconds)
     server = start_server(config)
     gen = Generator(config.model, config.guard, config.reward, config.seed)  # the batch API, in this process
     gen.lm.prefixes.enabled = config.prefix_cache
     url = f"http://127.0.0.1:{config.port}"
     summary: dict = {"device": "cpu", "model": config.model, "requests": len(prompts), "tokens": args.tokens,
-                     "server": "its own process", "prefix_cache": config.prefix_cache}
+                     "server": "its own process", "prefix_cache": config.prefix_cache,
+                     "gather_seconds": config.gather_seconds, "block_gather_seconds": config.block_gather_seconds}
     try:
         summary["openai_client_check"] = openai_check(url, f"{config.model}:vanilla", prompts[1])
         for method in args.methods.split(","):

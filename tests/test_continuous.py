@@ -118,6 +118,12 @@ def test_a_search_whose_reader_left_frees_its_rows_at_the_next_block(gen, critic
                                                                                     max_new_tokens=16)]
 
 
+def test_a_search_takes_new_prompts_every_block():
+    from latentguard.agents.registry import make_method
+
+    assert make_method("beam-saute:block=8").joins_every == 8 and make_method("vanilla").joins_every == 1
+
+
 def test_a_method_without_continuous_batching_says_so(gen):
     with pytest.raises(NotImplementedError, match="answers in whole batches"):
         gen.serve(ScriptedFeed({0: [0]}), "best-of-n:n=2", max_new_tokens=4)
@@ -185,6 +191,7 @@ def test_learned_care_takes_prompts_into_its_running_batch_and_gives_its_batch_a
     assert feed.finished_at[0] > 2  # prompt 0 was still decoding when 1 and 2 joined
     assert all(feed.answers[i].text.startswith(feed.texts[i]) for i in range(3))  # released text is never taken back
     assert feed.asked[:3] == [4, 3, 3]  # one take per decision step: room left, less the answers in flight
+    assert gen.method(spec).joins_every == 4  # its decisions come at the guard's checks, every buffer (4 tokens)
 
 
 def test_a_learned_care_answer_whose_reader_left_frees_its_sub_env_for_the_next_prompt(learned_care):

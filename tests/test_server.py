@@ -307,3 +307,70 @@ def test_the_server_system_prompt_is_every_prompt_s_head_computed_once():
 def test_an_empty_system_prompt_is_named():
     with pytest.raises(ValueError, match="system_prompt is empty"):
         Generator(model="tiny", guard="", reward="", system_prompt=" ")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_rows", 0, "max_rows must be >= 1, got 0"),
+    ("gather_seconds", -1, r"gather_seconds must be in \[0, 10\] seconds, got -1"),
+])
+def test_a_bad_server_option_is_named_with_its_range(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ServeConfig(**{field: value})
+
+
+def arriving(scheduler, loop, gaps):
+    """A thread that submits one request after each gap (seconds)."""
+    def run():
+        for gap in gaps:
+            time.sleep(gap)
+            scheduler.submit(request(loop))
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_gather_waits_while_requests_keep_coming_then_starts(gen):
+    loop = asyncio.new_event_loop()
+    scheduler = Scheduler(gen, max_rows=16, max_queue=16, gather_seconds=0.1)  # not started: _take runs here
+    scheduler.submit(request(loop))
+    feeder = arriving(scheduler, loop, [0.02] * 4 + [0.6])  # four more 20 ms apart, one after a pause
+    start = time.perf_counter()
+    taken = scheduler._take(request(loop).group, 16, scheduler.gather_seconds)
+    waited = time.perf_counter() - start
+    feeder.join()
+    loop.close()
+    assert len(taken) == 5  # the burst, not the one after the pause
+    assert 0.17 < waited < 0.5  # the burst (about 80 ms), then 100 ms without a new one
+
+
+def test_the_gather_stops_after_its_limit_however_many_keep_coming(gen):
+    from latentguard.serving.scheduler import GATHER_LIMIT
+
+    loop = asyncio.new_event_loop()
+    scheduler = Scheduler(gen, max_rows=64, max_queue=64, gather_seconds=0.05)  # limit: 4 x 50 ms = 0.2 s
+    feeder = arriving(scheduler, loop, [0.01] * 60)  # a request every 10 ms for 0.6 s
+    start = time.perf_counter()
+    taken = scheduler._take(request(loop).group, 64, scheduler.gather_seconds)
+    waited = time.perf_counter() - start
+    feeder.join()
+    loop.close()
+    assert GATHER_LIMIT * 0.05 - 0.01 < waited < GATHER_LIMIT * 0.05 + 0.15
+    assert 5 < len(taken) < 60
+
+
+def test_a_method_where_a_late_request_waits_longer_gathers_longer(gen):
+    loop = asyncio.new_event_loop()
+    scheduler = Scheduler(gen, max_rows=4, max_queue=8, gather_seconds=0.0, block_gather_seconds=0.3)
+    batches = []
+    scheduler.on_batch = lambda batch: batches.append(len(batch))
+    scheduler.start()
+    for method in ["vanilla", "best-of-n:n=2"]:  # one takes requests at every step, one decodes whole batches
+        first = scheduler.submit(Request("Name a fruit.", method, 8, 0.7, 0.9, loop))
+        time.sleep(0.1)  # the second comes 100 ms after the first
+        second = scheduler.submit(Request("Say hello there.", method, 8, 0.7, 0.9, loop))
+        deadline = time.time() + 60
+        while not (first.done and second.done) and time.time() < deadline:
+            time.sleep(0.02)
+    scheduler.stop(10)
+    loop.close()
+    assert batches == [1, 1, 2]  # vanilla started at once, the second came alone; best-of-n waited for both

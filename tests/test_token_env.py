@@ -215,3 +215,19 @@ def test_the_main_names_are_exported_from_envs_and_both_ids_are_registered():
     assert {latentguard.TOKEN_CMDP_ID, latentguard.REWRITE_ID} <= set(gym.registry)
     env = gym.make(latentguard.REWRITE_ID, model="tiny", guard="keyword", max_new_tokens=4, buffer=4)
     assert env.action_space.n == 23
+
+
+def test_a_fresh_start_of_some_rows_makes_the_others_copies_without_their_own_prefill(tiny_lm, monkeypatch):
+    from latentguard.episodes.token_episodes import TokenEnvConfig, TokenEpisodes
+
+    prefilled = []
+    prefill = tiny_lm.prefill
+    monkeypatch.setattr(tiny_lm, "prefill", lambda token_ids: prefilled.append(len(token_ids)) or prefill(token_ids=token_ids))
+    episodes = TokenEpisodes(tiny_lm, TokenEnvConfig(top_k=4, max_new_tokens=8), None, None, n=3)
+    episodes.reset_rows({1: ("Name a fruit.", None)})
+    assert prefilled == [1]  # one row prefilled
+    assert episodes.prompts == ["Name a fruit."] * 3 and episodes.live_state.batch_size == 3
+    logits = episodes.live_state.logits  # (3, V): row 1 prefilled, rows 0 and 2 copied from it
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[2], logits[1])
+    with pytest.raises(ValueError, match=r"a fresh start needs one or more of the rows 0..2, got \[5\]"):
+        TokenEpisodes(tiny_lm, TokenEnvConfig(top_k=4, max_new_tokens=8), None, None, n=3).reset_rows({5: ("Hi.", None)})

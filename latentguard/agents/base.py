@@ -127,6 +127,10 @@ class Method(abc.ABC):
     """The budget the method's spec set (``None``: the run's, else 1)."""
     continuous: bool = False
     """Whether :meth:`serve` takes new prompts into a running batch (continuous batching)."""
+    joins_every: int = 1
+    """Decoding steps between the points where :meth:`serve` takes new prompts (1: every step; a
+    search: every block). A server waits longer for a burst of requests where a late one would wait
+    longer (:class:`latentguard.serving.scheduler.Scheduler`)."""
 
     @abc.abstractmethod
     def run(self, prompts: Sequence[str], ctx: RunContext) -> list[Rollout]:

@@ -173,6 +173,13 @@ class LearnedCare(Method):
                        interventions=record["interventions"], guard_calls=record["guard_calls"],
                        extra={k: record[k] for k in ("decisions", "refused", "fallback", "discarded", "episode_cost")})
 
+    @property
+    def joins_every(self) -> int:  # type: ignore[override]
+        """Tokens between the policy's decisions, where new prompts join (its guard checks: every
+        ``check_every`` tokens, else every buffer's worth; 1 before a policy is read)."""
+        env = card_env(self.card) if self.card else {}
+        return int(env.get("check_every") or env.get("buffer") or 1)
+
     def act(self, obs, masks):
         """The policy's actions (N,) for observations (N, F) under action masks (N, 4)."""
         if self.model is None:

@@ -99,6 +99,7 @@ class BlockSearch(Method):
         if fallback not in FALLBACKS:
             raise ValueError(f"unknown fallback {fallback!r}; use one of {FALLBACKS}")
         self.n, self.k, self.block, self.m, self.fallback = n, k, block, m, fallback
+        self.joins_every = block  # a prompt joins at a pass's start
         self.budget_option = None if budget is None else float(budget)
         self.budget, self.z0, self.batch_size = self.budget_option or 1.0, float(z0), int(batch_size)
 

@@ -236,11 +236,8 @@ class DecisionVectorEnv(VectorEnv):
             self.flagged[row] = self.done[row] = False
             self.decisions[row] = 0
             starts[row] = (prompt, None, z0)
-        if not starts:
-            return
-        if self.episodes.state is None and len(starts) < self.num_envs:  # the first start fills every row
-            starts.update({row: starts[min(starts)] for row in range(self.num_envs) if row not in starts})
-        self.episodes.reset_rows(starts)
+        if starts:  # the first start makes the rows without a prompt copies of one that has one
+            self.episodes.reset_rows(starts)
 
     def add_prompts(self, prompts: Sequence[str]) -> None:
         """``prompt_order="once"``: append prompts while the env runs (a server's new requests). Idle

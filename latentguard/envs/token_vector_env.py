@@ -166,9 +166,7 @@ class TokenCMDPVectorEnv(VectorEnv):
         if self.prompt_order == "once":  # each reset answers the list again
             self.prompts_started, self.idle[:] = 0, False
         starts = self._draw(range(self.num_envs), options or {})
-        if len(starts) < self.num_envs:  # 'once' with fewer prompts than sub-envs: idle rows hold a copy
-            starts.update({row: starts[0] for row in range(self.num_envs) if row not in starts})
-        self.episodes.reset_rows(starts)
+        self.episodes.reset_rows(starts, fresh=True)  # 'once' with fewer prompts than sub-envs: idle rows hold a copy
         self.episodes.seed = 0 if seed is None else int(seed)
         self._autoreset[:] = False
         self._started = True

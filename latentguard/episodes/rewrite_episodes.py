@@ -79,9 +79,9 @@ class RewriteEpisodes(TokenEpisodes):
         k = self.config.top_k
         return k, k + 1, k + 2
 
-    def reset_rows(self, starts: Mapping[int, Start]) -> None:
-        self._clear(starts)
-        super().reset_rows(starts)
+    def reset_rows(self, starts: Mapping[int, Start], fresh: bool = False) -> None:
+        self._clear(range(self.n_episodes) if fresh or self.state is None else starts)
+        super().reset_rows(starts, fresh)
 
     def abandon(self, rows: Sequence[int]) -> None:
         """Drop the release buffer and any critique in progress of ``rows`` (their readers left)."""

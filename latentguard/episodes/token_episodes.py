@@ -140,16 +140,22 @@ class TokenEpisodes(Engine):
         """Forget what the face holds for ``rows`` beyond the engine, whose episodes end unanswered
         (nothing here; a face with more, such as critiques in progress, drops it)."""
 
-    def reset_rows(self, starts: Mapping[int, Start]) -> None:
-        """Start new episodes on the given rows (``row -> (prompt, budget)``), one forward."""
+    def reset_rows(self, starts: Mapping[int, Start], fresh: bool = False) -> None:
+        """Start new episodes on the given rows (``row -> (prompt, budget[, z0])``), one forward: on
+        the rows in flight (a restart), or on a fresh decoding state (the first reset, ``fresh``, or
+        every row started). A fresh start may leave rows out (an env with fewer prompts than rows, a
+        server's first requests): they are copies of the first row started, made without a forward."""
         n = self.n_episodes
-        if self.state is None or len(starts) == n:
-            if len(starts) != n:
-                raise ValueError(f"the first reset must start all {n} rows, got {sorted(starts)}")
-            firsts = [starts[r] for r in range(n)]
+        if fresh or self.state is None or len(starts) == n:
+            rows = sorted(starts)
+            if not rows or not 0 <= rows[0] <= rows[-1] < n:
+                raise ValueError(f"a fresh start needs one or more of the rows 0..{n - 1}, got {rows}")
+            firsts = [starts[r] for r in rows]
             self.start([s[0] for s in firsts], [s[1] for s in firsts], [s[2] if len(s) > 2 else 1.0 for s in firsts])
-            if self.helpers:
-                self.fork(list(range(n)) + [0] * self.helpers)
+            place = {row: j for j, row in enumerate(rows)}
+            sources = [place.get(row, 0) for row in range(n)] + [0] * self.helpers
+            if sources != list(range(len(rows))):
+                self.fork(sources)
         else:
             self.restart(starts)
         self.refresh()

@@ -27,6 +27,14 @@ class ServeConfig:
     """Most requests waiting; one more is answered 429."""
     max_n: int = 8
     """Most answers one request may ask for (``n``); each is a row of its own."""
+    gather_seconds: float = 0.01
+    """How long an idle server waits for another request of one group before it starts the ones it
+    has, while they keep coming (at most 4 times this in all), for the methods that take new
+    requests at every step (plain sampling, greedy, CARE): a later one joins at the next step."""
+    block_gather_seconds: float = 0.1
+    """The same for the methods where a later request waits longer: critic search and beam-saute
+    (it joins at the next block), ``learned-care`` (at the next decision), best-of-n and beam (in
+    the next batch)."""
     max_tokens: int = 256
     """Largest ``max_tokens`` a request may ask for (and the default is 64)."""
     seed: int = 0
@@ -42,3 +50,6 @@ class ServeConfig:
         for name in ("port", "max_rows", "max_queue", "max_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gather_seconds", "block_gather_seconds"):
+            if not 0 <= float(getattr(self, name)) <= 10:
+                raise ValueError(f"{name} must be in [0, 10] seconds, got {getattr(self, name)}")

@@ -30,6 +30,9 @@ from latentguard.agents.base import PromptFeed, Rollout
 from latentguard.serving.generator import Generator
 from latentguard.serving.stream import ReleaseTracker, StreamEvent, finish_reason
 
+GATHER_LIMIT = 4
+"""The longest gather, in units of its quiet gap (``gather_seconds`` or ``block_gather_seconds``)."""
+
 
 class QueueFull(RuntimeError):
     """The server holds ``max_queue`` waiting requests already (answered 429)."""
@@ -88,16 +91,21 @@ class Scheduler:
     :param generator: the model, guard and methods.
     :param max_rows: most requests decoded together in one batch.
     :param max_queue: most requests waiting (not yet decoding); one more is :class:`QueueFull`.
-    :param gather_seconds: how long the thread waits for more requests of a group before it starts a
-        batch that is not full.
+    :param gather_seconds: how long the idle thread waits for another request of a group before it
+        starts the ones it has, while they keep coming (at most :data:`GATHER_LIMIT` times it in all),
+        for the methods that take new requests at every step.
+    :param block_gather_seconds: the same for the methods where a request that misses the start
+        waits longer: those that take new requests every several steps
+        (:attr:`~latentguard.agents.base.Method.joins_every`: the searches, ``learned-care``) and
+        those that decode whole batches.
     """
 
     def __init__(self, generator: Generator, max_rows: int = 16, max_queue: int = 64,
-                 gather_seconds: float = 0.01) -> None:
+                 gather_seconds: float = 0.01, block_gather_seconds: float = 0.1) -> None:
         if max_rows < 1 or max_queue < 1:
             raise ValueError(f"max_rows and max_queue must be >= 1, got {max_rows} and {max_queue}")
         self.generator, self.max_rows, self.max_queue = generator, int(max_rows), int(max_queue)
-        self.gather_seconds = float(gather_seconds)
+        self.gather_seconds, self.block_gather_seconds = float(gather_seconds), float(block_gather_seconds)
         self.waiting: deque[Request] = deque()
         self.counters = Counters()
         self._ids = itertools.count(1)
@@ -161,13 +169,19 @@ class Scheduler:
             return None if self._stopping else self.waiting[0].group
 
     def _take(self, group: tuple, n: int, gather: float = 0.0) -> list[Request]:
-        """Up to ``n`` waiting requests of ``group``, oldest first, taken off the queue; waits up to
-        ``gather`` seconds for ``n`` of them."""
+        """Up to ``n`` waiting requests of ``group``, oldest first, taken off the queue. With
+        ``gather`` it waits for ``n`` of them while they keep coming: until ``gather`` seconds pass
+        without a new one, and at most :data:`GATHER_LIMIT` times ``gather`` in all (clients that
+        start together arrive over tens of milliseconds)."""
         with self._wake:
-            deadline = time.perf_counter() + gather
+            start = last = time.perf_counter()
+            seen = 0
             while True:
                 same = [r for r in self.waiting if r.group == group]
-                left = deadline - time.perf_counter()
+                now = time.perf_counter()
+                if len(same) > seen:  # a new one came: wait another gather for the next
+                    seen, last = len(same), now
+                left = min(last + gather, start + GATHER_LIMIT * gather) - now
                 if len(same) >= n or left <= 0 or self._stopping:
                     break
                 self._wake.wait(left)
@@ -186,12 +200,15 @@ class Scheduler:
         while (group := self._next_group()) is not None:
             method, max_tokens, temperature, top_p = group
             try:
-                continuous = self.generator.method(method).continuous
+                chosen = self.generator.method(method)
             except Exception as err:  # the method cannot be built: its requests get the error
                 self._fail(self._take(group, self.max_queue), err)
                 continue
-            if continuous:
-                feed = _GroupFeed(self, group)
+            # a request that misses the start waits a step, or a block, a decision, a whole batch
+            every_step = chosen.continuous and chosen.joins_every <= 1
+            gather = self.gather_seconds if every_step else self.block_gather_seconds
+            if chosen.continuous:
+                feed = _GroupFeed(self, group, gather)
                 self.counters.batches += 1
                 start = time.perf_counter()
                 try:
@@ -201,7 +218,7 @@ class Scheduler:
                 finally:
                     self.counters.rows_in_flight = 0
                     self.counters.decode_seconds += time.perf_counter() - start
-            elif batch := self._take(group, self.max_rows, self.gather_seconds):
+            elif batch := self._take(group, self.max_rows, gather):
                 self._decode(batch)
         with self._wake:
             for r in self.waiting:
@@ -252,8 +269,8 @@ class Scheduler:
 class _GroupFeed(PromptFeed):
     """The running group's requests as a :class:`~latentguard.agents.base.PromptFeed` (continuous batching)."""
 
-    def __init__(self, scheduler: Scheduler, group: tuple) -> None:
-        self.scheduler, self.group = scheduler, group
+    def __init__(self, scheduler: Scheduler, group: tuple, gather: float) -> None:
+        self.scheduler, self.group, self.gather = scheduler, group, gather
         self.max_rows = scheduler.max_rows
         self.max_tokens = group[1]
         self.requests: dict[int, Request] = {}  # in flight, by request id
@@ -264,7 +281,7 @@ class _GroupFeed(PromptFeed):
             return []
         # idle: nothing in flight, so wait a little for the group's other requests (as a dynamic batch
         # does): a method that takes rows only at a block's start would make a late one wait a block
-        taken = self.scheduler._take(self.group, n, self.scheduler.gather_seconds if idle else 0.0)
+        taken = self.scheduler._take(self.group, n, self.gather if idle else 0.0)
         if taken and self.scheduler.on_batch is not None:
             self.scheduler.on_batch(taken)
         self.requests.update((r.id, r) for r in taken)

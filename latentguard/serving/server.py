@@ -75,7 +75,8 @@ class App:
                                                 system_prompt=config.system_prompt or None)
         self.generator.lm.prefixes.enabled = config.prefix_cache
         self.model_id = self.generator.lm.model_id
-        self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue)
+        self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue, config.gather_seconds,
+                                   config.block_gather_seconds)
         self.started = time.time()
 
     # ------------------------------------------------------------------ reading a request
