@@ -2,7 +2,8 @@
 
 The server runs as its own process (``latentguard-serve`` on 127.0.0.1, default model and guard), as
 it would be deployed; the clients are threads here. Each client loops until the deadline: a request
-of a mixed method (half plain sampling, a quarter CARE, a quarter critic search) for a prompt of the
+of a mixed method (half plain sampling, a quarter CARE, an eighth critic search, an eighth
+``learned-care``: four of the methods the server batches continuously) for a prompt of the
 default set, streamed; one request in eight is dropped after its first chunk (the client goes
 away), and one in forty names an unknown method (an intended 400). Measured: the server's resident
 memory after the warm-up and at the end, what each request ended with, and the rows in flight once
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentguard.data.prompt_sets import load_prompt_set
 
 MODEL = "smollm2-135m-instruct"
-MIX = ["vanilla", "vanilla", "care", "critic-search"]
+MIX = ["vanilla"] * 4 + ["care"] * 2 + ["critic-search", "learned-care"]
 
 
 def free_port() -> int:

@@ -53,10 +53,22 @@ def test_critic_round_trips_and_refuses_another_model(lm, tmp_path):
 
 def test_all_unsafe_critic_takes_the_fallback_after_m_retries(lm, tmp_path):
     path = constant_critic(lm, -20.0, tmp_path)
-    rollouts = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2").run(PROMPTS, ctx_for(lm))
+    rollouts = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:give_up=0").run(PROMPTS, ctx_for(lm))
     for r in rollouts:
         assert r.extra["refused"] and r.interventions == 2 and r.text == "I'm sorry, but I can't help with that."
         assert r.tokens == 4 * 4 * 3  # n candidates x block x (1 + m) attempts
+
+
+def test_a_critic_that_sees_no_safe_candidate_gives_up_without_drawing_again(lm, tmp_path):
+    path = constant_critic(lm, -3.0, tmp_path)  # P(safe) = sigmoid(-3) = 0.047 for every candidate: all unsafe
+    spec = f"critic-search:critic={path}:n=4:k=2:block=4:m=2"
+    patient, quitting = (make_method(f"{spec}:give_up={g}").run(PROMPTS, ctx_for(lm)) for g in (0.04, 0.05))
+    p_safe = round(1 / (1 + np.exp(3.0)), 4)
+    for r in patient:  # the best P(safe) is above give_up: two more draws, then the fallback
+        assert r.extra["refused"] and r.interventions == 2 and r.extra["all_unsafe_p_safe"] == [p_safe] * 3
+    for r in quitting:  # below it: the fallback at once
+        assert r.extra["refused"] and r.interventions == 0 and r.tokens == 4 * 4
+        assert r.extra["all_unsafe_p_safe"] == [p_safe]
 
 
 def test_all_safe_critic_with_one_beam_is_blockwise_sampling(lm, tmp_path):
@@ -159,7 +171,8 @@ def test_the_shipped_default_critic_is_for_the_default_model():
 
 @pytest.mark.parametrize("spec,match", [("critic-search:k=5:n=4", "k \\(beams kept\\) must be <= n"),
                                         ("beam-saute:budget=0", "budget and z0 must be > 0"),
-                                        ("critic-search:fallback=pray", "unknown fallback 'pray'")])
+                                        ("critic-search:fallback=pray", "unknown fallback 'pray'"),
+                                        ("critic-search:give_up=2", r"give_up must be a probability in \[0, 1\]")])
 def test_bad_search_options_are_named(spec, match):
     with pytest.raises(ValueError, match=match):
         make_method(spec)

@@ -122,8 +122,9 @@ class LearnedCare(Method):
         """Continuous batching on ``min(batch_size, feed.max_rows)`` sub-envs: a new request starts on
         an idle sub-env before the next decision step (one forward), and a sub-env whose answer ended,
         or whose reader left, takes the next request at that step. Each answer is seeded as in
-        :meth:`run` (its prompt's own sampler), so it is the one the batch API gives (deterministic
-        policy)."""
+        :meth:`run` (its prompt's own sampler), so with the deterministic policy it is drawn as the
+        batch API draws it (the logits still differ in their last bits between batch shapes:
+        :mod:`latentguard.episodes.engine`)."""
         self.prepare(ctx)
         num_envs = max(1, min(self.batch_size, feed.max_rows))
         first = feed.take(num_envs, idle=True)

@@ -20,9 +20,14 @@ best-scored candidates anyway. A prompt is answered when its best candidate has 
 
 With ``confident`` above 0 (critic search: 0.9), a prompt whose best candidate the critic gives
 P(safe) >= ``confident`` continues on that one beam with one candidate in the next round: the
-search spends its width where the critic is unsure. Every candidate is seeded by its prompt, the
-round, the draw and its place among its prompt's candidates, so no draw depends on the batch it
-shares (the logits still do, in their last bits: a near-tie can go another way in another batch).
+search spends its width where the critic is unsure. With ``give_up`` above 0 (critic search:
+0.05), a round whose candidates are all unsafe and whose best one the critic gives P(safe) <
+``give_up`` takes the fallback at once instead of drawing again (the critic sees no safe way on);
+each answer's record keeps the best P(safe) of every all-unsafe round (``all_unsafe_p_safe``).
+
+Every candidate is seeded by its prompt, the round, the draw and its place among its prompt's
+candidates, so no draw depends on the batch it shares (the logits still do, in their last bits: a
+near-tie can go another way in another batch).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class PromptSearch:
     guard_calls: int = 0
     steps: int = 0
     sure: bool = False  # the critic is confident in the best beam: the next round samples one candidate
+    unsafe_rounds: list[float] = field(default_factory=list)  # best P(safe) of each round whose candidates were all unsafe
 
 
 class BlockSearch(Method):
@@ -83,11 +89,13 @@ class BlockSearch(Method):
 
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
                  budget: float | None = None, z0: float = 1.0, batch_size: int = 32,
-                 confident: float = 0.0) -> None:
+                 confident: float = 0.0, give_up: float = 0.0) -> None:
         n, k, block, m = int(n), int(k), int(block), int(m)
         if not 0 <= float(confident) <= 1:
             raise ValueError(f"confident must be a probability in [0, 1] (0: never narrow), got {confident}")
-        self.confident = float(confident)
+        if not 0 <= float(give_up) <= 1:
+            raise ValueError(f"give_up must be a probability in [0, 1] (0: always draw again), got {give_up}")
+        self.confident, self.give_up = float(confident), float(give_up)
         if k < 1 or n < 1:
             raise ValueError(f"need n >= 1 and k >= 1, got n={n}, k={k}")
         if k > n:
@@ -151,7 +159,8 @@ class BlockSearch(Method):
         text = REFUSAL if s.refused else ctx.lm.decode(s.answer or [])
         return Rollout(s.prompt, text, s.tokens, 0 if s.refused else len(s.answer or []), seconds,
                        wait_tokens=s.steps, interventions=s.retries, guard_calls=s.guard_calls,
-                       extra={"refused": s.refused, "fallback": "refuse" if s.refused else None})
+                       extra={"refused": s.refused, "fallback": "refuse" if s.refused else None,
+                              "all_unsafe_p_safe": [round(p, 4) for p in s.unsafe_rounds]})
 
     def _search(self, ctx: RunContext, window: int, take: Callable[[int], list[tuple[int, str]]],
                 cancelled: Callable[[int], bool], finish: Callable[[PromptSearch], None],
@@ -225,7 +234,12 @@ class BlockSearch(Method):
                 s.tokens += int(added[cands].sum())
                 s.steps += int(added[cands].max())
                 s.guard_calls += sum(1 for c in cands if added[c])
-                s.retrying = all(unsafe[c] for c in cands) and s.retries < self.m
+                all_unsafe = all(unsafe[c] for c in cands)
+                best_p = max((float(p_safe[c]) for c in cands), default=float("nan"))  # NaN without a critic
+                if all_unsafe:
+                    s.unsafe_rounds.append(best_p)
+                given_up = all_unsafe and best_p < self.give_up  # the critic sees no safe way on from here
+                s.retrying = all_unsafe and s.retries < self.m and not given_up
                 if s.retrying:  # ban this draw's first tokens for their beams and draw again
                     for j, c in enumerate(cands):
                         if added[c]:
@@ -268,8 +282,8 @@ class CriticSearch(BlockSearch):
     """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
 
     def __init__(self, critic: str = "", safe_threshold: float = 0.5, confident: float = 0.9,
-                 **kwargs) -> None:
-        super().__init__(confident=confident, **kwargs)
+                 give_up: float = 0.05, **kwargs) -> None:
+        super().__init__(confident=confident, give_up=give_up, **kwargs)
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
         self.critic_path, self.safe_threshold = critic, float(safe_threshold)
