@@ -20,10 +20,10 @@ best-scored candidates anyway. A prompt is answered when its best candidate has 
 
 With ``confident`` above 0 (critic search: 0.9), a prompt whose best candidate the critic gives
 P(safe) >= ``confident`` continues on that one beam with one candidate in the next round: the
-search spends its width where the critic is unsure. With ``give_up`` above 0 (critic search:
-0.05), a round whose candidates are all unsafe and whose best one the critic gives P(safe) <
-``give_up`` takes the fallback at once instead of drawing again (the critic sees no safe way on);
-each answer's record keeps the best P(safe) of every all-unsafe round (``all_unsafe_p_safe``).
+search spends its width where the critic is unsure. With ``give_up`` above 0 (off by default), a
+round whose candidates are all unsafe and whose best one the critic gives P(safe) < ``give_up``
+takes the fallback at once instead of drawing again (the critic sees no safe way on); each answer's
+record keeps the best P(safe) of every all-unsafe round (``all_unsafe_p_safe``).
 
 Every candidate is seeded by its prompt, the round, the draw and its place among its prompt's
 candidates, so no draw depends on the batch it shares (the logits still do, in their last bits: a
@@ -282,7 +282,7 @@ class CriticSearch(BlockSearch):
     """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
 
     def __init__(self, critic: str = "", safe_threshold: float = 0.5, confident: float = 0.9,
-                 give_up: float = 0.05, **kwargs) -> None:
+                 give_up: float = 0.0, **kwargs) -> None:
         super().__init__(confident=confident, give_up=give_up, **kwargs)
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
