@@ -8,7 +8,8 @@ method, so methods are compared on equal terms.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,38 @@ class PromptFeed(abc.ABC):
     @abc.abstractmethod
     def finish(self, index: int, rollout: Rollout) -> None:
         """The answer to prompt ``index`` is final."""
+
+
+class FeedPlaces:
+    """Which of a feed's requests each place of a vector env's prompt list answers, and since when:
+    the bookkeeping of a method that serves a :class:`PromptFeed` on a vector env with
+    ``prompt_order="once"`` (CARE, ``learned-care``), whose new prompts are appended to its list."""
+
+    def __init__(self, feed: PromptFeed) -> None:
+        self.feed = feed
+        self.index: dict[int, int] = {}  # place in the env's prompt list -> the feed's index
+        self.started: dict[int, float] = {}  # place -> when it was admitted (perf_counter)
+
+    def admit(self, taken: Sequence[tuple[int, str]], offset: int) -> list[str]:
+        """Record the feed's ``(index, prompt)`` pairs at places ``offset``, ``offset + 1``, ...; their prompts."""
+        for j, (i, _) in enumerate(taken):
+            self.index[offset + j], self.started[offset + j] = i, time.perf_counter()
+        return [prompt for _, prompt in taken]
+
+    def pop(self, place: int) -> tuple[int, float]:
+        """The feed's index of an answered place and the seconds since it was admitted; forgets it."""
+        return self.index.pop(place), time.perf_counter() - self.started.pop(place)
+
+    def leave(self, vec: Any, rows: Iterable[int]) -> int:
+        """Abandon the sub-envs among ``rows`` whose readers left (``vec.abandon``) and forget their
+        places, never answered; returns how many."""
+        gone = [int(r) for r in rows if self.feed.cancelled(self.index[int(vec.episode_index[r])])]
+        if gone:
+            places = [int(vec.episode_index[r]) for r in gone]  # before abandon: it may start new answers
+            vec.abandon(gone)
+            for place in places:
+                del self.index[place], self.started[place]
+        return len(gone)
 
 
 class Method(abc.ABC):

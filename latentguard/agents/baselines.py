@@ -1,9 +1,9 @@
 """Baseline decoders: plain sampling, greedy, best-of-N and beam search.
 
 Every method decodes prompts in batches on the episode engine (one forward per token for the
-whole batch). Sampled answers use one seed per (run seed, prompt, sample), so no draw depends on which other prompts
-share its batch (the logits do, in their last bits: a near-tie can go another way in another
-batch), and resuming an evaluation reproduces an answer.
+whole batch). Sampled answers use one seed per (run seed, prompt, sample), so no draw depends on
+which other prompts share its batch (the logits do, in their last bits: a near-tie can go another
+way in another batch), and resuming an evaluation reproduces an answer.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, prompt_seed
+from latentguard.agents.base import FeedPlaces, Method, PromptFeed, Rollout, RunContext, prompt_seed
 from latentguard.envs.rewrite_env import RewriteEpisodes, RewriteVectorEnv
 from latentguard.episodes.release import RewriteConfig
 from latentguard.lm import row_generators
@@ -80,33 +80,21 @@ class Care(Method):
         first = feed.take(num_envs, idle=True)
         if not first:
             return
-        index: dict[int, int] = {}  # position in the env's prompt list -> the feed's index
-        started: dict[int, float] = {}
-
-        def admit(taken: list[tuple[int, str]], offset: int) -> list[str]:
-            for j, (i, _) in enumerate(taken):
-                index[offset + j], started[offset + j] = i, time.perf_counter()
-            return [prompt for _, prompt in taken]
+        places = FeedPlaces(feed)
 
         def finish(position: int, record: dict) -> None:
-            feed.finish(index.pop(position), Rollout(vec.prompts[position], wall_time=time.perf_counter()
-                                                     - started.pop(position), **record))
+            index, seconds = places.pop(position)
+            feed.finish(index, Rollout(vec.prompts[position], wall_time=seconds, **record))
 
-        vec = self.env(admit(first, 0), ctx, num_envs)
-        rule = _Rule(self, vec, ctx, finish, released_index=index.__getitem__)
+        vec = self.env(places.admit(first, 0), ctx, num_envs)
+        rule = _Rule(self, vec, ctx, finish, released_index=places.index.__getitem__)
         while True:
             live = np.flatnonzero(~vec.idle & ~vec.restarting)
-            gone = [int(r) for r in live if feed.cancelled(index[int(vec.episode_index[r])])]
-            if gone:
-                vec.abandon(gone)
-                for row in gone:  # never answered: forget the answer's place
-                    position = int(vec.episode_index[row])
-                    del index[position], started[position]
-            busy = len(live) - len(gone)
+            busy = len(live) - places.leave(vec, live)
             pending = len(vec.prompts) - vec.prompts_started
             new = feed.take(num_envs - busy - pending, idle=vec.finished)
             if new:
-                vec.add_prompts(admit(new, len(vec.prompts)))
+                vec.add_prompts(places.admit(new, len(vec.prompts)))
             elif vec.finished:
                 return
             rule.step()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, resolve_budget
+from latentguard.agents.base import FeedPlaces, Method, PromptFeed, Rollout, RunContext, resolve_budget
 from latentguard.agents.policy_io import card_convention, card_env, check_card, load_policy
 from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.common.storage import read_json_file
@@ -130,41 +130,28 @@ class LearnedCare(Method):
         first = feed.take(num_envs, idle=True)
         if not first:
             return
-        index: dict[int, int] = {}  # position in the env's prompt list -> the feed's index
-        started: dict[int, float] = {}
-
-        def admit(taken: list[tuple[int, str]], offset: int) -> list[str]:
-            for j, (i, _) in enumerate(taken):
-                index[offset + j], started[offset + j] = i, time.perf_counter()
-            return [prompt for _, prompt in taken]
-
-        vec = self.env(admit(first, 0), ctx, num_envs)
+        places = FeedPlaces(feed)
+        vec = self.env(places.admit(first, 0), ctx, num_envs)
         with torch.random.fork_rng():  # as in run
             torch.manual_seed(ctx.seed)
             vec.reset(seed=ctx.seed)
             while True:
-                live = np.flatnonzero(~vec.idle)
-                gone = [int(r) for r in live if feed.cancelled(index[int(vec.episode_index[r])])]
-                if gone:
-                    positions = [int(vec.episode_index[r]) for r in gone]
-                    vec.abandon(gone)  # each takes the next prompt, or goes idle
-                    for position in positions:  # never answered: forget the answer's place
-                        del index[position], started[position]
+                places.leave(vec, np.flatnonzero(~vec.idle))  # each left sub-env takes the next prompt, or goes idle
                 new = feed.take(num_envs - int((~vec.idle).sum()), idle=vec.finished)
                 if new:
-                    vec.add_prompts(admit(new, len(vec.prompts)))
+                    vec.add_prompts(places.admit(new, len(vec.prompts)))
                 elif vec.finished:
                     return
                 before = len(vec.completed)
                 vec.step(self.act(vec.observations(), vec.action_masks()))
                 for record in vec.completed[before:]:
                     position = record["episode_index"]
-                    feed.finish(index.pop(position), self._rollout(vec.prompts[position], record,
-                                                                   time.perf_counter() - started.pop(position)))
+                    index, seconds = places.pop(position)
+                    feed.finish(index, self._rollout(vec.prompts[position], record, seconds))
                     ctx.answered()
                 if ctx.streaming:
                     for row in np.flatnonzero(~vec.idle & ~vec.done):
-                        ctx.released(index[int(vec.episode_index[row])], vec.episodes.released_text(int(row)))
+                        ctx.released(places.index[int(vec.episode_index[row])], vec.episodes.released_text(int(row)))
 
     @staticmethod
     def _rollout(prompt: str, record: dict, seconds: float) -> Rollout:

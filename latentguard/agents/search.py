@@ -14,9 +14,9 @@ Unsafe candidates rank last; the top ``k`` become the beams. When every candidat
 unsafe, the first tokens of that round's blocks are banned for those beams and the round is
 sampled again, at most ``m`` times over the whole answer. The batch moves in passes of one block,
 and each prompt goes on by itself after each pass, so a prompt's retry is decoded beside the other
-prompts' next rounds instead of holding them up. Then the ``fallback``: ``refuse`` releases a refusal, ``best`` keeps the
-best-scored candidates anyway. A prompt is answered when its best candidate has ended
-(end-of-sequence) or the length limit is reached.
+prompts' next rounds instead of holding them up. Then the ``fallback``: ``refuse`` releases a
+refusal, ``best`` keeps the best-scored candidates anyway. A prompt is answered when its best
+candidate has ended (end-of-sequence) or the length limit is reached.
 
 With ``confident`` above 0 (critic search: 0.9), a prompt whose best candidate the critic gives
 P(safe) >= ``confident`` continues on that one beam with one candidate in the next round: the
@@ -282,8 +282,8 @@ class CriticSearch(BlockSearch):
     """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
 
     def __init__(self, critic: str = "", safe_threshold: float = 0.5, confident: float = 0.9,
-                 give_up: float = 0.0, **kwargs) -> None:
-        super().__init__(confident=confident, give_up=give_up, **kwargs)
+                 **kwargs) -> None:
+        super().__init__(confident=confident, **kwargs)
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
         self.critic_path, self.safe_threshold = critic, float(safe_threshold)

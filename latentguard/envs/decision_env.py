@@ -59,7 +59,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from latentguard.common.seeding import prompt_seed
-from latentguard.envs.token_env import check_prompts, resolve_lm
+from latentguard.envs.token_env import check_prompts, check_sub_envs, resolve_lm
 from latentguard.episodes.rewrite_episodes import RewriteEpisodes, rewrite_config
 from latentguard.episodes.safety_state import StartBudget, check_budget
 from latentguard.episodes.token_episodes import TokenEnvConfig
@@ -255,10 +255,7 @@ class DecisionVectorEnv(VectorEnv):
     def abandon(self, rows: Sequence[int]) -> None:
         """End the answers of sub-envs ``rows`` now, unanswered (their readers left; no record in
         :attr:`completed`): each starts the next prompt, or goes idle when none is left (``"once"``)."""
-        rows = [int(r) for r in rows]
-        bad = [r for r in rows if not 0 <= r < self.num_envs]
-        if bad:
-            raise IndexError(f"sub-env {bad[0]} does not exist: this env has {self.num_envs} (0..{self.num_envs - 1})")
+        rows = check_sub_envs(rows, self.num_envs)
         self.episodes.abandon(rows)
         self.done[rows] = True
         if self.autoreset:

@@ -40,6 +40,15 @@ def resolve_lm(model: str | LanguageModel, device: str | None = None, dtype: str
     return model if isinstance(model, LanguageModel) else load_lm(model, device=device, dtype=dtype)
 
 
+def check_sub_envs(rows: Sequence[int], num_envs: int) -> list[int]:
+    """``rows`` as ints; one outside ``0..num_envs - 1`` is an IndexError naming it and the range."""
+    rows = [int(r) for r in rows]
+    bad = [r for r in rows if not 0 <= r < num_envs]
+    if bad:
+        raise IndexError(f"sub-env {bad[0]} does not exist: this env has {num_envs} (0..{num_envs - 1})")
+    return rows
+
+
 def check_prompts(prompts: Sequence[str] | None) -> list[str]:
     """The prompt list (built-in prompts if ``None``); empty lists and empty prompts are errors."""
     prompts = list(BUILTIN_PROMPTS if prompts is None else prompts)

@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from latentguard.envs.token_env import check_prompts, resolve_lm
+from latentguard.envs.token_env import check_prompts, check_sub_envs, resolve_lm
 from latentguard.episodes.token_episodes import TokenEnvConfig, TokenEpisodes
 from latentguard.guards import make_guard
 from latentguard.lm import DEFAULT_MODEL, LanguageModel
@@ -131,10 +131,7 @@ class TokenCMDPVectorEnv(VectorEnv):
     def abandon(self, rows: Sequence[int]) -> None:
         """End the episodes of sub-envs ``rows`` now, unanswered (their readers went away): each
         starts the next prompt at its next step, or goes idle when none is left (``"once"``)."""
-        rows = [int(r) for r in rows]
-        bad = [r for r in rows if not 0 <= r < self.num_envs]
-        if bad:
-            raise IndexError(f"sub-env {bad[0]} does not exist: this env has {self.num_envs} (0..{self.num_envs - 1})")
+        rows = check_sub_envs(rows, self.num_envs)
         self.episodes.abandon(rows)
         self._autoreset[rows] = True
 
