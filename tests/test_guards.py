@@ -10,7 +10,7 @@ import torch
 
 from latentguard.data.pyrit_data import HarmData, read_harm_csv
 from latentguard.envs.token_env import TokenCMDPEnv
-from latentguard.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, make_guard
+from latentguard.guards import AnyGuard, CallableGuard, DefaultGuard, MaxGuard, MeanGuard, make_guard
 from latentguard.guards.defaults import default_guard_dir
 from latentguard.guards.embedding import EmbeddingGuard
 from latentguard.guards.linear_head import LinearHead
@@ -94,6 +94,15 @@ def test_max_composite_puts_members_on_a_common_threshold_scale():
     np.testing.assert_allclose(risk, [0.25, 0.75])
     assert AnyGuard([low, high]).score(["q", "q"], ["a", "b"]).tolist() == [0.0, 1.0]
     assert make_guard("max(keyword, keyword:kiwi)").name == "max(keyword,keyword)"
+
+
+def test_mean_composite_averages_members_on_the_common_scale():
+    low = CallableGuard(lambda p, r: [0.1, 0.3], threshold=0.2)
+    high = CallableGuard(lambda p, r: [0.4, 0.9], threshold=0.8)
+    risk = make_guard(MeanGuard([low, high])).score(["q", "q"], ["a", "b"])
+    # rescaled as above: low [0.25, 0.5625], high [0.25, 0.75]; mean [0.25, 0.65625]
+    np.testing.assert_allclose(risk, [0.25, 0.65625])
+    assert make_guard("mean(keyword, keyword:kiwi)").name == "mean(keyword,keyword)"
 
 
 def test_profanity_guard_flags_abuse_not_neutral_text():

@@ -13,7 +13,9 @@ at the lowest threshold whose benign FPR is at most 0.05.
 
 With ``--second SPEC`` each guard of ``--guards`` is also the first stage of a cascade
 (:mod:`latentguard.guards.cascade`): the band is calibrated on the ``dev`` group (attack ``none``)
-and the cascade is measured everywhere, with the share of rows it asks of the second guard.
+and the cascade is measured everywhere, with the share of rows it asks of the second guard. With
+``--mean`` the cascade whose second stage is ``mean(FIRST, SECOND)`` is measured too (both reads of
+an uncertain row combined; :class:`latentguard.guards.composite.MeanGuard`), from the same risks.
 
 Risks are cached per guard and gold file under ``runs/guard_on_gold/`` (delete to rescore).
 """
@@ -31,9 +33,9 @@ from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.common.storage import atomic_write_json, slug
 from latentguard.data.prompt_sets import request_split
 from latentguard.evaluation.gold import GOLD_FILE, GoldRow, load_gold
-from latentguard.guards import make_guard
+from latentguard.guards import CallableGuard, make_guard
 from latentguard.guards.cascade import calibrate_band, cascade_risk
-from latentguard.guards.composite import split_top_level
+from latentguard.guards.composite import MeanGuard, split_top_level
 
 CACHE = Path("runs/guard_on_gold")
 
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--guards", required=True, help="comma-separated guard specs (top-level commas)")
     parser.add_argument("--second", default="", help="a second-stage guard: each guard is also measured as a cascade")
     parser.add_argument("--max-asked", type=float, default=0.3, help="most rows a cascade may ask of the second stage")
+    parser.add_argument("--mean", action="store_true", help="also the cascade whose second stage is mean(first, second)")
     parser.add_argument("--out", default="", help="folder for metrics.json (empty: print only)")
     args = parser.parse_args()
     rows = load_gold()
@@ -134,14 +137,19 @@ def main() -> None:
         report["guards"][spec] = {"threshold": threshold, "metrics": measure(risk, threshold, rows, groups)}
         if second is not None:
             calib = (groups == "dev") & np.array([r.attack == "none" for r in rows]) & (harmful | benign)
-            band = calibrate_band(risk[calib], second[0][calib], harmful[calib], threshold, second[1],
-                                  max_asked=args.max_asked)
-            combined = cascade_risk(risk, second[0], threshold, second[1], band["low"], band["high"])
-            inside = (risk >= band["low"]) & (risk < band["high"])
-            name = f"cascade({spec},{args.second},low={band['low']:.4g},high={band['high']:.4g})"
-            report["guards"][name] = {"threshold": 0.5, "band": band,
-                                      "asked_share": {g: float(inside[groups == g].mean()) for g in ("heldout", "dev")},
-                                      "metrics": measure(combined, 0.5, rows, groups)}
+            stages = [(args.second, *second)]
+            if args.mean:
+                members = [CallableGuard(lambda p, r, x=x: x, threshold=t) for x, t in ((risk, threshold), second)]
+                stages.append((f"mean({spec},{args.second})", MeanGuard(members).score([""] * len(rows), [""] * len(rows)), 0.5))
+            for name2, risk2, threshold2 in stages:
+                band = calibrate_band(risk[calib], risk2[calib], harmful[calib], threshold, threshold2,
+                                      max_asked=args.max_asked)
+                combined = cascade_risk(risk, risk2, threshold, threshold2, band["low"], band["high"])
+                inside = (risk >= band["low"]) & (risk < band["high"])
+                name = f"cascade({spec},{name2},low={band['low']:.4g},high={band['high']:.4g})"
+                report["guards"][name] = {"threshold": 0.5, "band": band,
+                                          "asked_share": {g: float(inside[groups == g].mean()) for g in ("heldout", "dev")},
+                                          "metrics": measure(combined, 0.5, rows, groups)}
     if args.second:
         report["guards"][args.second] = {"threshold": second[1], "metrics": measure(second[0], second[1], rows, groups)}
     for name, entry in report["guards"].items():

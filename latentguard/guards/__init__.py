@@ -16,7 +16,7 @@ Specs:
 - ``"classifier:MODEL"``: any ``AutoModelForSequenceClassification``;
 - ``"llama-guard-3:MODEL"``, ``"shieldgemma:MODEL"``, ``"harmbench-cls:MODEL"``: published safety
   classifiers with their own prompt formats and verdict words (:mod:`latentguard.guards.safety_classifiers`);
-- ``"any(a, b, ...)"`` / ``"max(a, b, ...)"``: composites (:mod:`latentguard.guards.composite`);
+- ``"any(a, b, ...)"`` / ``"max(a, b, ...)"`` / ``"mean(a, b, ...)"``: composites (:mod:`latentguard.guards.composite`);
 - ``"cascade(a, b, low=L, high=H)"``: ``a`` on every check, ``b`` where ``a``'s risk is in ``[L, H)``
   (:mod:`latentguard.guards.cascade`);
 - a :class:`Guard` object, a callable ``fn(prompts, responses) -> risks``, or a
@@ -31,7 +31,7 @@ from typing import Any
 
 from latentguard.common.plugins import import_object
 from latentguard.guards.base import CallableGuard, Guard, check_risk, checked_risk, violations
-from latentguard.guards.composite import AnyGuard, MaxGuard, split_top_level
+from latentguard.guards.composite import AnyGuard, MaxGuard, MeanGuard, split_top_level
 from latentguard.guards.defaults import DefaultGuard, load_trained_guard
 from latentguard.guards.keyword import DEFAULT_PATTERNS, KeywordGuard
 
@@ -130,12 +130,12 @@ def make_guard(spec: Any) -> Guard:
         return spec
     if isinstance(spec, str):
         spec = spec.strip()
-        composite = re.fullmatch(r"(any|max|cascade)\((.*)\)", spec, flags=re.DOTALL)
+        composite = re.fullmatch(r"(any|max|mean|cascade)\((.*)\)", spec, flags=re.DOTALL)
         if composite and composite.group(1) == "cascade":
             return _cascade(split_top_level(composite.group(2)))
         if composite:
             members = [make_guard(s) for s in split_top_level(composite.group(2))]
-            return (AnyGuard if composite.group(1) == "any" else MaxGuard)(members)
+            return {"any": AnyGuard, "max": MaxGuard, "mean": MeanGuard}[composite.group(1)](members)
         name, _, arg = spec.partition(":")
         if name in GUARDS:
             return GUARDS[name](arg or None)
@@ -151,4 +151,4 @@ def make_guard(spec: Any) -> Guard:
 
 
 __all__ = ["DEFAULT_PATTERNS", "GUARDS", "AnyGuard", "CallableGuard", "DefaultGuard", "Guard", "KeywordGuard",
-           "MaxGuard", "check_risk", "checked_risk", "make_guard", "violations"]
+           "MaxGuard", "MeanGuard", "check_risk", "checked_risk", "make_guard", "violations"]

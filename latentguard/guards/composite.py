@@ -4,9 +4,13 @@
   which its own threshold maps to 0.5 (piecewise linear: ``0.5 r / t`` below ``t``,
   ``0.5 + 0.5 (r - t) / (1 - t)`` above), so the composite flags exactly when some member flags,
   and its risk still orders answers;
+- ``mean(a, b, ...)``: the mean of the members' risks on that common scale, so the members vote
+  with their margins (a confident member outweighs an unsure one); the cascade's second stage can be
+  ``mean(first, second)``, combining both reads of an uncertain row (McKenzie et al. 2025 found the
+  combined score beats either alone);
 - ``any(a, b, ...)``: 1 if any member flags (risk >= its threshold), else 0.
 
-Both have threshold 0.5, pass decoding latents through to members (``score_state``), and attach
+All have threshold 0.5, pass decoding latents through to members (``score_state``), and attach
 every member to the policy model.
 """
 
@@ -62,6 +66,15 @@ class MaxGuard(_Composite):
 
     def _combine(self, risks):
         return np.max([rescale(np.asarray(r), m.threshold) for r, m in zip(risks, self.members)], axis=0)
+
+
+class MeanGuard(_Composite):
+    """Mean member risk on a common threshold scale (see module docstring)."""
+
+    kind = "mean"
+
+    def _combine(self, risks):
+        return np.mean([rescale(np.asarray(r), m.threshold) for r, m in zip(risks, self.members)], axis=0)
 
 
 class AnyGuard(_Composite):
