@@ -10,6 +10,7 @@ one call) in the same run, before and after the clients. The most clients and th
 times, interleaved, and their means are compared (one run of CARE varies by about 10% on 2 cores).
 
     python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64] [--repeats 2]
+                          [--prompts default] [--clients 1,4,16]
                           [--gather-seconds 0.01] [--block-gather-seconds 0.1] [--no-prefix-cache]
 
 Last line: one JSON object; ``batched_vs_serial`` is the aggregate throughput at the most clients
@@ -142,7 +143,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="vanilla,care,critic-search")
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=16,
+                        help="requests per level; more than the most clients makes each client loop (a steady state)")
+    parser.add_argument("--prompts", default="default",
+                        help="comma-separated prompt sets; their harmful and benign requests alternate")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="runs of the most clients and of the batch API")
     parser.add_argument("--gather-seconds", type=float, default=ServeConfig.gather_seconds,
@@ -154,10 +158,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    records = load_prompt_set("default").records
+    records = [r for name in args.prompts.split(",") for r in load_prompt_set(name).records]
     harmful = [r.prompt for r in records if r.label == "harmful"]
     benign = [r.prompt for r in records if r.label == "benign"]
     prompts = [p for pair in zip(harmful, benign) for p in pair][: args.requests]  # half harmful, half benign
+    if len(prompts) < args.requests:
+        parser.error(f"--prompts {args.prompts} holds {len(prompts)} alternating requests, fewer than --requests "
+                     f"{args.requests}: name more prompt sets (e.g. harm:dev,benign:dev)")
     levels = [int(c) for c in args.clients.split(",")]
     config = ServeConfig(max_rows=max(levels), max_queue=4 * max(levels), port=free_port(),
                          prefix_cache=not args.no_prefix_cache, gather_seconds=args.gather_seconds,
@@ -166,7 +173,8 @@ def main() -> None:
     gen = Generator(config.model, config.guard, config.reward, config.seed)  # the batch API, in this process
     gen.lm.prefixes.enabled = config.prefix_cache
     url = f"http://127.0.0.1:{config.port}"
-    summary: dict = {"device": "cpu", "model": config.model, "requests": len(prompts), "tokens": args.tokens,
+    summary: dict = {"device": "cpu", "model": config.model, "prompts": args.prompts, "requests": len(prompts),
+                     "tokens": args.tokens,
                      "server": "its own process", "prefix_cache": config.prefix_cache,
                      "gather_seconds": config.gather_seconds, "block_gather_seconds": config.block_gather_seconds}
     try:
