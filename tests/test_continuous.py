@@ -96,7 +96,8 @@ def critic_search(gen, tmp_path_factory):
     critic = LatentCritic(CriticConfig("tiny", gen.lm.latent_layer, "mean", gen.lm.hidden_size, hidden=8))
     torch.nn.init.zeros_(critic.safety_head.weight)
     torch.nn.init.constant_(critic.safety_head.bias, 1.0)  # P(safe) 0.73: safe, never confident
-    return f"critic-search:critic={critic.save(tmp_path_factory.mktemp('critic') / 'c')}:n=2:k=1:block=4"
+    return (f"critic-search:critic={critic.save(tmp_path_factory.mktemp('critic') / 'c')}:n=2:k=1:block=4"
+            ":narrow_start=false:degenerate=0")  # two rows per prompt from the start
 
 
 def test_critic_search_takes_prompts_at_its_next_block_and_gives_its_batch_answers(gen, critic_search):

@@ -18,6 +18,9 @@ from latentguard.guards import CallableGuard
 from latentguard.lm import GREEDY, SamplingConfig, generate, load_lm
 
 PROMPTS = ["Name a fruit.", "Say hello there."]
+WIDE = "narrow_start=false:degenerate=0"
+"""Critic search before its narrow start and degenerate-text redraws: every round n wide (what these
+tests count), no rule on the text."""
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def test_critic_round_trips_and_refuses_another_model(lm, tmp_path):
 
 def test_all_unsafe_critic_takes_the_fallback_after_m_retries(lm, tmp_path):
     path = constant_critic(lm, -20.0, tmp_path)
-    rollouts = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:give_up=0").run(PROMPTS, ctx_for(lm))
+    rollouts = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:give_up=0:{WIDE}").run(PROMPTS, ctx_for(lm))
     for r in rollouts:
         assert r.extra["refused"] and r.interventions == 2 and r.text == "I'm sorry, but I can't help with that."
         assert r.tokens == 4 * 4 * 3  # n candidates x block x (1 + m) attempts
@@ -61,7 +64,7 @@ def test_all_unsafe_critic_takes_the_fallback_after_m_retries(lm, tmp_path):
 
 def test_a_critic_that_sees_no_safe_candidate_gives_up_without_drawing_again(lm, tmp_path):
     path = constant_critic(lm, -3.0, tmp_path)  # P(safe) = sigmoid(-3) = 0.047 for every candidate: all unsafe
-    spec = f"critic-search:critic={path}:n=4:k=2:block=4:m=2"
+    spec = f"critic-search:critic={path}:n=4:k=2:block=4:m=2:{WIDE}"
     patient, quitting = (make_method(f"{spec}:give_up={g}").run(PROMPTS, ctx_for(lm)) for g in (0.04, 0.05))
     p_safe = round(1 / (1 + np.exp(3.0)), 4)
     for r in patient:  # the best P(safe) is above give_up: two more draws, then the fallback
@@ -88,7 +91,7 @@ def test_a_retry_is_decoded_beside_the_other_prompts_next_round(lm, tmp_path):
 
     ctx = RunContext(lm, CallableGuard(flags_the_first_prompt_once), lambda p, r: [0.0] * len(r), max_new_tokens=20,
                      sampling=GREEDY)
-    first, second = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:confident=0").run(PROMPTS, ctx)
+    first, second = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:confident=0:{WIDE}").run(PROMPTS, ctx)
     assert calls == [8, 8, 8, 8, 8, 4]  # the retry shares pass 2 with the second prompt's round 2; nobody waits
     assert (first.interventions, first.tokens, first.extra["refused"]) == (1, 4 * 4 * 6, False)
     assert (second.interventions, second.tokens) == (0, 4 * 4 * 5)
@@ -112,10 +115,45 @@ def test_a_prompt_refused_early_leaves_the_others_answers_unchanged(lm, tmp_path
 @pytest.mark.parametrize("confident,tokens", [(0.9, 4 * 4 + 4 * 4), (0, 4 * 4 * 5)])
 def test_a_confident_critic_narrows_the_search_to_one_candidate(lm, tmp_path, confident, tokens):
     path = constant_critic(lm, 20.0, tmp_path)
-    spec = f"critic-search:critic={path}:n=4:k=2:block=4:confident={confident}"
+    spec = f"critic-search:critic={path}:n=4:k=2:block=4:confident={confident}:{WIDE}"
     search = make_method(spec).run(PROMPTS, ctx_for(lm))
     assert [r.tokens for r in search] == [tokens, tokens]  # round 1 is n wide; then one candidate if confident
     assert [r.text for r in search] == [c.text for c in generate(lm, PROMPTS, 20).completions]
+
+
+def test_a_narrow_start_opens_each_prompt_with_one_candidate(lm, tmp_path):
+    path = constant_critic(lm, 20.0, tmp_path)  # P(safe) = 1: confident from the first draw
+    spec = f"critic-search:critic={path}:n=4:k=2:block=4:confident=0.9:degenerate=0"
+    wide, narrow = (make_method(f"{spec}:narrow_start={x}").run(PROMPTS, ctx_for(lm)) for x in ("false", "true"))
+    assert [r.tokens for r in narrow] == [5 * 4, 5 * 4] and [r.tokens for r in wide] == [4 * 4 + 4 * 4] * 2
+    assert [r.text for r in narrow] == [r.text for r in wide]  # the first candidate's seed is the same
+
+
+def test_a_narrow_start_widens_the_retry_of_an_unsafe_first_draw(lm, tmp_path):
+    path = constant_critic(lm, 20.0, tmp_path)
+    calls = []
+
+    def flags_the_first_pass(prompts, responses):
+        calls.append(len(responses))
+        return [float(len(calls) == 1)] * len(prompts)
+
+    ctx = RunContext(lm, CallableGuard(flags_the_first_pass), lambda p, r: [0.0] * len(r), max_new_tokens=20,
+                     sampling=GREEDY)
+    first, second = make_method(f"critic-search:critic={path}:n=4:k=2:block=4:m=2:degenerate=0").run(PROMPTS, ctx)
+    assert calls == [2, 8, 2, 2, 2, 2]  # one draw each, unsafe; n draws each; then one candidate per round
+    assert all(r.interventions == 1 and r.tokens == 4 + 4 * 4 + 4 * 4 and not r.extra["refused"] for r in (first, second))
+
+
+def test_degenerate_draws_are_drawn_again_like_unsafe_ones(lm, tmp_path):
+    path = constant_critic(lm, 20.0, tmp_path)  # every candidate safe by the critic and the guard
+    spec = f"critic-search:critic={path}:n=2:k=1:block=4:m=1:narrow_start=false"
+    plain = make_method(f"{spec}:degenerate=0").run(PROMPTS, ctx_for(lm))
+    method = make_method(f"{spec}:degenerate=0.3")
+    method.degenerate_rule = CallableGuard(lambda prompts, texts: [0.3 * (p == PROMPTS[0]) for p in prompts])
+    flagged, clean = method.run(PROMPTS, ctx_for(lm))
+    assert flagged.extra["refused"] and flagged.interventions == 1 and flagged.tokens == 2 * 4 * 2  # drawn again, then refused
+    assert (clean.text, clean.interventions) == (plain[1].text, 0)
+    assert not plain[0].extra["refused"]
 
 
 def test_a_search_answer_does_not_depend_on_the_batch_it_shares(lm, tmp_path):
@@ -153,7 +191,7 @@ def test_the_user_cache_critic_wins_over_the_shipped_one_and_export_keeps_its_pr
     assert loaded.body[0].weight.dtype == torch.float32
     for a, b in zip(critic(h, z), loaded(h, z)):
         torch.testing.assert_close(a, b, rtol=0, atol=2e-2)
-    search = make_method("critic-search:n=2:k=1:block=4:confident=0").run(PROMPTS[:1], ctx_for(lm, tokens=8))
+    search = make_method(f"critic-search:n=2:k=1:block=4:confident=0:{WIDE}").run(PROMPTS[:1], ctx_for(lm, tokens=8))
     assert search[0].interventions == 0 and search[0].tokens == 2 * 8  # found the shipped critic: 2 candidates x 8 tokens
 
 

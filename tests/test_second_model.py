@@ -85,5 +85,6 @@ def test_critic_search_runs_end_to_end(gemma, tmp_path):
     torch.nn.init.zeros_(critic.safety_head.weight)
     torch.nn.init.constant_(critic.safety_head.bias, 8.0)
     folder = critic.save(tmp_path / "critic")
-    rollouts = make_method(f"critic-search:critic={folder}:n=2:k=1:block=8").run(PROMPTS[:2], _ctx(gemma, "zzzz"))
+    spec = f"critic-search:critic={folder}:n=2:k=1:block=8:degenerate=0"  # random weights write symbol runs
+    rollouts = make_method(spec).run(PROMPTS[:2], _ctx(gemma, "zzzz"))
     assert all(r.text and not r.extra["refused"] for r in rollouts)

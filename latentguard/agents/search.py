@@ -20,10 +20,22 @@ candidate has ended (end-of-sequence) or the length limit is reached.
 
 With ``confident`` above 0 (critic search: 0.9), a prompt whose best candidate the critic gives
 P(safe) >= ``confident`` continues on that one beam with one candidate in the next round: the
-search spends its width where the critic is unsure. With ``give_up`` above 0 (off by default), a
-round whose candidates are all unsafe and whose best one the critic gives P(safe) < ``give_up``
-takes the fallback at once instead of drawing again (the critic sees no safe way on); each answer's
-record keeps the best P(safe) of every all-unsafe round (``all_unsafe_p_safe``).
+search spends its width where the critic is unsure.
+
+With ``narrow_start`` (critic search: on), a prompt's first round draws one candidate, as if the
+critic were confident, and the search widens to ``n`` candidates where it is not: after a safe but
+unsure draw, as above (with ``confident`` 0, after any draw), and for the retry of a round whose one
+candidate was unsafe.
+
+With ``degenerate`` above 0 (critic search: 0.3), a candidate whose text so far the degenerate-text
+rule (:class:`latentguard.guards.degenerate.DegenerateGuard`: symbol runs and loops) scores at or
+above it counts as unsafe in its round: ranked last, drawn again when every candidate is, and never
+released unless the fallback is ``best``. Its safety state is untouched: it is not a guard cost.
+
+With ``give_up`` above 0 (off by default), a round whose candidates are all unsafe and whose best
+one the critic gives P(safe) < ``give_up`` takes the fallback at once instead of drawing again (the
+critic sees no safe way on); each answer's record keeps the best P(safe) of every all-unsafe round
+(``all_unsafe_p_safe``).
 
 Every candidate is seeded by its prompt, the round, the draw and its place among its prompt's
 candidates, so no draw depends on the batch it shares (the logits still do, in their last bits: a
@@ -46,6 +58,7 @@ from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext, pro
 from latentguard.episodes.engine import Engine
 from latentguard.episodes.release import REFUSAL
 from latentguard.episodes.safety_state import BudgetConvention, within_budget
+from latentguard.guards.degenerate import DegenerateGuard
 from latentguard.lm import DecodeState
 
 if TYPE_CHECKING:
@@ -89,13 +102,19 @@ class BlockSearch(Method):
 
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
                  budget: float | None = None, z0: float = 1.0, batch_size: int = 32,
-                 confident: float = 0.0, give_up: float = 0.0) -> None:
+                 confident: float = 0.0, give_up: float = 0.0, narrow_start: bool = False,
+                 degenerate: float = 0.0) -> None:
         n, k, block, m = int(n), int(k), int(block), int(m)
         if not 0 <= float(confident) <= 1:
             raise ValueError(f"confident must be a probability in [0, 1] (0: never narrow), got {confident}")
         if not 0 <= float(give_up) <= 1:
             raise ValueError(f"give_up must be a probability in [0, 1] (0: always draw again), got {give_up}")
         self.confident, self.give_up = float(confident), float(give_up)
+        self.narrow_start = bool(narrow_start)
+        if not 0 <= float(degenerate) <= 1:
+            raise ValueError(f"degenerate must be a risk in [0, 1] (0: off; 0.3 flags symbol runs and loops), got {degenerate}")
+        self.degenerate = float(degenerate)
+        self.degenerate_rule = DegenerateGuard()
         if k < 1 or n < 1:
             raise ValueError(f"need n >= 1 and k >= 1, got n={n}, k={k}")
         if k > n:
@@ -192,7 +211,13 @@ class BlockSearch(Method):
                              for c, (i, j) in enumerate(owners)])
             sources: list[int] = []
             for s in search:
-                if s.retrying:
+                if s.retrying and len(s.rows) < self.n and self.narrow_start:
+                    # a narrow round's one draw was unsafe: the retry draws n from that candidate's start
+                    s.parents, s.base = [s.parents[0]] * self.n, [s.base[0]] * self.n
+                    s.start_z, s.start_cost = np.repeat(s.start_z[:1], self.n), np.repeat(s.start_cost[:1], self.n)
+                    s.sure = False
+                    rows = [s.rows[0]] * self.n
+                elif s.retrying:
                     rows = s.rows
                 else:
                     s.parents = self._spread(len(s.beams), s.sure)
@@ -204,9 +229,11 @@ class BlockSearch(Method):
                 sources += rows
             starts: dict[int, tuple[str, None, float]] = {}
             for s in joining:
-                s.parents, s.base = [0] * self.n, [0] * self.n
-                s.start_z, s.start_cost = np.full(self.n, self.z0), np.zeros(self.n)
-                s.rows = list(range(len(sources) + len(starts), len(sources) + len(starts) + self.n))
+                width = 1 if self.narrow_start else self.n
+                s.sure = self.narrow_start
+                s.parents, s.base = [0] * width, [0] * width
+                s.start_z, s.start_cost = np.full(width, self.z0), np.zeros(width)
+                s.rows = list(range(len(sources) + len(starts), len(sources) + len(starts) + width))
                 starts.update((row, (s.prompt, None, self.z0)) for row in s.rows)
             if sources:
                 engine.fork(sources + [0] * len(starts))  # new prompts' rows: copies of row 0, restarted
@@ -229,6 +256,8 @@ class BlockSearch(Method):
             texts = [engine.text(c) for c in rows]
             unsafe, score, p_safe = self.score(ctx, engine.live_state, list(engine.prompts), texts,
                                                engine.safety.z.copy())
+            if self.degenerate > 0:  # symbol runs and loops are not answers: draw again, as for unsafe text
+                unsafe = unsafe | (self.degenerate_rule.score(list(engine.prompts), texts) >= self.degenerate)
             for s in search:
                 cands = s.rows
                 s.tokens += int(added[cands].sum())
@@ -282,8 +311,8 @@ class CriticSearch(BlockSearch):
     """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
 
     def __init__(self, critic: str = "", safe_threshold: float = 0.5, confident: float = 0.9,
-                 **kwargs) -> None:
-        super().__init__(confident=confident, **kwargs)
+                 narrow_start: bool = True, degenerate: float = 0.3, **kwargs) -> None:
+        super().__init__(confident=confident, narrow_start=narrow_start, degenerate=degenerate, **kwargs)
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
         self.critic_path, self.safe_threshold = critic, float(safe_threshold)

@@ -135,7 +135,8 @@ def make_guard(spec: Any) -> Guard:
             return _cascade(split_top_level(composite.group(2)))
         if composite:
             members = [make_guard(s) for s in split_top_level(composite.group(2))]
-            return {"any": AnyGuard, "max": MaxGuard, "mean": MeanGuard}[composite.group(1)](members)
+            kinds: dict[str, type[AnyGuard | MaxGuard | MeanGuard]] = {"any": AnyGuard, "max": MaxGuard, "mean": MeanGuard}
+            return kinds[composite.group(1)](members)
         name, _, arg = spec.partition(":")
         if name in GUARDS:
             return GUARDS[name](arg or None)
