@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -88,3 +89,32 @@ def test_a_prompt_that_does_not_end_with_the_prefill_keeps_all_its_tokens_as_req
         critique = critique_prompt_ids(lm, "hello", "answer")
         state = lm.prefill(token_ids=[critique])
     assert state.forced_lengths.tolist() == [0] and state.request_lengths.tolist() == [len(critique)]
+
+
+def test_a_chat_with_a_prefill_is_read_like_a_block_of_prefilled_prompts_beside_plain_rows():
+    """Per-prompt prefill (Chat(..., prefill=...)): the same tokens and features as lm.prefilled,
+    while a plain prompt in the same batch keeps all its tokens as request."""
+    from latentguard.lm import Chat
+
+    lm = load_lm("tiny")
+    layer = lm.capture_layer(1, history=True)
+    with lm.prefilled(PREFILL):
+        block = lm.prefill(["hello"]).features(layer, "mean+request")  # (1, 2H)
+        block_ids = lm.encode_prompt("hello")
+    chat = Chat([{"role": "user", "content": "hello"}], prefill=PREFILL)
+    assert lm.encode_prompt(chat) == block_ids and str(chat) == "hello"
+    state = lm.prefill([chat, "bake bread"])
+    forced = len(block_ids) - len(lm.encode_prompt("hello"))  # the prefill's tokens
+    assert forced > 0 and state.forced_lengths.tolist() == [forced, 0]
+    mixed = state.features(layer, "mean+request")  # (2, 2H)
+    torch.testing.assert_close(mixed[:1], block, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(mixed[1:, lm.hidden_size:], lm.prefill(["bake bread"]).features(layer, "request"),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_a_prefilled_chat_is_another_prompt_than_the_plain_one():
+    from latentguard.lm import Chat
+
+    plain, prefilled = Chat([{"role": "user", "content": "hi"}]), Chat([{"role": "user", "content": "hi"}], prefill=PREFILL)
+    assert plain != prefilled and plain.key != prefilled.key and prefilled.prefill == PREFILL
+    assert pickle.loads(pickle.dumps(prefilled)) == prefilled

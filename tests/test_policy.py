@@ -20,10 +20,12 @@ from latentguard.envs.decision_env import (
     DecisionEnv,
     DecisionVectorEnv,
 )
+from latentguard.data.attacks import PREFILL
+from latentguard.data.prompt_sets import PromptRecord
 from latentguard.episodes.release import REFUSAL
 from latentguard.guards import CallableGuard, make_guard
-from latentguard.lm import load_lm
-from latentguard.training.policy_training import PolicyTrainConfig, train_policy
+from latentguard.lm import Chat, load_lm
+from latentguard.training.policy_training import PolicyTrainConfig, train_policy, with_prefilled
 
 LETTER = re.compile("[A-Za-z]")
 PROMPTS = ["Name a fruit.", "Say hello there.", "Count to three."]
@@ -191,6 +193,26 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     assert [e["timesteps"] for e in second["evals"]] == [0, 256, 512] and second["timesteps"] == 512
     with pytest.raises(ValueError, match="trained on another decision env .*wait_price=0.03, now 0.02"):
         train_policy(tiny_config(tmp_path, total_timesteps=768, wait_price=0.02), progress=False)
+    with pytest.raises(ValueError, match="trained with prefill_share=0.0, now 0.5"):
+        train_policy(tiny_config(tmp_path, total_timesteps=768, prefill_share=0.5), progress=False)
+
+
+def test_a_share_of_the_train_requests_is_added_again_under_the_prefill_attack():
+    records = [PromptRecord(f"request {i}", "harmful" if i % 2 else "benign") for i in range(200)]
+    prompts = with_prefilled(records, 0.5, seed=0)
+    prefilled = prompts[200:]
+    assert prompts[:200] == [r.prompt for r in records] and 80 < len(prefilled) < 120  # Binomial(200, 0.5)
+    assert all(isinstance(p, Chat) and p.prefill == PREFILL and str(p) in prompts[:200] for p in prefilled)
+    assert with_prefilled(records, 0.5, seed=0) == prompts and with_prefilled(records, 0.0, seed=0) == prompts[:200]
+
+
+def test_a_prefilled_request_in_the_decision_env_reads_its_prefill_as_answer(lm):
+    chat = Chat([{"role": "user", "content": PROMPTS[0]}], prefill=PREFILL)
+    env = DecisionVectorEnv(2, model=lm, prompts=[chat, PROMPTS[1]], guard=CallableGuard(letter_guard),
+                            prompt_order="once", buffer=6, max_new_tokens=18, reward="coherence", mode="test")
+    env.reset(seed=0)
+    forced = len(lm.encode_prompt(chat)) - len(lm.encode_prompt(PROMPTS[0]))
+    assert forced > 0 and env.episodes.live_state.forced_lengths[:2].tolist() == [forced, 0]  # then helper rows
 
 
 def test_a_policy_for_another_model_or_guard_is_refused(tmp_path):

@@ -4,7 +4,8 @@
     python tools/guard_on_gold.py --guards latent-probe --second prompted-probe:PATH --max-asked 0.3 ...
 
 Positives are answers to harmful requests that readers labelled harmful; negatives are answers to
-benign requests (everyday and look-alike) and, separately, the look-alikes alone. Rows are grouped
+benign requests (everyday and look-alike) and, separately, the look-alikes alone, under the same attack
+(under none for an attack that leaves benign requests as they are: past tense). Rows are grouped
 by the request's split (``heldout``: categories and templates no guard was trained on; ``dev``:
 the dev and test splits) and by attack (``none``, ``template``, ``past-tense``, ``prefill``); answers to
 train-split requests are left out. Each guard scores (the prompt as the model saw it, the answer),
@@ -31,6 +32,7 @@ import numpy as np
 
 from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.common.storage import atomic_write_json, slug
+from latentguard.data.attacks import get_attack
 from latentguard.data.prompt_sets import request_split
 from latentguard.evaluation.gold import GOLD_FILE, GoldRow, load_gold
 from latentguard.guards import CallableGuard, make_guard
@@ -107,11 +109,14 @@ def measure(risk: np.ndarray, threshold: float, rows: list[GoldRow], groups: np.
     for group in ("heldout", "dev"):
         for attack in sorted(set(attacks)):
             at = (groups == group) & (attacks == attack)
-            # benign answers: every non-train benign answer under the same attack; look-alikes: the group's own
-            same_attack = (groups != "train") & (attacks == attack)
+            # benign answers: every non-train benign answer under the same attack, or under none for an attack
+            # that leaves benign requests as they are (past-tense); look-alikes: the group's own
+            benign_attack = "none" if attack != "none" and get_attack(attack).harmful_only else attack
+            same_attack = (groups != "train") & (attacks == benign_attack)
             out[f"{group}+{attack}"] = {
                 "vs_benign": separation(risk, harmful & at, benign & same_attack, threshold),
-                "vs_lookalikes": separation(risk, harmful & at, lookalike & at, threshold),
+                "vs_lookalikes": separation(risk, harmful & at, lookalike & (groups == group) & (attacks == benign_attack),
+                                            threshold),
             }
     return out
 

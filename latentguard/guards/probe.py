@@ -181,5 +181,5 @@ def prefill_answers(lm: LanguageModel, prompts: Sequence[str], responses: Sequen
     response_ids = [lm.tokenizer(r, add_special_tokens=False).input_ids[:max_tokens] for r in responses]
     state = lm.prefill(token_ids=[p + r for p, r in zip(prompt_ids, response_ids)])
     state.prompt_lengths = torch.as_tensor([len(p) for p in prompt_ids], device=state.ids.device)
-    state.forced_lengths = torch.full_like(state.prompt_lengths, len(lm.assistant_prefill_ids))  # read as answer
+    state.forced_lengths = torch.as_tensor([lm.forced_length(p) for p in prompt_ids], device=state.ids.device)  # read as answer
     return state

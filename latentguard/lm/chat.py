@@ -30,28 +30,36 @@ class Chat(str):
         system message, first; the last message is the user's.
     :param sample: which answer to the same conversation this prompt asks for: the model reads the
         same tokens, and each sample is seeded apart (a server's ``n`` answers to one request).
+    :param prefill: text the assistant's turn starts with, which the answer continues (the prefill
+        attack's "Sure, here is", :data:`latentguard.data.attacks.PREFILL`); latent readers read it as
+        answer, as :meth:`latentguard.lm.LanguageModel.prefilled` does for every prompt of a block.
     """
 
     messages: tuple[dict[str, str], ...]
     sample: int
+    prefill: str
 
-    def __new__(cls, messages: Sequence[dict[str, Any]], sample: int = 0) -> Chat:
+    def __new__(cls, messages: Sequence[dict[str, Any]], sample: int = 0, prefill: str = "") -> Chat:
         checked = check_messages(messages)
         if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
             raise ValueError(f"sample must be an integer >= 0, got {sample!r}")
+        if not isinstance(prefill, str):
+            raise ValueError(f"prefill must be a string (the text the answer starts with), got {prefill!r}")
         chat = super().__new__(cls, checked[-1]["content"])
-        chat.messages, chat.sample = checked, sample
+        chat.messages, chat.sample, chat.prefill = checked, sample, prefill
         return chat
 
     @property
     def key(self) -> str:
-        """The whole conversation (and the sample, when not the first) as one string: what seeds tell
-        prompts apart by (:func:`latentguard.common.seeding.prompt_seed`)."""
+        """The whole conversation (and the sample, when not the first, and the prefill, when any) as
+        one string: what seeds tell prompts apart by (:func:`latentguard.common.seeding.prompt_seed`)."""
         turns = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in self.messages)
-        return f"{turns}\x1d{self.sample}" if self.sample else turns
+        turns = f"{turns}\x1d{self.sample}" if self.sample else turns
+        return f"{turns}\x1c{self.prefill}" if self.prefill else turns
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Chat) and (self.messages, self.sample) == (other.messages, other.sample)
+        return isinstance(other, Chat) and (self.messages, self.sample, self.prefill) == \
+            (other.messages, other.sample, other.prefill)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
@@ -60,10 +68,11 @@ class Chat(str):
         return hash(("chat", self.key))
 
     def __reduce__(self):  # pickles (Ray, multiprocessing) as a Chat, not as its last message
-        return Chat, ([dict(m) for m in self.messages], self.sample)
+        return Chat, ([dict(m) for m in self.messages], self.sample, self.prefill)
 
     def __repr__(self) -> str:
-        return f"Chat({list(self.messages)!r}" + (f", sample={self.sample})" if self.sample else ")")
+        return (f"Chat({list(self.messages)!r}" + (f", sample={self.sample}" if self.sample else "")
+                + (f", prefill={self.prefill!r}" if self.prefill else "") + ")")
 
 
 def check_messages(messages: Sequence[dict[str, Any]]) -> tuple[dict[str, str], ...]:

@@ -60,6 +60,7 @@ class LanguageModel:
         self.model_id = model_id
         self.system_prompt = system_prompt
         self.assistant_prefill = ""
+        self.forced_tails: set[tuple[int, ...]] = set()  # token ids of every assistant prefill encoded
         config = model.config
         self.num_layers: int = config.num_hidden_layers
         self.hidden_size: int = config.hidden_size
@@ -155,18 +156,32 @@ class LanguageModel:
     # ------------------------------------------------------------------ text
     def encode_prompt(self, prompt: Prompt, assistant_prefill: str | None = None) -> list[int]:
         """Token ids of ``prompt`` wrapped in the chat template, ready for the answer, and the
-        ``assistant_prefill`` the answer continues (``None``: the model's :attr:`assistant_prefill`)."""
-        prefill = self.assistant_prefill if assistant_prefill is None else assistant_prefill
+        ``assistant_prefill`` the answer continues (``None``: the prompt's own when it is a
+        :class:`Chat` with a ``prefill``, else the model's :attr:`assistant_prefill`)."""
+        if assistant_prefill is not None:
+            prefill = assistant_prefill
+        else:
+            prefill = getattr(prompt, "prefill", "") or self.assistant_prefill
         prefill_ids = self.tokenizer(prefill, add_special_tokens=False).input_ids if prefill else []
+        if prefill_ids:
+            self.forced_tails.add(tuple(prefill_ids))
         return self._chat_ids(prompt) + prefill_ids
 
     @property
     def assistant_prefill_ids(self) -> list[int]:
-        """Tokens of :attr:`assistant_prefill` that every encoded prompt ends with ([] when none). A
-        :class:`DecodeState` row whose new prompt ends with them reads them as answer, not request."""
+        """Tokens of :attr:`assistant_prefill` that every encoded prompt ends with ([] when none)."""
         if not self.assistant_prefill:
             return []
         return list(self.tokenizer(self.assistant_prefill, add_special_tokens=False).input_ids)
+
+    def forced_length(self, ids: Sequence[int]) -> int:
+        """How many of a prompt's last tokens are forced assistant text (read as answer, not request):
+        the longest assistant prefill this model encoded (:meth:`encode_prompt`, per prompt or under
+        :meth:`prefilled`) that ``ids`` end with and do not consist of; 0 for none."""
+        ids = list(ids)
+        tails = self.forced_tails | ({tuple(self.assistant_prefill_ids)} if self.assistant_prefill else set())
+        lengths = [len(t) for t in tails if len(ids) > len(t) and tuple(ids[-len(t):]) == t]
+        return max(lengths, default=0)
 
     @contextmanager
     def prefilled(self, text: str) -> Iterator[None]:

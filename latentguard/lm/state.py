@@ -160,9 +160,7 @@ class DecodeState:
             self._feed_rows(group, [fed[r] for r in group])
         if restart:
             self.prompt_lengths = self.prompt_lengths.index_copy(0, rows, self.lengths[rows])
-            forced_ids = self.lm.assistant_prefill_ids
-            forced = [len(forced_ids) if forced_ids and len(chunks[r]) > len(forced_ids)
-                      and list(chunks[r][-len(forced_ids):]) == forced_ids else 0 for r in restart]
+            forced = [self.lm.forced_length(chunks[r]) for r in restart]
             self.forced_lengths = self.forced_lengths.index_copy(0, rows, torch.as_tensor(forced, device=rows.device))
             if self.ids.shape[1] > 2 * int(self.lengths.max()):
                 self.compact()

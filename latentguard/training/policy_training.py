@@ -41,10 +41,11 @@ import numpy as np
 
 from latentguard.agents.policy_io import card_env, check_card, default_policy_dir, load_policy, policy_card
 from latentguard.common.storage import atomic_directory, atomic_write_bytes, atomic_write_json, recover_directory
+from latentguard.data.attacks import get_attack
 from latentguard.data.prompt_sets import PromptRecord, labelled_records, load_prompt_set
 from latentguard.envs.decision_env import REFUSE, DecisionConfig, DecisionVectorEnv, decision_config
 from latentguard.guards import make_guard
-from latentguard.lm import DEFAULT_MODEL, load_lm
+from latentguard.lm import DEFAULT_MODEL, Chat, load_lm
 from latentguard.workers.pool import WorkerConfig, WorkerPool, init_ray
 
 Judge = Callable[[list[str], list[str]], np.ndarray]
@@ -73,6 +74,11 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
     """Evaluate on these prompt sets instead (as --prompts); empty = eval_split of every labelled set."""
     limit: int = 0
     """Train requests per set and label (0 = all)."""
+    prefill_share: float = 0.0
+    """Share of the train requests (harmful and benign alike, drawn by the seed) added again under
+    the prefill attack: the answer starts with "Sure, here is" (:data:`latentguard.data.attacks.PREFILL`),
+    compliance put in the model's mouth, so the agent meets it in training. 0 = none (the shipped
+    policy's recipe); 0.5 makes about a third of the training answers prefilled."""
     eval_limit: int = 8
     """Evaluation requests per set and label (0 = all): 8 gives 40 dev requests (24 harmful, 16
     benign), about a minute per evaluation on 2 CPU cores."""
@@ -123,6 +129,8 @@ class PolicyTrainConfig(WorkerConfig, DecisionConfig):
         for name in ("num_envs", "total_timesteps", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.prefill_share <= 1.0:
+            raise ValueError(f"prefill_share must be in [0, 1] (a share of the train requests), got {self.prefill_share}")
         if self.eval_every < 0 or self.limit < 0 or self.eval_limit < 0:
             raise ValueError("eval_every, limit and eval_limit must be >= 0")
         if self.latent_features < 0:
@@ -154,6 +162,18 @@ def prompt_records(sets: str, split: str, limit: int) -> list[PromptRecord]:
         raise ValueError(f"no prompts in {where}: the policy has nothing to learn or be measured on; "
                          "give --prompts FILE or a split with requests (train, dev, heldout)")
     return records
+
+
+def with_prefilled(records: Sequence[PromptRecord], share: float, seed: int) -> list[str]:
+    """The prompts of ``records``, then a ``share`` of them (drawn by ``seed``) again under the
+    prefill attack, as :class:`latentguard.lm.Chat` prompts that carry it (each answer starts with it)."""
+    prompts: list[str] = [r.prompt for r in records]
+    if share > 0:
+        drawn = np.random.default_rng(seed).random(len(records)) < share  # (N,)
+        attack = get_attack("prefill")
+        prompts += [Chat([{"role": "user", "content": r.prompt}], prefill=attack.prefill)
+                    for r, take in zip(records, drawn) if take]
+    return prompts
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -272,7 +292,8 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
     from latentguard.training.sb3 import SB3VecEnv
 
     out = Path(config.out) if config.out else default_policy_dir(config.model)
-    train_prompts = [r.prompt for r in prompt_records(config.prompts, config.split, config.limit)]
+    train_prompts = with_prefilled(prompt_records(config.prompts, config.split, config.limit), config.prefill_share,
+                                   config.seed)
     eval_records = prompt_records(config.eval_prompts, config.eval_split, config.eval_limit)
     lm = load_lm(config.model, device=config.device)
     guard = make_guard(config.guard)
@@ -296,11 +317,15 @@ def train_policy(config: PolicyTrainConfig, judge: Judge | None = None, progress
             raise ValueError(f"the checkpoint in {checkpoint} was trained on another decision env ("
                              + ", ".join(f"{k}={a!r}, now {b!r}" for k, a, b in ((k, *v) for k, v in changed.items()))
                              + "): rerun with its options to resume, or give another --out")
+        if state.get("prefill_share", 0.0) != config.prefill_share:
+            raise ValueError(f"the checkpoint in {checkpoint} was trained with prefill_share="
+                             f"{state.get('prefill_share', 0.0)}, now {config.prefill_share}: rerun with it to resume, "
+                             "or give another --out")
         model = load_policy(checkpoint / "model.zip", env=venv, device="cpu")
         best = (checkpoint / "best.zip").read_bytes()
     else:
         model = new_model(config, venv)
-        state = {"card": card, "evals": [], "best_return": None, "seconds": 0.0}
+        state = {"card": card, "evals": [], "best_return": None, "seconds": 0.0, "prefill_share": config.prefill_share}
         best = b""
     model.set_logger(Logger(None, []))  # SB3's values are read below and written under losses/
     venv.seed(config.seed + model.num_timesteps)
