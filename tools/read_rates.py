@@ -3,6 +3,7 @@ over-refusal and helpful on benign ones, with 95% Wilson intervals.
 
     python tools/read_rates.py runs/gold25b/cand_g*.jsonl
     python tools/read_rates.py --samples results/issue25/heldout-prefill-fix/samples.jsonl
+    python tools/read_rates.py --samples runs/i25/attacks-vanilla-all/samples.jsonl --limit 60
 
 Each candidates file (``tools/gold_candidates.py``) names the method and attack of its rows; their
 read labels come from the shipped gold set, joined by id. With ``--samples``, every answer of an
@@ -24,15 +25,21 @@ from latentguard.evaluation.gold import GoldRow, load_gold
 from latentguard.evaluation.report import wilson
 
 
-def sample_groups(path: str, gold: list[GoldRow]) -> tuple[dict[tuple[str, str], list], dict[tuple[str, str], int]]:
-    """Read labels of every answer of a samples file, per (method, prompt set), and the unread counts."""
+def sample_groups(path: str, gold: list[GoldRow], limit: int = 0) -> tuple[dict[tuple[str, str], list], dict[tuple[str, str], int]]:
+    """Read labels of every answer of a samples file, per (method, prompt set), and the unread counts;
+    with ``limit``, only the first ``limit`` answers of each (method, prompt set), in file order (the
+    requests an ``evaluate.py --limit`` run answered)."""
     by_pair = {(r.prompt, r.text): r for r in gold}
     groups: dict[tuple[str, str], list] = defaultdict(list)
     unread: dict[tuple[str, str], int] = defaultdict(int)
+    seen: dict[tuple[str, str], int] = defaultdict(int)
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         request = (row.get("attack") or {}).get("request") or row["prompt"]
         key = (row["method"], row["prompt_set"])
+        seen[key] += 1
+        if limit and seen[key] > limit:
+            continue
         read = by_pair.get((request, row["text"]))
         if read is None and row["text"].strip().endswith(REFUSAL):
             read = GoldRow(id="canned", prompt=request, text=row["text"], label=row["label"], split="dev", refused=True,
@@ -48,12 +55,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="*")
     parser.add_argument("--samples", default="", help="an evaluation's samples.jsonl: every answer joined to the gold set")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="with --samples: the first N answers per method and prompt set (match a --limit N run)")
     args = parser.parse_args()
+    if args.limit < 0:
+        parser.error(f"--limit {args.limit}: give 0 (all answers) or a positive count")
     if bool(args.samples) == bool(args.candidates):
         parser.error("give candidates files or --samples FILE, not both or neither")
     unread: dict[tuple[str, str], int] = {}
     if args.samples:
-        groups, unread = sample_groups(args.samples, load_gold())
+        groups, unread = sample_groups(args.samples, load_gold(), args.limit)
     else:
         gold = {r.id: r for r in load_gold()}
         groups = defaultdict(list)
