@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
-from latentguard.data.attacks import ATTACKS, PREFILL, attack_set, get_attack, past_tense
+from latentguard.data.attacks import ATTACKS, PREFILL, attack_set, get_attack, past_tense, prefilled_share
 from latentguard.data.prompt_sets import HELD_OUT_TEMPLATES, PromptRecord, PromptSet
 from latentguard.episodes.introspection import critique_prompt_ids
 from latentguard.evaluation.runner import EvalConfig, run_evaluation
@@ -118,3 +119,16 @@ def test_a_prefilled_chat_is_another_prompt_than_the_plain_one():
     plain, prefilled = Chat([{"role": "user", "content": "hi"}]), Chat([{"role": "user", "content": "hi"}], prefill=PREFILL)
     assert plain != prefilled and plain.key != prefilled.key and prefilled.prefill == PREFILL
     assert pickle.loads(pickle.dumps(prefilled)) == prefilled
+
+
+def test_prefilled_share_draws_each_request_apart_and_prefills_only_the_drawn():
+    records = [PromptRecord(f"Request {i}.", "harmful", "train") for i in range(400)]
+    drawn = prefilled_share(records, 0.25, seed=3)
+    expected = np.random.default_rng(3).random(400) < 0.25  # (N,) the same draw, one number per request
+    assert [r.prompt for r in drawn] == [r.prompt for r, take in zip(records, expected) if take]
+    assert {r.prefill for r in drawn} == {PREFILL} and prefilled_share(records, 0.0, seed=3) == []
+
+
+def test_prefilled_share_outside_zero_one_is_an_error():
+    with pytest.raises(ValueError, match=r"share must be in \[0, 1\].*1.5"):
+        prefilled_share([], 1.5, seed=0)

@@ -323,3 +323,21 @@ def test_look_alike_weights_are_tried_by_cross_validation_and_named_when_bad():
         GuardTrainConfig(select_by="auc")
     with pytest.raises(ValueError, match="lookalike_weights must be positive numbers, got '1,0'"):
         GuardTrainConfig(lookalike_weights="1,0")
+
+
+def test_a_prefill_share_collects_that_share_of_the_train_requests_again_under_the_attack(tmp_path, monkeypatch):
+    from latentguard.data.attacks import PREFILL, prefilled_share
+    from latentguard.data.prompt_sets import labelled_records
+    from latentguard.training.guard_training import split_answers
+
+    monkeypatch.setenv("LATENTGUARD_CACHE", str(tmp_path))
+    config = GuardTrainConfig(model="tiny", max_new_tokens=4, layers="1", limit=6, batch_size=8, labels="refusal",
+                              prefill_share=0.5)
+    lm = load_lm("tiny")
+    plain, _ = split_answers(lm, config, "train", 1)
+    attacked, folder = split_answers(lm, config, "train", 1, prefill_share=0.5)
+    drawn = prefilled_share(labelled_records("train", 6), 0.5, config.seed)
+    assert attacked.prompts == [r.prompt for r in drawn] and set(attacked.prompts) < set(plain.prompts)
+    assert all(t[-1].startswith(PREFILL) for t in attacked.texts) and folder.name.startswith("train-prefill-")
+    with pytest.raises(ValueError, match=r"prefill_share must be in \[0, 1\].*got -0.1"):
+        GuardTrainConfig(prefill_share=-0.1)

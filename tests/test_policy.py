@@ -11,6 +11,8 @@ import pytest
 from latentguard.agents.base import RunContext
 from latentguard.agents.learned_care import LearnedCare
 from latentguard.agents.registry import make_method
+from latentguard.data.attacks import PREFILL
+from latentguard.data.prompt_sets import PromptRecord
 from latentguard.envs.decision_env import (
     ACTIONS,
     CONTINUE,
@@ -20,8 +22,6 @@ from latentguard.envs.decision_env import (
     DecisionEnv,
     DecisionVectorEnv,
 )
-from latentguard.data.attacks import PREFILL
-from latentguard.data.prompt_sets import PromptRecord
 from latentguard.episodes.release import REFUSAL
 from latentguard.guards import CallableGuard, make_guard
 from latentguard.lm import Chat, load_lm

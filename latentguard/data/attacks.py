@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from latentguard.data.prompt_sets import HELD_OUT_TEMPLATES, PromptRecord, PromptSet
 from latentguard.data.pyrit_data import jailbreak_templates
@@ -60,6 +63,16 @@ def get_attack(name: str) -> Attack:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; use one of {tuple(ATTACKS)} (comma-separated for several)")
     return ATTACKS[name]
+
+
+def prefilled_share(records: Sequence[PromptRecord], share: float, seed: int) -> list[PromptRecord]:
+    """A ``share`` of ``records``, drawn by ``seed`` (each independently), under the prefill attack:
+    the training copies that teach a guard or a policy what a prefilled answer looks like."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1] (a share of the requests), got {share}")
+    drawn = np.random.default_rng(seed).random(len(records)) < share  # (N,)
+    attack = ATTACKS["prefill"]
+    return [attack.apply(r) for r, take in zip(records, drawn) if take]
 
 
 def attack_set(prompt_set: PromptSet, attack: Attack) -> PromptSet:

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latentguard.common.storage import atomic_write_bytes, atomic_write_json
+from latentguard.data.attacks import after_prefill
 from latentguard.data.prompt_sets import PromptRecord
 from latentguard.episodes.engine import Engine
 from latentguard.lm import LanguageModel, SamplingConfig, load_lm
@@ -138,7 +139,20 @@ class CollectConfig:
 
 
 def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, seed: int) -> AnswerSet:
-    """Answer ``records`` on one episode engine, reading the features at every prefix length."""
+    """Answer ``records`` on one episode engine, reading the features at every prefix length.
+
+    Records under the prefill attack (one ``prefill`` for the whole chunk) are answered after it, the
+    forced words read as answer as a guard reads them while decoding, and their texts start with it."""
+    prefills = {r.prefill for r in records}
+    if len(prefills) > 1:
+        raise ValueError(f"one chunk of answers takes one prefill, got {sorted(prefills)}: collect each attack apart")
+    prefill = prefills.pop() if prefills else ""
+    with lm.prefilled(prefill):
+        return _decode_chunk(lm, records, config, seed, prefill)
+
+
+def _decode_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: CollectConfig, seed: int,
+                  prefill: str) -> AnswerSet:
     layers = [lm.capture_layer(layer, history=True) for layer in config.layers]
     sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p)
     generator = torch.Generator(device=lm.device).manual_seed(seed)
@@ -148,7 +162,7 @@ def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: 
     features = {(pool, layer): np.zeros((n, n_prefix, lm.hidden_size), np.float16) for pool in POOLINGS for layer in layers}
     texts = [[""] * n_prefix for _ in range(n)]
     for layer in layers:  # what the policy computed for the request, the same at every prefix
-        features[("request", layer)][:] = engine.live_state.latent(layer)[:, None, :]
+        features[("request", layer)][:] = engine.live_state.prompt_latent(layer).float().cpu().numpy()[:, None, :]
     decoded = 0
     for slot, prefix in enumerate(config.prefixes):
         # an answer that ended earlier is no longer fed: its features and text stay those of its end
@@ -158,7 +172,7 @@ def _generate_chunk(lm: LanguageModel, records: Sequence[PromptRecord], config: 
             features[("mean", layer)][:, slot] = engine.live_state.pooled_latent(layer).float().cpu().numpy()
             features[("last", layer)][:, slot] = engine.live_state.latent(layer)
         for row in range(n):
-            texts[row][slot] = engine.text(row)
+            texts[row][slot] = after_prefill(prefill, engine.text(row)) if prefill else engine.text(row)
     lengths = np.array([len(r) for r in engine.responses], dtype=np.int64)
     harmful = np.array([r.label == "harmful" for r in records])
     labels = np.array([h and not is_refusal(texts[i][-1]) for i, h in enumerate(harmful)], dtype=np.int64)

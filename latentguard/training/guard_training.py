@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from latentguard.common.storage import atomic_write_bytes, atomic_write_json, slug, user_cache_dir
+from latentguard.data.attacks import prefilled_share
 from latentguard.data.prompt_sets import LABELLED_SETS, PromptRecord, labelled_records, split_of
 from latentguard.data.pyrit_data import harm_rows, published_maes
 from latentguard.guards.defaults import default_guard_dir
@@ -87,6 +88,9 @@ class GuardTrainConfig(WorkerConfig):
     answers to harmful requests included)."""
     pyrit_weight: float = 0.25
     """Weight of PyRIT's human-labelled responses as extra training rows (0 = not used)."""
+    prefill_share: float = 0.0
+    """Share of the training requests answered once more under the prefill attack (the answer starts
+    with "Sure, here is"), as extra training rows; 0 = none. The dev and held-out splits stay plain."""
     folds: int = 5
     """Grouped cross-validation folds on the train split."""
     max_lookalike_fpr: float = 0.15
@@ -115,6 +119,8 @@ class GuardTrainConfig(WorkerConfig):
             raise ValueError(f"lookalike_weights must be positive numbers, got {self.lookalike_weights!r}")
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if not 0.0 <= self.prefill_share <= 1.0:
+            raise ValueError(f"prefill_share must be in [0, 1] (a share of the train requests), got {self.prefill_share}")
         if self.pyrit_weight < 0:
             raise ValueError(f"pyrit_weight must be >= 0, got {self.pyrit_weight}")
         unknown = [p for p in self.poolings.split(",") if p not in FEATURE_POOLINGS]
@@ -127,14 +133,18 @@ SOURCES = LABELLED_SETS
 
 
 def split_answers(lm: LanguageModel, config: GuardTrainConfig, split: str, samples: int,
-                  progress: bool = False) -> tuple[AnswerSet, Path]:
-    """The answers of one split and the cache folder that holds their shards (and label caches)."""
+                  progress: bool = False, prefill_share: float = 0.0) -> tuple[AnswerSet, Path]:
+    """The answers of one split and the cache folder that holds their shards (and label caches);
+    with ``prefill_share``, the answers of that share of the split's requests under the prefill attack."""
     collect = CollectConfig(samples=samples, max_new_tokens=config.max_new_tokens, layers=_ints(config.layers),
                             temperature=config.temperature, top_p=config.top_p, batch_size=config.batch_size,
                             seed=config.seed + (split == "dev"))
     records = labelled_records(split, config.limit)
-    key = hashlib.sha256((collect.key() + "".join(r.prompt for r in records)).encode()).hexdigest()[:12]
-    folder = user_cache_dir() / "answers" / slug(lm.model_id) / f"{split}-{key}"
+    name = split
+    if prefill_share:
+        records, name = prefilled_share(records, prefill_share, config.seed), f"{split}-prefill"
+    key = hashlib.sha256((collect.key() + "".join(r.prompt + r.prefill for r in records)).encode()).hexdigest()[:12]
+    folder = user_cache_dir() / "answers" / slug(lm.model_id) / f"{name}-{key}"
     return collect_answers(lm, records, collect, folder, progress=progress, workers=config.worker_config()), folder
 
 
@@ -277,8 +287,12 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     out = Path(config.out) if config.out else default_guard_dir(lm.model_id, config.kind)
     samples = {"train": config.samples, "dev": config.dev_samples, "heldout": config.dev_samples}
     parts = {split: split_answers(lm, config, split, n, progress) for split, n in samples.items()}
+    if config.prefill_share:
+        parts["train-prefill"] = split_answers(lm, config, "train", 1, progress, prefill_share=config.prefill_share)
     label_counts = {split: relabel(answers, labeler, folder) for split, (answers, folder) in parts.items()}
     train, dev, heldout = (parts[split][0] for split in samples)
+    if config.prefill_share:
+        train = AnswerSet.concat([train, parts["train-prefill"][0]])
     records = {r.prompt: r for load in SOURCES.values() for r in load()}
 
     human = harm_rows()
@@ -307,6 +321,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     head = fit_selected(f_sel, extra_sel, selection)
     info = {"train_answers": len(train), "dev_answers": len(dev), "heldout_answers": len(heldout),
             "pyrit_rows": len(pyrit_train), "pyrit_weight": config.pyrit_weight, "samples": config.samples,
+            "prefill_share": config.prefill_share,
             "labels": config.labels}
     guard: LatentProbe | EmbeddingGuard
     if config.kind == "latent-probe":

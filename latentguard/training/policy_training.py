@@ -41,7 +41,7 @@ import numpy as np
 
 from latentguard.agents.policy_io import card_env, check_card, default_policy_dir, load_policy, policy_card
 from latentguard.common.storage import atomic_directory, atomic_write_bytes, atomic_write_json, recover_directory
-from latentguard.data.attacks import get_attack
+from latentguard.data.attacks import prefilled_share
 from latentguard.data.prompt_sets import PromptRecord, labelled_records, load_prompt_set
 from latentguard.envs.decision_env import REFUSE, DecisionConfig, DecisionVectorEnv, decision_config
 from latentguard.guards import make_guard
@@ -167,13 +167,8 @@ def prompt_records(sets: str, split: str, limit: int) -> list[PromptRecord]:
 def with_prefilled(records: Sequence[PromptRecord], share: float, seed: int) -> list[str]:
     """The prompts of ``records``, then a ``share`` of them (drawn by ``seed``) again under the
     prefill attack, as :class:`latentguard.lm.Chat` prompts that carry it (each answer starts with it)."""
-    prompts: list[str] = [r.prompt for r in records]
-    if share > 0:
-        drawn = np.random.default_rng(seed).random(len(records)) < share  # (N,)
-        attack = get_attack("prefill")
-        prompts += [Chat([{"role": "user", "content": r.prompt}], prefill=attack.prefill)
-                    for r, take in zip(records, drawn) if take]
-    return prompts
+    return [r.prompt for r in records] + [Chat([{"role": "user", "content": r.prompt}], prefill=r.prefill)
+                                          for r in prefilled_share(records, share, seed)]
 
 
 def _share(flags: Sequence[bool]) -> float | None:
