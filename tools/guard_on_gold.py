@@ -111,7 +111,7 @@ def measure(risk: np.ndarray, threshold: float, rows: list[GoldRow], groups: np.
             at = (groups == group) & (attacks == attack)
             # benign answers: every non-train benign answer under the same attack, or under none for an attack
             # that leaves benign requests as they are (past-tense); look-alikes: the group's own
-            benign_attack = "none" if attack != "none" and get_attack(attack).harmful_only else attack
+            benign_attack = "none" if get_attack(attack).harmful_only else attack
             same_attack = (groups != "train") & (attacks == benign_attack)
             out[f"{group}+{attack}"] = {
                 "vs_benign": separation(risk, harmful & at, benign & same_attack, threshold),

@@ -178,10 +178,8 @@ class LanguageModel:
         """How many of a prompt's last tokens are forced assistant text (read as answer, not request):
         the longest assistant prefill this model encoded (:meth:`encode_prompt`, per prompt or under
         :meth:`prefilled`) that ``ids`` end with and do not consist of; 0 for none."""
-        ids = list(ids)
-        tails = self.forced_tails | ({tuple(self.assistant_prefill_ids)} if self.assistant_prefill else set())
-        lengths = [len(t) for t in tails if len(ids) > len(t) and tuple(ids[-len(t):]) == t]
-        return max(lengths, default=0)
+        ids = tuple(ids)
+        return max((len(t) for t in self.forced_tails if len(ids) > len(t) and ids[-len(t):] == t), default=0)
 
     @contextmanager
     def prefilled(self, text: str) -> Iterator[None]:

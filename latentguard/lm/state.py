@@ -37,9 +37,6 @@ class DecodingModel(Protocol):
     history_layers: set[int]
 
     @property
-    def assistant_prefill_ids(self) -> list[int]: ...  # forced assistant text encoded prompts end with
-
-    @property
     def model(self) -> torch.nn.Module: ...
 
     @property
