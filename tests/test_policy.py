@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latentguard.agents.base import RunContext
-from latentguard.agents.learned_care import LearnedCare
+from latentguard.agents.learned_care import LearnedCare, confident_refusals
 from latentguard.agents.registry import make_method
 from latentguard.data.attacks import PREFILL
 from latentguard.data.prompt_sets import PromptRecord
@@ -213,6 +213,21 @@ def test_a_prefilled_request_in_the_decision_env_reads_its_prefill_as_answer(lm)
     env.reset(seed=0)
     forced = len(lm.encode_prompt(chat)) - len(lm.encode_prompt(PROMPTS[0]))
     assert forced > 0 and env.episodes.live_state.forced_lengths[:2].tolist() == [forced, 0]  # then helper rows
+
+
+def test_a_refusal_below_the_confidence_before_any_flag_becomes_a_continue():
+    probs = np.array([[0.10, 0.00, 0.00, 0.90],  # a confident refusal at the start: kept
+                      [0.30, 0.00, 0.00, 0.70],  # an unsure one at the start: continue
+                      [0.05, 0.15, 0.25, 0.55],  # an unsure one after a flag: the policy's own choice stands
+                      [0.60, 0.10, 0.10, 0.20]])  # no refusal to question
+    masks = np.array([[True, False, False, True]] * 2 + [[True] * 4] * 2)
+    flagged = np.array([False, False, True, True])
+    np.testing.assert_array_equal(confident_refusals(probs, masks, 0.85, flagged), [REFUSE, CONTINUE, REFUSE, CONTINUE])
+    np.testing.assert_array_equal(confident_refusals(probs, masks, 0.5, flagged), [REFUSE, REFUSE, REFUSE, CONTINUE])
+    with pytest.raises(ValueError, match="refuse_confidence must be a probability in \\[0, 1\\).*got 1.0"):
+        LearnedCare(refuse_confidence=1.0)
+    with pytest.raises(ValueError, match="with deterministic=false the policy samples"):
+        LearnedCare(refuse_confidence=0.8, deterministic=False)
 
 
 def test_a_policy_for_another_model_or_guard_is_refused(tmp_path):

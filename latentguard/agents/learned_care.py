@@ -11,8 +11,12 @@ policy`` wrote for the run's model, else the one shipped for it, :mod:`latentgua
 ``batch_size``, ``deterministic`` (false: actions sampled from the policy, as in training, from a
 torch stream seeded by the run's seed), ``budget`` (flagged spans an answer may let through, in the
 units of the budget the policy was trained under: ``z0 = budget / d``; default: the run's
-``--budget``, else the card's ``z0``). A policy trained for another model, guard or action set is
-refused with the command that trains the right one.
+``--budget``, else the card's ``z0``), ``refuse_confidence`` (0: the policy's own choice; p in (0, 1):
+where no check has flagged, refuse only if the policy gives refusal a probability of at least p, else
+continue: a threshold to calibrate on dev look-alikes as one calibrates a classifier's, which trades
+over-refusal for answers decoded under the guard; after a flagged check the policy's own choice
+stands; deterministic policies only). A policy trained for
+another model, guard or action set is refused with the command that trains the right one.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from latentguard.agents.base import FeedPlaces, Method, PromptFeed, Rollout, Run
 from latentguard.agents.policy_io import card_convention, card_env, check_card, load_policy
 from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.common.storage import read_json_file
-from latentguard.envs.decision_env import DecisionConfig, DecisionVectorEnv
+from latentguard.envs.decision_env import CONTINUE, REFUSE, STATE_FIELDS, DecisionConfig, DecisionVectorEnv
 
 if TYPE_CHECKING:
     from sb3_contrib import MaskablePPO
@@ -44,12 +48,19 @@ class LearnedCare(Method):
     continuous = True
 
     def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True,
-                 budget: float | None = None) -> None:
+                 budget: float | None = None, refuse_confidence: float = 0.0) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if budget is not None and not float(budget) > 0:
             raise ValueError(f"budget must be > 0, got {budget}")
+        if not 0 <= float(refuse_confidence) < 1:
+            raise ValueError(f"refuse_confidence must be a probability in [0, 1) (0: the policy's own choice), "
+                             f"got {refuse_confidence}")
+        if float(refuse_confidence) > 0 and not deterministic:
+            raise ValueError("refuse_confidence thresholds the deterministic policy's refusals; with "
+                             "deterministic=false the policy samples its actions: drop one of the two options")
         self.budget_option = None if budget is None else float(budget)
+        self.refuse_confidence = float(refuse_confidence)
         self.path, self.batch_size, self.deterministic = str(path), int(batch_size), bool(deterministic)
         self.name = "learned-care"
         self.model: MaskablePPO | None = None
@@ -169,7 +180,28 @@ class LearnedCare(Method):
         return int(env.get("check_every") or env.get("buffer") or 1)
 
     def act(self, obs, masks):
-        """The policy's actions (N,) for observations (N, F) under action masks (N, 4)."""
+        """The policy's actions (N,) for observations (N, F) under action masks (N, 4); with
+        ``refuse_confidence`` p, a refusal the policy gives less than p where no check has flagged
+        becomes a continue."""
         if self.model is None:
             raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
-        return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]
+        if not self.refuse_confidence:
+            return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]
+        with torch.no_grad():
+            dist = self.model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks)
+            probs = dist.distribution.probs.cpu().numpy()  # (N, 4), zero where masked
+        flagged = np.asarray(obs)[:, FLAGGED] > 0.5  # (N,) the last check flagged
+        return confident_refusals(probs, masks, self.refuse_confidence, flagged)
+
+
+def confident_refusals(probs: np.ndarray, masks: np.ndarray, confidence: float, flagged: np.ndarray) -> np.ndarray:
+    """The likeliest legal action (N,) of each row of ``probs`` (N, 4), except that where the last
+    check did not flag (``flagged`` (N,) false), a refusal given less than ``confidence`` becomes a
+    continue (the only other legal action there)."""
+    actions = np.where(masks, probs, -1.0).argmax(1)
+    unsure = (actions == REFUSE) & (probs[:, REFUSE] < confidence) & ~np.asarray(flagged, dtype=bool)
+    return np.where(unsure, CONTINUE, actions)
+
+
+FLAGGED = STATE_FIELDS.index("flagged") - len(STATE_FIELDS)
+"""Where an observation holds the ``flagged`` state field (counted from its end)."""
