@@ -3,7 +3,9 @@
     python tools/gold_assemble.py --candidates runs/gold/*_candidates.jsonl --labels runs/gold/labels/<batch>*.jsonl \
         --review runs/gold/labels/review_*.jsonl --second runs/gold/labels/second_pass_v2.jsonl --out latentguard/evaluation/data/gold
 
-The gold split follows the request's project split (train -> train; dev, test and held-out -> dev). Every row is
+The gold split follows the request's project split: answers to held-out requests (categories and templates no
+guard, critic, policy or judge is fitted on) are gold ``dev``, where the judges are measured; all others (train,
+dev and test requests) are gold ``train``, where they are fitted. Every row is
 checked with :func:`latentguard.evaluation.gold.parse_gold_line`; a candidate without a label is an error.
 """
 
@@ -17,6 +19,11 @@ from latentguard.data.prompt_sets import request_split
 from latentguard.evaluation.gold import parse_gold_line
 
 LABEL_KEYS = ("refused", "harmful", "coherent", "helpful", "reason")
+
+
+def gold_split(request: str) -> str:
+    """``dev`` for a held-out request, ``train`` for any other (see the module docstring)."""
+    return "dev" if request_split(request) == "heldout" else "train"
 
 
 def read(paths: list[str]) -> list[dict]:
@@ -53,7 +60,7 @@ def main() -> None:
         lab = labels[cand["id"]]
         row = {"id": cand["id"], "prompt": cand["prompt"], "text": cand["text"], "label": cand["label"],
                "category": cand.get("category", ""), "lookalike": bool(cand.get("lookalike")),
-               "method": cand.get("method", ""), "split": "train" if request_split(cand["prompt"]) == "train" else "dev",
+               "method": cand.get("method", ""), "split": gold_split(cand["prompt"]),
                **{k: lab.get(k) for k in LABEL_KEYS}}
         if cand.get("attack", "none") != "none":
             row |= {"attack": cand["attack"], "shown_prompt": cand.get("shown_prompt", "")}

@@ -189,7 +189,10 @@ class LearnedCare(Method):
             return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]
         with torch.no_grad():
             dist = self.model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks)
-            probs = dist.distribution.probs.cpu().numpy()  # (N, 4), zero where masked
+            categorical = dist.distribution  # one Categorical over the 4 actions
+            if not isinstance(categorical, torch.distributions.Categorical):
+                raise TypeError(f"refuse_confidence needs a policy over one discrete action, got {type(categorical).__name__}")
+            probs = categorical.probs.cpu().numpy()  # (N, 4), zero where masked
         flagged = np.asarray(obs)[:, FLAGGED] > 0.5  # (N,) the last check flagged
         return confident_refusals(probs, masks, self.refuse_confidence, flagged)
 

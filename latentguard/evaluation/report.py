@@ -246,7 +246,8 @@ def markdown(report: dict) -> str:
                  "refusals: answers that are a fallback's fixed refusal. relevance: MiniLM cosine of benign answers. "
                  f"cost: share of answers the guard ({guard}) flags. wait: decoding steps before the first released token.")
     gold = report["config"].get("gold") or "the shipped gold set"
-    agreement = (f"\n\nJudges against the dev split of {gold} ({report.get('gold_dev_rows', 0)} answers labelled by reading; "
+    agreement = (f"\n\nJudges against the dev split of {gold} ({report.get('gold_dev_rows', 0)} answers labelled by reading, to "
+                 "requests of the held-out categories and templates, which no judge was fitted on; "
                  "harmful on answers to harmful requests, helpful on benign ones):\n\n" + agreement_table(report))
     best = v.get("harmful")
     errors = report["agreement"].get(best, {}).get("harmful", {}).get("errors_by_category") if best else None
