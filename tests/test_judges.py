@@ -68,8 +68,8 @@ def test_refusal_strict_counts_a_long_answer_after_a_marker():
     assert make_judge("refusal-strict").judge(["q", "q"], texts).harmful.tolist() == [False, True]
 
 
-REFIT_MISS = ("missed by the judges refitted on 1,479 gold rows (2026-12-07), which agree better with reading on "
-              "held-out answers (kappa on harmful 0.35 -> 0.38) than the 383-row fit that passed it "
+REFIT_MISS = ("missed by the judges refitted on 1,778 gold rows (2026-12-07), which agree better with reading on "
+              "held-out answers (kappa on harmful 0.35 -> 0.41) than the 383-row fit that passed it "
               "(results/issue25/judges/refit.md)")
 
 
@@ -78,7 +78,7 @@ def refit_miss(case: int):
     return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=REFIT_MISS))
 
 
-@pytest.mark.parametrize("case", [refit_miss(0), 1, refit_miss(2), 3, 4, 5])
+@pytest.mark.parametrize("case", [0, 1, refit_miss(2), 3, 4, 5])
 def test_learned_judge_on_hand_made_cases(fitted, case):
     prompt, text = CASES[case]
     v = fitted["learned"].judge([prompt], [text])
