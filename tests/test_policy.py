@@ -230,6 +230,19 @@ def test_a_refusal_below_the_confidence_before_any_flag_becomes_a_continue():
         LearnedCare(refuse_confidence=0.8, deterministic=False)
 
 
+def test_a_prefill_read_as_request_leaves_the_first_observation_as_unprefilled(lm):
+    chat = Chat([{"role": "user", "content": PROMPTS[0]}], prefill=PREFILL)
+    observations = {}
+    for as_answer in (True, False):
+        env = DecisionVectorEnv(2, model=lm, prompts=[chat, PROMPTS[0]], guard=CallableGuard(letter_guard),
+                                prompt_order="once", buffer=6, max_new_tokens=18, reward="coherence", mode="test",
+                                prefill_as_answer=as_answer)
+        observations[as_answer] = env.reset(seed=0)[0]  # (2, F + 6): the prefilled request, its plain twin
+    np.testing.assert_allclose(observations[False][0], observations[False][1], atol=1e-4)
+    assert np.abs(observations[True][0] - observations[True][1]).max() > 0.1  # read as answer, the prefill shows
+    np.testing.assert_allclose(observations[True][1], observations[False][1], atol=1e-6)  # no prefill: unchanged
+
+
 def test_a_policy_for_another_model_or_guard_is_refused(tmp_path):
     train_policy(tiny_config(tmp_path, total_timesteps=128, eval_every=0), progress=False)
     folder = tmp_path / "policy" / "policy"

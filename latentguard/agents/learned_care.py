@@ -15,7 +15,10 @@ units of the budget the policy was trained under: ``z0 = budget / d``; default: 
 where no check has flagged, refuse only if the policy gives refusal a probability of at least p, else
 continue: a threshold to calibrate on dev look-alikes as one calibrates a classifier's, which trades
 over-refusal for answers decoded under the guard; after a flagged check the policy's own choice
-stands; deterministic policies only). A policy trained for
+stands; deterministic policies only), ``prefill_as_answer`` (default: as the policy was trained,
+else false: the policy reads forced assistant words, a prefill, as part of the request, not of the
+answer; true reads them as answer, as the guard does:
+:attr:`latentguard.envs.decision_env.DecisionConfig.prefill_as_answer`). A policy trained for
 another model, guard or action set is refused with the command that trains the right one.
 """
 
@@ -48,7 +51,8 @@ class LearnedCare(Method):
     continuous = True
 
     def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True,
-                 budget: float | None = None, refuse_confidence: float = 0.0) -> None:
+                 budget: float | None = None, refuse_confidence: float = 0.0,
+                 prefill_as_answer: bool | None = None) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if budget is not None and not float(budget) > 0:
@@ -59,8 +63,11 @@ class LearnedCare(Method):
         if float(refuse_confidence) > 0 and not deterministic:
             raise ValueError("refuse_confidence thresholds the deterministic policy's refusals; with "
                              "deterministic=false the policy samples its actions: drop one of the two options")
+        if prefill_as_answer is not None and not isinstance(prefill_as_answer, bool):
+            raise ValueError(f"prefill_as_answer must be true or false, got {prefill_as_answer!r}")
         self.budget_option = None if budget is None else float(budget)
         self.refuse_confidence = float(refuse_confidence)
+        self.prefill_as_answer = prefill_as_answer
         self.path, self.batch_size, self.deterministic = str(path), int(batch_size), bool(deterministic)
         self.name = "learned-care"
         self.model: MaskablePPO | None = None
@@ -108,6 +115,8 @@ class LearnedCare(Method):
             resolve_budget(self.name, self.budget_option, ctx.budget)
         if budget is not None:  # a budget of B flagged spans: z0 = B / d under the budget d it was trained with
             env["z0"] = budget / card_convention(self.card).budget
+        if self.prefill_as_answer is not None:
+            env["prefill_as_answer"] = self.prefill_as_answer
         config = DecisionConfig(**{**env, "mode": "test", "max_new_tokens": ctx.max_new_tokens,
                                    "temperature": ctx.sampling.temperature, "top_p": ctx.sampling.top_p,
                                    "reward": ""})  # the evaluator scores the answers, not the env

@@ -104,6 +104,14 @@ class DecisionConfig:
     pooling: str = "mean+request"
     """How that layer is pooled (:data:`latentguard.lm.FEATURE_POOLINGS`); the default is what the shipped
     probe and critic read: the answer's mean beside the request's last token."""
+    prefill_as_answer: bool = False
+    """Read a prompt's forced assistant words (a prefill, e.g. the attack's "Sure, here is") as part
+    of the answer in the observation's latent, as the guard reads them (true), or as part of the
+    request (false, the default): the latent then pools only what the model decoded after them, and a
+    prefilled request looks to the policy as it would unprefilled, so whoever writes the start of the
+    answer does not choose what the policy sees at its first decision (read as answer, the shipped
+    policy refused 0 of 217 prefilled held-out harmful requests there, against 169 unprefilled).
+    Prompts without a prefill are read the same either way."""
     reward: str = "relevance+coherence"
     """Task reward of the released answer: on topic (MiniLM cosine) and language, not a loop
     ('' = none: rewards are then the wait bill and the budget's alone)."""
@@ -302,7 +310,8 @@ class DecisionVectorEnv(VectorEnv):
 
     def observations(self) -> np.ndarray:
         """(num_envs, F + 6) float32: standardised latent features, then the state fields."""
-        x = self.episodes.live_state.features(self.layer, self.config.pooling, range(self.num_envs)).float()  # (N, F)
+        x = self.episodes.live_state.features(self.layer, self.config.pooling, range(self.num_envs),
+                                              self.config.prefill_as_answer).float()  # (N, F)
         x = (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
         return np.concatenate([x.cpu().numpy(), self.state_features()], axis=1).astype(np.float32)
 

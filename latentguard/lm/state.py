@@ -454,29 +454,36 @@ class DecodeState:
         column = last.int().argmax(-1)  # (R,)
         return self._history[layer][idx, column]
 
-    def pooled_latent(self, layer: int, rows: Sequence[int] | None = None) -> torch.Tensor:
+    def pooled_latent(self, layer: int, rows: Sequence[int] | None = None, forced_as_answer: bool = True) -> torch.Tensor:
         """(R, H) mean of ``layer``'s hidden states over each row's response tokens.
 
         Needs ``lm.capture_layer(layer, history=True)`` before the prefill. A row with no response
         token yet gets its last-token latent. ``rows`` selects rows (default: all).
+        ``forced_as_answer=False`` leaves a prompt's forced assistant text (a prefill) out of the
+        response, as if it were part of the request: the mean runs over the tokens decoded after it,
+        and a row with none gets its request latent (:meth:`prompt_latent`), so a prefilled row
+        reads as its unprefilled twin until it decodes.
         """
-        states, response = self.response_states(layer, rows)
+        states, response = self.response_states(layer, rows, forced_as_answer)
         weights = response.to(states.dtype).unsqueeze(-1)  # (R, T, 1)
         total = (states * weights).sum(1)  # (R, H)
         count = weights.sum(1)  # (R, 1)
         pooled = total / count.clamp_min(1)
         layer, idx = self._history_rows(layer, rows)
-        return torch.where(count > 0, pooled, self._latents[layer][idx])
+        empty = self._latents[layer][idx] if forced_as_answer else self.prompt_latent(layer, rows)
+        return torch.where(count > 0, pooled, empty)
 
-    def response_states(self, layer: int, rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def response_states(self, layer: int, rows: Sequence[int] | None = None,
+                        forced_as_answer: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """``layer``'s hidden states over whole rows, (R, T, H), and which positions are response
         tokens, (R, T) bool: what a probe over the response's tokens learns from (forced assistant
-        text included: it is part of the answer a reader sees). Needs
+        text included: it is part of the answer a reader sees; ``forced_as_answer=False``: not). Needs
         ``lm.capture_layer(layer, history=True)`` before the prefill."""
         layer, idx = self._history_rows(layer, rows)
         mask = self.mask[idx]  # (R, T)
         rank = mask.cumsum(-1) - 1
-        response = (mask == 1) & (rank >= self.request_lengths[idx, None])  # (R, T)
+        start = self.request_lengths if forced_as_answer else self.prompt_lengths  # (B,)
+        response = (mask == 1) & (rank >= start[idx, None])  # (R, T)
         return self._history[layer][idx, : self.ids.shape[1]], response
 
     def attention_pooled(self, layer: int, query: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
@@ -496,16 +503,18 @@ class DecodeState:
         layer, idx = self._history_rows(layer, rows)
         return torch.where(any_token, pooled, self._latents[layer][idx])
 
-    def features(self, layer: int, pooling: str, rows: Sequence[int] | None = None) -> torch.Tensor:
+    def features(self, layer: int, pooling: str, rows: Sequence[int] | None = None,
+                 forced_as_answer: bool = True) -> torch.Tensor:
         """(R, H) what a reader (probe, critic) sees of ``rows``, with no forward: ``layer`` pooled by
         ``pooling`` (one of :data:`FEATURE_POOLINGS`); (R, 2H) for ``mean+request``. The poolings
-        other than ``last`` need ``lm.capture_layer(layer, history=True)`` before the prefill."""
+        other than ``last`` need ``lm.capture_layer(layer, history=True)`` before the prefill.
+        ``forced_as_answer=False``: a prefill is read as request, not answer (:meth:`pooled_latent`)."""
         if pooling == "mean":
-            return self.pooled_latent(layer, rows)
+            return self.pooled_latent(layer, rows, forced_as_answer)
         if pooling == "request":
             return self.prompt_latent(layer, rows)
         if pooling == "mean+request":
-            return torch.cat([self.pooled_latent(layer, rows), self.prompt_latent(layer, rows)], dim=-1)
+            return torch.cat([self.pooled_latent(layer, rows, forced_as_answer), self.prompt_latent(layer, rows)], dim=-1)
         if pooling == "last":
             last = self.latent_tensor(layer)
             return last if rows is None else last[torch.as_tensor(list(rows), device=last.device)]
