@@ -209,3 +209,21 @@ def test_prompt_latent_is_the_request_state_at_prefill_after_steps_crops_and_res
     fresh = lm.prefill(["A new one"])
     torch.testing.assert_close(state.prompt_latent(2, rows=[0, 2]), at_prefill[[0, 2]])
     torch.testing.assert_close(state.prompt_latent(2, rows=[1])[0], fresh.latent_tensor(2)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_prefill_read_as_request_is_left_out_of_the_pooled_answer(tiny_lm):
+    from latentguard.lm import Chat
+
+    layer = tiny_lm.capture_layer(tiny_lm.latent_layer, history=True)
+    chat = Chat([{"role": "user", "content": PROMPTS[0]}], prefill="Sure, here is")
+    state = tiny_lm.prefill(token_ids=[tiny_lm.encode_prompt(chat)])
+    forced = int(state.forced_lengths[0])
+    for token in (5, 6, 7):
+        state.step([token])
+    states, _ = state.response_states(layer)  # (1, T, H)
+    hidden = states[0, state.mask[0].bool()]  # (real tokens, H)
+    as_answer = state.features(layer, "mean", forced_as_answer=True)[0]
+    as_request = state.features(layer, "mean", forced_as_answer=False)[0]
+    assert forced > 0
+    torch.testing.assert_close(as_answer, hidden[-(forced + 3):].mean(0))  # the forced words and the 3 decoded
+    torch.testing.assert_close(as_request, hidden[-3:].mean(0))  # the 3 decoded only

@@ -32,6 +32,11 @@ rule (:class:`latentguard.guards.degenerate.DegenerateGuard`: symbol runs and lo
 above it counts as unsafe in its round: ranked last, drawn again when every candidate is, and never
 released unless the fallback is ``best``. Its safety state is untouched: it is not a guard cost.
 
+Critic search reads a prompt's forced assistant words (a prefill, e.g. the attack's "Sure, here is")
+as part of the request when it scores candidates (``prefill_as_answer=false``, the default): the
+critic pools only what was decoded after them, as for an unprefilled prompt; true reads them as
+answer, as the guard does. Unprefilled prompts are scored the same either way.
+
 With ``give_up`` above 0 (off by default), a round whose candidates are all unsafe and whose best
 one the critic gives P(safe) < ``give_up`` takes the fallback at once instead of drawing again (the
 critic sees no safe way on); each answer's record keeps the best P(safe) of every all-unsafe round
@@ -311,10 +316,12 @@ class CriticSearch(BlockSearch):
     """InferenceGuard: candidates scored by a latent critic (``critic=PATH`` or the default one)."""
 
     def __init__(self, critic: str = "", safe_threshold: float = 0.5, confident: float = 0.9,
-                 narrow_start: bool = True, degenerate: float = 0.3, **kwargs) -> None:
+                 narrow_start: bool = True, degenerate: float = 0.3, prefill_as_answer: bool = False,
+                 **kwargs) -> None:
         super().__init__(confident=confident, narrow_start=narrow_start, degenerate=degenerate, **kwargs)
         if not 0 <= safe_threshold <= 1:
             raise ValueError(f"safe_threshold must be in [0, 1], got {safe_threshold}")
+        self.prefill_as_answer = bool(prefill_as_answer)
         self.critic_path, self.safe_threshold = critic, float(safe_threshold)
         self.critic: LatentCritic | None = None
         self.name = "critic-search"
@@ -368,7 +375,7 @@ class CriticSearch(BlockSearch):
     def score(self, ctx, state, prompts, texts, z):
         critic = self._loaded_critic()
         cfg = critic.config
-        h = state.features(cfg.layer, cfg.pooling)  # (B, H), or (B, 2H) for mean+request
+        h = state.features(cfg.layer, cfg.pooling, forced_as_answer=self.prefill_as_answer)  # (B, H), or (B, 2H)
         p_safe_t, value_t = critic.predict(h, torch.as_tensor(z, dtype=torch.float32))
         p_safe, value = p_safe_t.cpu().numpy(), value_t.cpu().numpy()
         return ~within_budget(z) | (p_safe < self.safe_threshold), value, p_safe
