@@ -42,6 +42,9 @@ from latentguard.envs.decision_env import CONTINUE, REFUSE, STATE_FIELDS, Decisi
 if TYPE_CHECKING:
     from sb3_contrib import MaskablePPO
 
+FLAGGED = STATE_FIELDS.index("flagged") - len(STATE_FIELDS)
+"""Where an observation holds the ``flagged`` state field (counted from its end)."""
+
 
 class LearnedCare(Method):
     """A learned policy over CARE's decisions (see the module docstring)."""
@@ -213,7 +216,3 @@ def confident_refusals(probs: np.ndarray, masks: np.ndarray, confidence: float, 
     actions = np.where(masks, probs, -1.0).argmax(1)
     unsure = (actions == REFUSE) & (probs[:, REFUSE] < confidence) & ~np.asarray(flagged, dtype=bool)
     return np.where(unsure, CONTINUE, actions)
-
-
-FLAGGED = STATE_FIELDS.index("flagged") - len(STATE_FIELDS)
-"""Where an observation holds the ``flagged`` state field (counted from its end)."""
