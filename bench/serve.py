@@ -3,19 +3,23 @@
 The default model and guard are served by ``latentguard-serve`` in its own process on 127.0.0.1;
 the clients are threads of this process. For each method and each
 number of concurrent clients (1, 4, 16), the clients share the same fixed list of requests (each
-client takes the next request when its answer ends: a bounded loop), streamed as server-sent events.
+client takes the next request when its answer ends: a bounded loop; by default 48 requests, three per
+client at 16 clients, half of them harmful), streamed as server-sent events. ``--requests 16`` sends
+one request per client at 16 clients: a burst, whose last and slowest answers then decode alone.
 Measured per level: time to the first released text (p50, p95), released tokens per second in
 aggregate, requests per second. The same requests go through the batch API (``Generator.generate``,
 one call) in the same run, before and after the clients. The most clients and the batch API run ``--repeats``
 times, interleaved, and their means are compared (one run of CARE varies by about 10% on 2 cores).
 
-    python bench/serve.py [--methods vanilla,care,critic-search] [--requests 16] [--tokens 64] [--repeats 2]
-                          [--prompts default] [--clients 1,4,16]
+    python bench/serve.py [--methods vanilla,care,critic-search] [--requests 48] [--tokens 64] [--repeats 2]
+                          [--prompts harm:dev,benign:dev] [--clients 1,4,16]
                           [--gather-seconds 0.01] [--block-gather-seconds 0.1] [--no-prefix-cache]
 
 Last line: one JSON object; ``batched_vs_serial`` is the aggregate throughput at the most clients
 over one client at a time (same requests), ``serve_vs_offline`` the throughput at the most clients
-over the batch API's, each per method.
+over the batch API's decoding at most as many prompts together as there are clients (the server
+holds no more rows than it has requests), ``serve_vs_offline_default_batch`` over the batch API at
+the method's own ``batch_size`` (vanilla 32: wider than 16 clients can fill), each per method.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from latentguard.agents.registry import method_options, parse_spec
 from latentguard.data.prompt_sets import load_prompt_set
 from latentguard.serving import Generator
 from latentguard.serving.config import ServeConfig
@@ -132,6 +137,15 @@ def openai_check(url: str, model: str, prompt: str) -> bool:
     return True
 
 
+def at_most_rows(method: str, rows: int) -> str:
+    """``method`` decoding at most ``rows`` prompts together, as the server does for ``rows`` clients
+    (its ``batch_size``, unless the spec sets one or the method has none)."""
+    name, options = parse_spec(method)
+    if "batch_size" in options or "batch_size" not in method_options(name):
+        return method
+    return f"{method}:batch_size={min(rows, int(method_options(name)['batch_size']))}"
+
+
 def offline(gen: Generator, prompts: list[str], method: str, tokens: int) -> float:
     """Released tokens per second of the batch API on ``prompts`` (one call)."""
     start = time.perf_counter()
@@ -143,9 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="vanilla,care,critic-search")
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=16,
+    parser.add_argument("--requests", type=int, default=48,
                         help="requests per level; more than the most clients makes each client loop (a steady state)")
-    parser.add_argument("--prompts", default="default",
+    parser.add_argument("--prompts", default="harm:dev,benign:dev",
                         help="comma-separated prompt sets; their harmful and benign requests alternate")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="runs of the most clients and of the batch API")
@@ -183,20 +197,24 @@ def main() -> None:
             model = f"{config.model}:{method}"
             one_request(url, model, prompts[0], 8)  # warm-up: the method's files, the first forwards
             fewer = [load(url, model, prompts, c, args.tokens) for c in levels[:-1]]
-            offline_runs, most_runs = [], []
-            for _ in range(args.repeats):  # interleaved, so that drift hits both alike
-                offline_runs.append(offline(gen, prompts, method, args.tokens))
+            offline_runs, wide_runs, most_runs = [], [], []
+            for _ in range(args.repeats):  # interleaved, so that drift hits all alike
+                offline_runs.append(offline(gen, prompts, at_most_rows(method, levels[-1]), args.tokens))
+                wide_runs.append(offline(gen, prompts, method, args.tokens))
                 most_runs.append(load(url, model, prompts, levels[-1], args.tokens))
             for row in fewer + most_runs:
                 print(json.dumps({"method": method, **row}))
             rows = fewer + most_runs[-1:]  # per level below: the last run of the most clients
-            print(json.dumps({"method": method, "offline_released_tokens_per_s": [round(x, 2) for x in offline_runs]}))
+            print(json.dumps({"method": method, "offline_released_tokens_per_s": [round(x, 2) for x in offline_runs],
+                              "offline_spec": at_most_rows(method, levels[-1]),
+                              "offline_default_batch_released_tokens_per_s": [round(x, 2) for x in wide_runs]}))
             most_tps = statistics.mean(r["released_tokens_per_s"] for r in most_runs)
             offline_tps = statistics.mean(offline_runs)
             serial = rows[0]
             summary[method] = {
                 "batched_vs_serial": round(most_tps / max(serial["released_tokens_per_s"], 1e-9), 3),
                 "serve_vs_offline": round(most_tps / max(offline_tps, 1e-9), 3),
+                "serve_vs_offline_default_batch": round(most_tps / max(statistics.mean(wide_runs), 1e-9), 3),
                 "ttft_p50_s": {str(r["clients"]): r["ttft_p50_s"] for r in rows},
                 "ttft_p95_s": {str(r["clients"]): r["ttft_p95_s"] for r in rows},
                 "released_tokens_per_s": {str(r["clients"]): r["released_tokens_per_s"] for r in rows},

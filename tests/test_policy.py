@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from latentguard.agents.base import RunContext
 from latentguard.agents.learned_care import LearnedCare, confident_refusals
@@ -268,8 +269,6 @@ def test_training_with_no_prompts_is_refused(tmp_path):
 
 
 def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
-    import torch
-
     from latentguard.training.policy_training import new_model
     from latentguard.training.sb3 import SB3VecEnv
 
@@ -288,7 +287,6 @@ def test_the_untrained_policy_refuses_rarely_before_a_flag(tmp_path):
 
 def test_the_policy_net_sees_the_safety_state_unchanged_beside_a_squeezed_latent():
     import gymnasium as gym
-    import torch
 
     from latentguard.agents.policy_features import LatentStateExtractor
 
@@ -339,3 +337,70 @@ def test_the_user_cache_policy_wins_over_the_shipped_one(tmp_path, monkeypatch):
     rollouts = make_method("learned-care").run(PROMPTS, RunContext(load_lm("tiny"), make_guard(GUARD), None,
                                                                    max_new_tokens=12, guard_spec=GUARD))
     assert [r.prompt for r in rollouts] == PROMPTS and all(r.text for r in rollouts)
+
+
+@pytest.fixture(scope="module")
+def refusing_policy(tmp_path_factory):
+    """A policy folder whose refusal starts at logistic(3) = 0.95 before any token (one short update)."""
+    out = tmp_path_factory.mktemp("refusing")
+    train_policy(tiny_config(out, total_timesteps=128, eval_every=0, initial_refuse_logit=3.0), progress=False)
+    return out / "policy" / "policy"
+
+
+def gate_ctx(lm):
+    return RunContext(lm, make_guard(GUARD), lambda p, r: [float(len(x)) for x in r], max_new_tokens=8,
+                      guard_spec=GUARD)
+
+
+def test_the_policy_gives_its_first_decision_refusal_per_prompt(refusing_policy):
+    lm = load_lm("tiny")
+    method = LearnedCare(path=str(refusing_policy), batch_size=2)
+    method.prepare(gate_ctx(lm))
+    p = method.first_refusal(PROMPTS, gate_ctx(lm))  # two batches: 2 + 1 prompts
+    assert p.shape == (3,) and np.all((p > 0.85) & (p < 0.99)), p  # logistic(3) = 0.953, moved by one update
+    vec = method.env(PROMPTS, gate_ctx(lm), num_envs=3)
+    obs, _ = vec.reset(seed=0)
+    probs = method.model.policy.get_distribution(torch.as_tensor(obs), action_masks=vec.action_masks()).distribution.probs
+    np.testing.assert_allclose(p, probs[:, REFUSE].detach().numpy(), atol=1e-5)  # the same as one batch of three
+
+
+def test_a_gated_search_refuses_before_any_token_where_the_policy_would(refusing_policy):
+    lm = load_lm("tiny")
+    spec = "beam-saute:n=2:k=1:block=4"
+    plain = make_method(spec).run(PROMPTS, gate_ctx(lm))
+    gated = make_method(f"{spec}:gate=0.5:gate_policy={refusing_policy}").run(PROMPTS, gate_ctx(lm))
+    assert [r.text for r in gated] == [REFUSAL] * 3 and [r.tokens for r in gated] == [0] * 3
+    assert all(r.extra["gated"] and r.extra["refused"] for r in gated)
+    above = make_method(f"{spec}:gate=0.99:gate_policy={refusing_policy}").run(PROMPTS, gate_ctx(lm))
+    assert [r.text for r in above] == [r.text for r in plain] and not any(r.extra["gated"] for r in above)
+
+
+def test_a_gate_policy_without_a_gate_is_named():
+    with pytest.raises(ValueError, match="gate_policy='x' names the policy of a gate that is off: give gate=p too"):
+        make_method("critic-search:gate_policy=x")
+    with pytest.raises(ValueError, match=r"gate must be a probability in \[0, 1\)"):
+        make_method("critic-search:gate=1")
+
+
+def test_a_served_search_answers_gated_requests_at_once_and_takes_the_next(refusing_policy):
+    from latentguard.agents.base import PromptFeed
+
+    class Feed(PromptFeed):
+        max_rows = 2
+
+        def __init__(self):
+            self.waiting, self.asked, self.answers = list(enumerate(PROMPTS)), [], {}
+
+        def take(self, n, idle):
+            self.asked.append(n)
+            taken, self.waiting = self.waiting[:n], self.waiting[n:]
+            return taken
+
+        def finish(self, index, rollout):
+            self.answers[index] = rollout
+
+    feed = Feed()
+    lm = load_lm("tiny")
+    make_method(f"beam-saute:n=2:k=1:block=4:gate=0.5:gate_policy={refusing_policy}").serve(feed, gate_ctx(lm))
+    assert sorted(feed.answers) == [0, 1, 2] and all(r.text == REFUSAL and r.extra["gated"] for r in feed.answers.values())
+    assert feed.asked == [2, 2, 2]  # three takes in the first pass: each refused pair left room for two more

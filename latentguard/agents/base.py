@@ -99,7 +99,8 @@ class PromptFeed(abc.ABC):
     @abc.abstractmethod
     def take(self, n: int, idle: bool) -> list[tuple[int, str]]:
         """Up to ``n`` new ``(index, prompt)`` pairs (none is fine). ``idle``: the method holds no
-        row; the feed may wait a little for a prompt, and an empty answer then ends :meth:`Method.serve`."""
+        row, or a method that takes prompts only at a block's start has just answered one: the feed
+        may wait a little for prompts; with no row held, an empty answer then ends :meth:`Method.serve`."""
 
     def cancelled(self, index: int) -> bool:
         """Whether the reader of prompt ``index`` went away (its row may be freed at once, unanswered)."""

@@ -191,6 +191,31 @@ class LearnedCare(Method):
         env = card_env(self.card) if self.card else {}
         return int(env.get("check_every") or env.get("buffer") or 1)
 
+    def first_refusal(self, prompts: Sequence[str], ctx: RunContext) -> np.ndarray:
+        """P(refuse) (len(prompts),) the policy gives each prompt at its first decision, before any
+        token is decoded (one prefill forward per ``batch_size`` prompts): a request-level refusal
+        score that other methods can gate on (``critic-search:gate=p``)."""
+        if self.model is None:
+            raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            vec = self.env(prompts[i:i + self.batch_size], ctx)
+            obs, _ = vec.reset(seed=ctx.seed)
+            out.append(self.action_probs(obs, vec.action_masks())[:, REFUSE])  # (n,)
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def action_probs(self, obs, masks) -> np.ndarray:
+        """The policy's action probabilities (N, 4) for observations (N, F) under action masks
+        (N, 4), zero where masked."""
+        if self.model is None:
+            raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
+        with torch.no_grad():
+            dist = self.model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks)
+        categorical = dist.distribution  # one Categorical over the 4 actions
+        if not isinstance(categorical, torch.distributions.Categorical):
+            raise TypeError(f"learned-care reads a policy over one discrete action, got {type(categorical).__name__}")
+        return categorical.probs.cpu().numpy()
+
     def act(self, obs, masks):
         """The policy's actions (N,) for observations (N, F) under action masks (N, 4); with
         ``refuse_confidence`` p, a refusal the policy gives less than p where no check has flagged
@@ -199,12 +224,7 @@ class LearnedCare(Method):
             raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
         if not self.refuse_confidence:
             return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]
-        with torch.no_grad():
-            dist = self.model.policy.get_distribution(torch.as_tensor(obs), action_masks=masks)
-            categorical = dist.distribution  # one Categorical over the 4 actions
-            if not isinstance(categorical, torch.distributions.Categorical):
-                raise TypeError(f"refuse_confidence needs a policy over one discrete action, got {type(categorical).__name__}")
-            probs = categorical.probs.cpu().numpy()  # (N, 4), zero where masked
+        probs = self.action_probs(obs, masks)  # (N, 4), zero where masked
         flagged = np.asarray(obs)[:, FLAGGED] > 0.5  # (N,) the last check flagged
         return confident_refusals(probs, masks, self.refuse_confidence, flagged)
 

@@ -42,6 +42,13 @@ one the critic gives P(safe) < ``give_up`` takes the fallback at once instead of
 critic sees no safe way on); each answer's record keeps the best P(safe) of every all-unsafe round
 (``all_unsafe_p_safe``).
 
+With ``gate`` p above 0 (off by default), a prompt to which the ``learned-care`` policy (its default
+one, or ``gate_policy=FOLDER``) gives refusal a probability of at least p at its first decision, before
+any token, is refused at once and takes no rows: the learned policy's request-level judgment in front of
+the search (:meth:`latentguard.agents.learned_care.LearnedCare.first_refusal`; one prefill forward per
+joining batch, counted in the search's time). Calibrate p on dev look-alikes as a classifier's
+threshold; 0.85 refuses 2.9% of them. A gated answer's record has ``gated: true``.
+
 Every candidate is seeded by its prompt, the round, the draw and its place among its prompt's
 candidates, so no draw depends on the batch it shares (the logits still do, in their last bits: a
 near-tie can go another way in another batch).
@@ -67,6 +74,7 @@ from latentguard.guards.degenerate import DegenerateGuard
 from latentguard.lm import DecodeState
 
 if TYPE_CHECKING:
+    from latentguard.agents.learned_care import LearnedCare
     from latentguard.critics.critic import LatentCritic
 
 FALLBACKS = ("refuse", "best")
@@ -96,6 +104,7 @@ class PromptSearch:
     steps: int = 0
     sure: bool = False  # the critic is confident in the best beam: the next round samples one candidate
     unsafe_rounds: list[float] = field(default_factory=list)  # best P(safe) of each round whose candidates were all unsafe
+    gated: bool = False  # refused by the gate before any token
 
 
 class BlockSearch(Method):
@@ -108,8 +117,15 @@ class BlockSearch(Method):
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
                  budget: float | None = None, z0: float = 1.0, batch_size: int = 32,
                  confident: float = 0.0, give_up: float = 0.0, narrow_start: bool = False,
-                 degenerate: float = 0.0) -> None:
+                 degenerate: float = 0.0, gate: float = 0.0, gate_policy: str = "") -> None:
         n, k, block, m = int(n), int(k), int(block), int(m)
+        if not 0 <= float(gate) < 1:
+            raise ValueError(f"gate must be a probability in [0, 1) (0: off; 0.85: refuse where the learned-care "
+                             f"policy gives refusal at least 0.85 before any token), got {gate}")
+        if gate_policy and not float(gate):
+            raise ValueError(f"gate_policy={gate_policy!r} names the policy of a gate that is off: give gate=p too")
+        self.gate, self.gate_policy = float(gate), str(gate_policy)
+        self.gate_method: LearnedCare | None = None
         if not 0 <= float(confident) <= 1:
             raise ValueError(f"confident must be a probability in [0, 1] (0: never narrow), got {confident}")
         if not 0 <= float(give_up) <= 1:
@@ -137,8 +153,21 @@ class BlockSearch(Method):
 
     # ------------------------------------------------------------------ scoring (subclasses)
     def prepare(self, ctx: RunContext) -> None:
-        """The run's budget (the method's option, else the run's); a subclass also loads what it reads."""
+        """The run's budget (the method's option, else the run's) and the gate's policy; a subclass
+        also loads what it reads."""
         self.budget = resolve_budget(self.name, self.budget_option, ctx.budget)
+        if self.gate and self.gate_method is None:
+            from latentguard.agents.learned_care import LearnedCare
+
+            self.gate_method = LearnedCare(path=self.gate_policy, batch_size=self.batch_size)
+        if self.gate_method is not None:
+            self.gate_method.prepare(ctx)  # refuses a policy trained for another model or guard
+
+    def gated(self, ctx: RunContext, prompts: list[str]) -> np.ndarray:
+        """(len(prompts),) bool: the prompts the gate refuses before any token (none with the gate off)."""
+        if self.gate_method is None or not prompts:
+            return np.zeros(len(prompts), dtype=bool)
+        return self.gate_method.first_refusal(prompts, ctx) >= self.gate
 
     @abc.abstractmethod
     def score(self, ctx: RunContext, state: DecodeState, prompts: list[str], texts: list[str],
@@ -165,16 +194,22 @@ class BlockSearch(Method):
 
     def serve(self, feed: PromptFeed, ctx: RunContext) -> None:
         """Continuous batching: a request joins the search at the next pass and an answered one, or
-        one whose reader left, frees its rows at once (:class:`~latentguard.agents.base.PromptFeed`)."""
+        one whose reader left, frees its rows at once (:class:`~latentguard.agents.base.PromptFeed`).
+
+        A pass that answered a prompt lets the feed wait a little before the next one starts, as when
+        idle: a client that sends its next request on receiving an answer (an agent, an evaluation
+        loop) would otherwise miss the pass by milliseconds and wait a whole block for a row."""
         if ctx.guard is None:
             raise ValueError(f"{self.name} updates the safety state with the guard's cost: give the run a guard")
         self.prepare(ctx)
-        idle = [True]
+        idle, answered = [True], [False]
 
         def take(n: int) -> list[tuple[int, str]]:
-            return feed.take(n, idle=idle[0])
+            wait, answered[0] = idle[0] or (answered[0] and n > 0), False
+            return feed.take(n, idle=wait)
 
         def finish(s: PromptSearch) -> None:
+            answered[0] = True
             feed.finish(s.index, self._rollout(ctx, s, time.perf_counter() - s.started))
 
         self._search(ctx, feed.max_rows, take, feed.cancelled, finish, idle)
@@ -183,7 +218,7 @@ class BlockSearch(Method):
         text = REFUSAL if s.refused else ctx.lm.decode(s.answer or [])
         return Rollout(s.prompt, text, s.tokens, 0 if s.refused else len(s.answer or []), seconds,
                        wait_tokens=s.steps, interventions=s.retries, guard_calls=s.guard_calls,
-                       extra={"refused": s.refused, "fallback": "refuse" if s.refused else None,
+                       extra={"refused": s.refused, "fallback": "refuse" if s.refused else None, "gated": s.gated,
                               "all_unsafe_p_safe": [round(p, 4) for p in s.unsafe_rounds]})
 
     def _search(self, ctx: RunContext, window: int, take: Callable[[int], list[tuple[int, str]]],
@@ -205,7 +240,21 @@ class BlockSearch(Method):
             search = [s for s in search if not cancelled(s.index)]  # a reader who left: rows freed below
             if idle is not None:
                 idle[0] = not search
-            joining = [PromptSearch(prompt, index, time.perf_counter()) for index, prompt in take(window - len(search))]
+            joining: list[PromptSearch] = []
+            while True:  # one take per pass, and another while the gate refuses what was taken
+                new = [PromptSearch(prompt, index, time.perf_counter())
+                       for index, prompt in take(window - len(search) - len(joining))]
+                for s, refuse in zip(new, self.gated(ctx, [s.prompt for s in new])):
+                    if refuse:  # the gate refuses it before any token: it takes no rows, the next prompt may
+                        s.refused = s.gated = True
+                        ctx.released(s.index, REFUSAL)
+                        ctx.answered()
+                        finish(s)
+                joining += [s for s in new if not s.refused]
+                if not any(s.gated for s in new) or len(search) + len(joining) >= window:
+                    break
+                if idle is not None:
+                    idle[0] = not search and not joining
             if not search and not joining:
                 return
             # this pass's rows: a retrying prompt's candidates rolled back to their block's start, the

@@ -279,8 +279,9 @@ class _GroupFeed(PromptFeed):
     def take(self, n: int, idle: bool) -> list[tuple[int, str]]:
         if n <= 0 or self.scheduler._others_waiting(self.group):
             return []
-        # idle: nothing in flight, so wait a little for the group's other requests (as a dynamic batch
-        # does): a method that takes rows only at a block's start would make a late one wait a block
+        # idle: nothing in flight, or a block method just answered a request, so wait a little for the
+        # group's other requests (as a dynamic batch does): a method that takes rows only at a block's
+        # start would make a late one, or a client's next request, wait a block
         taken = self.scheduler._take(self.group, n, self.gather if idle else 0.0)
         if taken and self.scheduler.on_batch is not None:
             self.scheduler.on_batch(taken)
