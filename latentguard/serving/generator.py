@@ -67,6 +67,11 @@ class Generator:
                           SamplingConfig(temperature=float(temperature), top_p=float(top_p)), self.seed,
                           guard_spec=self.guard_spec or None, budget=budget)
 
+    @property
+    def prepared(self) -> frozenset[str]:
+        """The method specs :meth:`method` has built and prepared so far."""
+        return frozenset(self._methods)
+
     def method(self, spec: str, ctx: RunContext | None = None) -> Method:
         """The method of ``spec``, built and prepared once (an unknown spec or a missing critic or
         policy is an error that names the fix)."""
