@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from latentguard.agents.base import Method, PromptFeed, Rollout, RunContext
 from latentguard.agents.registry import make_method
+from latentguard.common.threads import in_passing_thread
 from latentguard.guards import Guard, make_guard
 from latentguard.lm import DEFAULT_MODEL, LanguageModel, SamplingConfig, load_lm
 from latentguard.rewards import Reward, make_reward
@@ -45,18 +46,26 @@ class Generator:
                  system_prompt: str | None = None) -> None:
         if system_prompt is not None and not system_prompt.strip():
             raise ValueError("system_prompt is empty; give a non-empty system message, or None for the template's default")
-        self.lm = load_lm(model, device=device, system_prompt=system_prompt) if isinstance(model, str) else model
-        if system_prompt is not None:
-            self.lm.system_prompt = system_prompt
         self.guard_spec = guard if isinstance(guard, str) else guard.name
-        self.guard: Guard | None = (make_guard(guard) if guard else None) if isinstance(guard, str) else guard
-        if self.guard is not None:
-            self.guard.attach(self.lm)
-        self.reward: Reward | None = (make_reward(reward) if reward else None) if isinstance(reward, str) else reward
+        # built on a thread that ends with it: the thread that decodes keeps the only OpenMP pool
+        self.lm, self.guard, self.reward = in_passing_thread(lambda: self._load(model, guard, reward, device, system_prompt))
         self.seed = int(seed)
         self._methods: dict[str, Method] = {}
         self.lock = threading.Lock()
         """Held while a method decodes: one batch at a time uses the model (its captured layers are shared)."""
+
+    @staticmethod
+    def _load(model: str | LanguageModel, guard: str | Guard, reward: str | Reward | None, device: str | None,
+              system_prompt: str | None) -> tuple[LanguageModel, Guard | None, Reward | None]:
+        """The model, the guard attached to it and the reward, each from its name or as given."""
+        lm = load_lm(model, device=device, system_prompt=system_prompt) if isinstance(model, str) else model
+        if system_prompt is not None:
+            lm.system_prompt = system_prompt
+        made_guard = (make_guard(guard) if guard else None) if isinstance(guard, str) else guard
+        if made_guard is not None:
+            made_guard.attach(lm)
+        made_reward = (make_reward(reward) if reward else None) if isinstance(reward, str) else reward
+        return lm, made_guard, made_reward
 
     def context(self, max_new_tokens: int = 64, temperature: float = 0.7, top_p: float = 0.9,
                 budget: float | None = None) -> RunContext:
@@ -67,17 +76,13 @@ class Generator:
                           SamplingConfig(temperature=float(temperature), top_p=float(top_p)), self.seed,
                           guard_spec=self.guard_spec or None, budget=budget)
 
-    @property
-    def prepared(self) -> frozenset[str]:
-        """The method specs :meth:`method` has built and prepared so far."""
-        return frozenset(self._methods)
-
     def method(self, spec: str, ctx: RunContext | None = None) -> Method:
         """The method of ``spec``, built and prepared once (an unknown spec or a missing critic or
-        policy is an error that names the fix)."""
+        policy is an error that names the fix). It is prepared on a thread that ends with it, as the
+        model is loaded (:mod:`latentguard.common.threads`)."""
         if spec not in self._methods:
             method = make_method(spec)
-            method.prepare(ctx or self.context())
+            in_passing_thread(lambda: method.prepare(ctx or self.context()))
             self._methods[spec] = method
         return self._methods[spec]
 

@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from latentguard.agents.registry import METHODS
-from latentguard.common.threads import in_passing_thread
 from latentguard.lm.chat import Chat
 from latentguard.serving.config import ServeConfig
 from latentguard.serving.generator import Generator
@@ -72,9 +71,8 @@ class App:
 
     def __init__(self, config: ServeConfig, generator: Generator | None = None) -> None:
         self.config = config
-        # torch work off the main thread, which keeps no OpenMP pool to compete with the decoding one
-        self.generator = generator or in_passing_thread(lambda: Generator(
-            config.model, config.guard, config.reward, seed=config.seed, system_prompt=config.system_prompt or None))
+        self.generator = generator or Generator(config.model, config.guard, config.reward, seed=config.seed,
+                                                system_prompt=config.system_prompt or None)
         self.generator.lm.prefixes.enabled = config.prefix_cache
         self.model_id = self.generator.lm.model_id
         self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue, config.gather_seconds,
@@ -101,8 +99,7 @@ class App:
                              "latentguard.method")
         spec = asked or suffix or self.config.method
         try:
-            if spec not in self.generator.prepared:  # built once, off the event loop's thread (as above)
-                in_passing_thread(lambda: self.generator.method(spec, self.generator.context()))
+            self.generator.method(spec, self.generator.context())
         except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
             raise BadRequest(f"unknown or unusable method {spec!r}: {err}", "model", 400, "invalid_method") from err
         return spec
