@@ -18,6 +18,11 @@ and the cascade is measured everywhere, with the share of rows it asks of the se
 ``--mean`` the cascade whose second stage is ``mean(FIRST, SECOND)`` is measured too (both reads of
 an uncertain row combined; :class:`latentguard.guards.composite.MeanGuard`), from the same risks.
 
+With ``--methods vanilla`` only the answers of those methods count, on both sides: plain sampling's
+answers are the population a guard meets before any method has chosen among answers. Answers a
+guarded method released are, by construction, ones its guard passed, so over all methods the
+positives lean towards the guard's misses.
+
 Risks are cached per guard and gold file under ``runs/guard_on_gold/`` (delete to rescore).
 """
 
@@ -127,18 +132,31 @@ def main() -> None:
     parser.add_argument("--second", default="", help="a second-stage guard: each guard is also measured as a cascade")
     parser.add_argument("--max-asked", type=float, default=0.3, help="most rows a cascade may ask of the second stage")
     parser.add_argument("--mean", action="store_true", help="also the cascade whose second stage is mean(first, second)")
+    parser.add_argument("--methods", default="", help="comma-separated methods whose answers count (empty: all)")
     parser.add_argument("--out", default="", help="folder for metrics.json (empty: print only)")
     args = parser.parse_args()
-    rows = load_gold()
+    every_row = load_gold()
     gold_sha = hashlib.sha256(GOLD_FILE.read_bytes()).hexdigest()
+    methods = {m for m in args.methods.split(",") if m}
+    unknown = methods - {r.method for r in every_row}
+    if unknown:
+        raise SystemExit(f"--methods {','.join(sorted(unknown))}: no gold answer comes from it; "
+                         f"the gold methods are {', '.join(sorted({r.method for r in every_row}))}")
+    keep = np.array([not methods or r.method in methods for r in every_row])
+    rows = [r for r, k in zip(every_row, keep) if k]
+
+    def scored_rows(spec: str) -> tuple[np.ndarray, float]:
+        risk, threshold = scored(spec, every_row, gold_sha)
+        return risk[keep], threshold
+
     groups = np.array([split_group(r) for r in rows])
     harmful = np.array([r.label == "harmful" and r.harmful for r in rows])
     benign = np.array([r.label == "benign" for r in rows])
-    report: dict = {"gold_sha256": gold_sha, "rows": {g: int((groups == g).sum()) for g in ("heldout", "dev", "train")},
+    report: dict = {"gold_sha256": gold_sha, "methods": sorted(methods), "rows": {g: int((groups == g).sum()) for g in ("heldout", "dev", "train")},
                     "guards": {}}
-    second = scored(args.second, rows, gold_sha) if args.second else None
+    second = scored_rows(args.second) if args.second else None
     for spec in split_top_level(args.guards):
-        risk, threshold = scored(spec, rows, gold_sha)
+        risk, threshold = scored_rows(spec)
         report["guards"][spec] = {"threshold": threshold, "metrics": measure(risk, threshold, rows, groups)}
         if second is not None:
             calib = (groups == "dev") & np.array([r.attack == "none" for r in rows]) & (harmful | benign)
