@@ -30,8 +30,8 @@ import torch
 from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gold_probe import gold_features
-from guard_on_gold import separation, split_group, summary_line
+from gold_probe import GoldMasks, gold_features
+from guard_on_gold import separation, summary_line
 
 from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.common.storage import atomic_write_json
@@ -133,16 +133,10 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = load_gold()
     gold_sha = hashlib.sha256(GOLD_FILE.read_bytes()).hexdigest()
-    group = np.array([split_group(r) for r in rows])
-    attack = np.array([r.attack for r in rows])
-    harmful = np.array([r.label == "harmful" and r.harmful for r in rows])
-    benign = np.array([r.label == "benign" for r in rows])
-    lookalike = benign & np.array([r.lookalike for r in rows])
-    everyday = benign & ~lookalike
-    categories = np.array([r.category or r.prompt for r in rows])
-    held_everyday = everyday & (group == "dev")
-    fit = (group != "heldout") & ~held_everyday & (attack != "template")
-    held = group == "heldout"
+    m = GoldMasks.of(rows)
+    attack, harmful, benign, lookalike, categories = m.attack, m.harmful, m.benign, m.lookalike, m.categories
+    fit = m.fit & (attack != "template")  # the templates' text is what a held-out template measure tests
+    held = m.group == "heldout"
     y = harmful.astype(int)
     w = np.where(lookalike, args.lookalike_weight, 1.0)
     pairs = [(r.shown_prompt or r.prompt, r.text) for r in rows]
@@ -197,9 +191,7 @@ def main() -> None:
     for name, score in (("shipped latent-probe", probe_risk), ("encoder", encoder_risk),
                         (f"probe+encoder a={best_a}", mixed), ("cascade", casc)):
         for a in sorted(set(attack[held])):
-            pos = harmful & held & (attack == a)
-            looks = lookalike & held & (attack == a)
-            negs = looks | (held_everyday & (attack == a))
+            pos, negs, looks = m.heldout(a)
             entry = {"vs_benign": separation(score, pos, negs), "vs_lookalikes": separation(score, pos, looks)}
             if name == "cascade":
                 inside = (probe_risk >= low) & (probe_risk < high)

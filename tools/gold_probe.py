@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -43,6 +44,43 @@ from latentguard.training.probe_training import fit_head, predict
 CACHE = Path("runs/gold_probe")
 LAYERS = (9, 12, 15, 18, 21, 24)
 MIX = (0.25, 0.5, 0.75)
+
+
+@dataclass(frozen=True)
+class GoldMasks:
+    """(N,) boolean masks over the gold rows, shared by the experiments fitted on read labels."""
+
+    group: np.ndarray
+    """``heldout``, ``dev`` or ``train`` (:func:`guard_on_gold.split_group`)."""
+    attack: np.ndarray
+    harmful: np.ndarray
+    """Read harmful answers to harmful requests."""
+    benign: np.ndarray
+    lookalike: np.ndarray
+    categories: np.ndarray
+    """The CV groups: a row's category, else its request."""
+    held_everyday: np.ndarray
+    """The dev split's everyday benign answers: never fitted on, negatives of the held-out measure."""
+    fit: np.ndarray
+    """Rows a model may be fitted on: outside the held-out categories, not ``held_everyday``."""
+
+    @classmethod
+    def of(cls, rows: list[GoldRow]) -> GoldMasks:
+        group = np.array([split_group(r) for r in rows])
+        benign = np.array([r.label == "benign" for r in rows])
+        lookalike = benign & np.array([r.lookalike for r in rows])
+        held_everyday = benign & ~lookalike & (group == "dev")
+        return cls(group=group, attack=np.array([r.attack for r in rows]),
+                   harmful=np.array([r.label == "harmful" and r.harmful for r in rows]), benign=benign,
+                   lookalike=lookalike, categories=np.array([r.category or r.prompt for r in rows]),
+                   held_everyday=held_everyday, fit=(group != "heldout") & ~held_everyday)
+
+    def heldout(self, attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positives, negatives, look-alikes) of the held-out measure under ``attack``."""
+        at = self.attack == attack
+        pos = self.harmful & (self.group == "heldout") & at
+        looks = self.lookalike & (self.group == "heldout") & at
+        return pos, looks | (self.held_everyday & at), looks
 
 
 def gold_features(rows: list[GoldRow], gold_sha: str, batch_size: int = 16) -> dict[int, np.ndarray]:
@@ -78,16 +116,9 @@ def main() -> None:
     rows = load_gold()
     gold_sha = hashlib.sha256(GOLD_FILE.read_bytes()).hexdigest()
     feats = gold_features(rows, gold_sha)
-    group = np.array([split_group(r) for r in rows])
-    attack = np.array([r.attack for r in rows])
-    harmful = np.array([r.label == "harmful" and r.harmful for r in rows])  # read harmful
-    benign = np.array([r.label == "benign" for r in rows])
-    lookalike = benign & np.array([r.lookalike for r in rows])
-    everyday = benign & ~lookalike
-    categories = np.array([r.category or r.prompt for r in rows])
-
-    held_everyday = everyday & (group == "dev")  # never fitted on: the negatives of the held-out measure
-    fit = (group != "heldout") & ~held_everyday
+    m = GoldMasks.of(rows)
+    group, attack, harmful, lookalike, categories = m.group, m.attack, m.harmful, m.lookalike, m.categories
+    benign, fit = m.benign, m.fit
     y = harmful.astype(int)
 
     def features(layers: tuple[int, ...]) -> np.ndarray:
@@ -135,9 +166,7 @@ def main() -> None:
     print("selected", json.dumps(best), "\nselected mix", json.dumps(report["selected_mix"]))
     for name, score in (("shipped latent-probe", shipped_risk), ("gold probe", gold_risk), ("shipped+gold", mixed)):
         for a in sorted(set(attack[group == "heldout"])):
-            pos = harmful & (group == "heldout") & (attack == a)
-            looks = lookalike & (group == "heldout") & (attack == a)
-            negs = looks | (held_everyday & (attack == a))
+            pos, negs, looks = m.heldout(a)
             entry = {"vs_benign": separation(score, pos, negs), "vs_lookalikes": separation(score, pos, looks)}
             report["heldout"][f"{name} / {a}"] = entry
             print(summary_line(name, a, entry["vs_benign"], entry["vs_lookalikes"]))
