@@ -30,8 +30,7 @@ import torch
 from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gold_probe import GoldMasks, gold_features
-from guard_on_gold import separation, summary_line
+from gold_probe import GoldMasks, gold_features, logit
 
 from latentguard.common.metrics import safe_auroc, tpr_at_fpr
 from latentguard.common.storage import atomic_write_json
@@ -42,11 +41,6 @@ from latentguard.text.embeddings import minilm_path
 
 CACHE = Path("runs/encoder_on_gold")
 MIX = (0.25, 0.5, 0.75)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 class CrossEncoder(torch.nn.Module):
@@ -190,14 +184,11 @@ def main() -> None:
               "band": band, "encoder_threshold": enc_threshold, "heldout": {}}
     for name, score in (("shipped latent-probe", probe_risk), ("encoder", encoder_risk),
                         (f"probe+encoder a={best_a}", mixed), ("cascade", casc)):
-        for a in sorted(set(attack[held])):
-            pos, negs, looks = m.heldout(a)
-            entry = {"vs_benign": separation(score, pos, negs), "vs_lookalikes": separation(score, pos, looks)}
-            if name == "cascade":
-                inside = (probe_risk >= low) & (probe_risk < high)
-                entry["asked_share"] = float(inside[pos | negs].mean())
-            report["heldout"][f"{name} / {a}"] = entry
-            print(summary_line(name, a, entry["vs_benign"], entry["vs_lookalikes"]))
+        report["heldout"].update(m.measure(name, score))
+    inside = (probe_risk >= low) & (probe_risk < high)
+    for a in sorted(set(attack[held])):
+        pos, negs, _ = m.heldout(a)
+        report["heldout"][f"cascade / {a}"]["asked_share"] = float(inside[pos | negs].mean())
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out) / "metrics.json", report)

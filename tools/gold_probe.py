@@ -82,6 +82,22 @@ class GoldMasks:
         looks = self.lookalike & (self.group == "heldout") & at
         return pos, looks | (self.held_everyday & at), looks
 
+    def measure(self, name: str, risk: np.ndarray) -> dict[str, dict]:
+        """``{"NAME / ATTACK": separation against benign answers and against look-alikes}`` on the held-out
+        rows under every attack, each printed as one line."""
+        out = {}
+        for attack in sorted(set(self.attack[self.group == "heldout"])):
+            pos, negs, looks = self.heldout(attack)
+            entry = {"vs_benign": separation(risk, pos, negs), "vs_lookalikes": separation(risk, pos, looks)}
+            out[f"{name} / {attack}"] = entry
+            print(summary_line(name, attack, entry["vs_benign"], entry["vs_lookalikes"]))
+        return out
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
 
 def gold_features(rows: list[GoldRow], gold_sha: str, batch_size: int = 16) -> dict[int, np.ndarray]:
     """layer -> (N, 2H) float32 ``mean+request`` features of every gold row (prompt as shown, answer)."""
@@ -117,16 +133,12 @@ def main() -> None:
     gold_sha = hashlib.sha256(GOLD_FILE.read_bytes()).hexdigest()
     feats = gold_features(rows, gold_sha)
     m = GoldMasks.of(rows)
-    group, attack, harmful, lookalike, categories = m.group, m.attack, m.harmful, m.lookalike, m.categories
+    harmful, lookalike, categories = m.harmful, m.lookalike, m.categories
     benign, fit = m.benign, m.fit
     y = harmful.astype(int)
 
     def features(layers: tuple[int, ...]) -> np.ndarray:
         return np.concatenate([feats[layer] for layer in layers], axis=1)
-
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
 
     shipped = make_guard("latent-probe").resolve()
     shipped_risk = np.asarray(shipped.head.risk(torch.as_tensor(feats[shipped.config.layer])), float)  # mean+request
@@ -165,11 +177,7 @@ def main() -> None:
               "selected": best, "selected_mix": {**best_mix, "a": best_a}, "cv": cv, "heldout": {}}
     print("selected", json.dumps(best), "\nselected mix", json.dumps(report["selected_mix"]))
     for name, score in (("shipped latent-probe", shipped_risk), ("gold probe", gold_risk), ("shipped+gold", mixed)):
-        for a in sorted(set(attack[group == "heldout"])):
-            pos, negs, looks = m.heldout(a)
-            entry = {"vs_benign": separation(score, pos, negs), "vs_lookalikes": separation(score, pos, looks)}
-            report["heldout"][f"{name} / {a}"] = entry
-            print(summary_line(name, a, entry["vs_benign"], entry["vs_lookalikes"]))
+        report["heldout"].update(m.measure(name, score))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out) / "metrics.json", report)
