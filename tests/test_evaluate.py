@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from latentguard.agents.base import RunContext
 from latentguard.agents.baselines import BeamSearch, BestOfN, Sampling
@@ -13,7 +16,7 @@ from latentguard.agents.registry import make_method
 from latentguard.data.prompt_sets import advbench, load_prompt_set, split_of
 from latentguard.evaluation.rejudge import rejudge
 from latentguard.evaluation.report import wilson
-from latentguard.evaluation.runner import EvalConfig, run_evaluation
+from latentguard.evaluation.runner import EvalConfig, run_evaluation, worker_state
 from latentguard.guards import CallableGuard
 from latentguard.lm import generate
 
@@ -149,6 +152,30 @@ def test_resume_refuses_other_settings(tmp_path):
     run_evaluation(tiny_config(tmp_path, methods="vanilla"))
     with pytest.raises(ValueError, match="other settings .*max_new_tokens"):
         run_evaluation(tiny_config(tmp_path, methods="vanilla", max_new_tokens=7))
+
+
+def test_dtype_reaches_the_model_and_a_resume_must_agree_on_it(tmp_path):
+    config = tiny_config(tmp_path, methods="vanilla", dtype="bfloat16")
+    assert worker_state(asdict(config))["ctx"].lm.model.dtype == torch.bfloat16
+    run_evaluation(config)
+    with pytest.raises(ValueError, match=r"other settings \{'dtype': \('bfloat16', 'auto'\)\}"):
+        run_evaluation(tiny_config(tmp_path, methods="vanilla"))
+
+
+def test_samples_saved_before_the_dtype_setting_resume_at_its_default(tmp_path):
+    run_evaluation(tiny_config(tmp_path, methods="vanilla"))
+    saved = tmp_path / "run" / "config.json"
+    old = json.loads(saved.read_text())
+    del old["dtype"]
+    saved.write_text(json.dumps(old))
+    run_evaluation(tiny_config(tmp_path, methods="vanilla,greedy"))  # resumes: no other settings
+    with pytest.raises(ValueError, match="other settings .*dtype"):
+        run_evaluation(tiny_config(tmp_path, methods="vanilla", dtype="float32"))
+
+
+def test_an_unknown_dtype_is_named_with_the_choices():
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'; use 'auto' or one of"):
+        tiny_config(Path("."), dtype="fp8")
 
 
 def test_judge_that_is_the_guard_is_refused_for_methods_that_use_it(tmp_path):

@@ -14,6 +14,7 @@ import time
 import httpx2 as httpx
 import openai
 import pytest
+import torch
 import uvicorn
 
 from latentguard.episodes.release import REFUSAL
@@ -304,6 +305,10 @@ def test_the_server_system_prompt_is_every_prompt_s_head_computed_once():
         [a.text for a in answers]
 
 
+def test_a_generator_loads_its_model_in_the_dtype_asked():
+    assert Generator(model="tiny", guard="", reward="", dtype="bfloat16").lm.model.dtype == torch.bfloat16
+
+
 def test_an_empty_system_prompt_is_named():
     with pytest.raises(ValueError, match="system_prompt is empty"):
         Generator(model="tiny", guard="", reward="", system_prompt=" ")
@@ -312,6 +317,7 @@ def test_an_empty_system_prompt_is_named():
 @pytest.mark.parametrize("field, value, message", [
     ("max_rows", 0, "max_rows must be >= 1, got 0"),
     ("gather_seconds", -1, r"gather_seconds must be in \[0, 10\] seconds, got -1"),
+    ("dtype", "fp8", "unknown dtype 'fp8'; use 'auto' or one of"),
 ])
 def test_a_bad_server_option_is_named_with_its_range(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -11,6 +11,10 @@ class ServeConfig:
 
     model: str = "smollm2-135m-instruct"
     """The model served (a spec for :func:`latentguard.lm.load_lm`)."""
+    dtype: str = "auto"
+    """The model's weights and activations: auto (float32 on the CPU, bfloat16 on a GPU), float32,
+    bfloat16, float16. On a CPU with AMX, bfloat16 decodes about 1.5x as fast (``bench/dtype.py``);
+    answers then differ from float32's token for token."""
     guard: str = "latent-probe"
     """The guard of the guarded methods (a spec for :func:`latentguard.guards.make_guard`)."""
     reward: str = "relevance"
@@ -47,6 +51,11 @@ class ServeConfig:
     CARE's critique prompt's) instead of computing them per request (:mod:`latentguard.lm.prefix`)."""
 
     def __post_init__(self) -> None:
+        import torch
+
+        from latentguard.lm.loading import resolve_dtype
+
+        resolve_dtype(self.dtype, torch.device("cpu"))  # an unknown name fails here, naming the choices
         for name in ("port", "max_rows", "max_queue", "max_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -39,16 +39,18 @@ class Generator:
     :param system_prompt: the system message of every prompt (``None``: the chat template's default);
         its tokens are computed once and reused by every answer (:mod:`latentguard.lm.prefix`). The
         shipped probe and critic were trained under the default one.
+    :param dtype: the dtype a model loaded by name gets (:func:`~latentguard.lm.load_lm`; ``None``:
+        ``"auto"``, float32 on the CPU). ``"bfloat16"`` decodes about 1.5x as fast on a CPU with AMX.
     """
 
     def __init__(self, model: str | LanguageModel = DEFAULT_MODEL, guard: str | Guard = "latent-probe",
                  reward: str | Reward | None = "relevance", seed: int = 0, device: str | None = None,
-                 system_prompt: str | None = None) -> None:
+                 system_prompt: str | None = None, dtype: str | None = None) -> None:
         if system_prompt is not None and not system_prompt.strip():
             raise ValueError("system_prompt is empty; give a non-empty system message, or None for the template's default")
         self.guard_spec = guard if isinstance(guard, str) else guard.name
         # built on a thread that ends with it: the thread that decodes keeps the only OpenMP pool
-        self.lm, self.guard, self.reward = in_passing_thread(lambda: self._load(model, guard, reward, device, system_prompt))
+        self.lm, self.guard, self.reward = in_passing_thread(lambda: self._load(model, guard, reward, device, system_prompt, dtype))
         self.seed = int(seed)
         self._methods: dict[str, Method] = {}
         self.lock = threading.Lock()
@@ -56,9 +58,12 @@ class Generator:
 
     @staticmethod
     def _load(model: str | LanguageModel, guard: str | Guard, reward: str | Reward | None, device: str | None,
-              system_prompt: str | None) -> tuple[LanguageModel, Guard | None, Reward | None]:
+              system_prompt: str | None, dtype: str | None) -> tuple[LanguageModel, Guard | None, Reward | None]:
         """The model, the guard attached to it and the reward, each from its name or as given."""
-        lm = load_lm(model, device=device, system_prompt=system_prompt) if isinstance(model, str) else model
+        if dtype is not None and not isinstance(model, str):
+            raise ValueError(f"dtype={dtype!r} applies to a model loaded by name; this model is loaded already "
+                             f"(load it with load_lm(..., dtype={dtype!r}), or pass its name)")
+        lm = load_lm(model, device=device, system_prompt=system_prompt, dtype=dtype) if isinstance(model, str) else model
         if system_prompt is not None:
             lm.system_prompt = system_prompt
         made_guard = (make_guard(guard) if guard else None) if isinstance(guard, str) else guard

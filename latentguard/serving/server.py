@@ -72,7 +72,7 @@ class App:
     def __init__(self, config: ServeConfig, generator: Generator | None = None) -> None:
         self.config = config
         self.generator = generator or Generator(config.model, config.guard, config.reward, seed=config.seed,
-                                                system_prompt=config.system_prompt or None)
+                                                system_prompt=config.system_prompt or None, dtype=config.dtype)
         self.generator.lm.prefixes.enabled = config.prefix_cache
         self.model_id = self.generator.lm.model_id
         self.scheduler = Scheduler(self.generator, config.max_rows, config.max_queue, config.gather_seconds,
