@@ -13,7 +13,7 @@ class ServeConfig:
     """The model served (a spec for :func:`latentguard.lm.load_lm`)."""
     dtype: str = "auto"
     """The model's weights and activations: auto (float32 on the CPU, bfloat16 on a GPU), float32,
-    bfloat16, float16. On a CPU with AMX, bfloat16 decodes about 1.5x as fast (``bench/dtype.py``);
+    bfloat16, float16. On a CPU with AMX, bfloat16 decodes 1.1-1.7x as fast (``bench/dtype.py``);
     answers then differ from float32's token for token."""
     guard: str = "latent-probe"
     """The guard of the guarded methods (a spec for :func:`latentguard.guards.make_guard`)."""

@@ -40,7 +40,7 @@ class Generator:
         its tokens are computed once and reused by every answer (:mod:`latentguard.lm.prefix`). The
         shipped probe and critic were trained under the default one.
     :param dtype: the dtype a model loaded by name gets (:func:`~latentguard.lm.load_lm`; ``None``:
-        ``"auto"``, float32 on the CPU). ``"bfloat16"`` decodes about 1.5x as fast on a CPU with AMX.
+        ``"auto"``, float32 on the CPU). ``"bfloat16"`` decodes 1.1-1.7x as fast on a CPU with AMX (``bench/dtype.py``).
     """
 
     def __init__(self, model: str | LanguageModel = DEFAULT_MODEL, guard: str | Guard = "latent-probe",
