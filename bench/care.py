@@ -23,13 +23,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import alternate
+from timing import alternate, timed_run
 
 from latentguard.agents.base import RunContext
 from latentguard.agents.registry import make_method
@@ -44,9 +43,7 @@ REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" /
 def timed(method, prompts, ctx, prefix_cache: bool = True):
     ctx.lm.prefixes.enabled = prefix_cache
     try:
-        start = time.perf_counter()
-        rollouts = method.run(prompts, ctx)
-        return time.perf_counter() - start, rollouts
+        return timed_run(method, prompts, ctx)
     finally:
         ctx.lm.prefixes.enabled = True
 

@@ -18,13 +18,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import alternate
+from timing import alternate, timed_run
 
 from latentguard.agents.base import RunContext
 from latentguard.agents.registry import make_method
@@ -42,12 +41,6 @@ def cpu_flags() -> list[str]:
     except OSError:
         return []
     return [f for f in FLAGS if f in words]
-
-
-def timed(method, prompts, ctx):
-    start = time.perf_counter()
-    rollouts = method.run(prompts, ctx)
-    return time.perf_counter() - start, rollouts
 
 
 def main() -> None:
@@ -69,8 +62,8 @@ def main() -> None:
     for spec in [m for m in args.methods.split(",") if m]:
         method = make_method(spec)
         for ctx in contexts.values():
-            timed(method, prompts[:2], ctx)  # warm-up
-        runs = [(dtype, partial(timed, method, prompts, ctx)) for dtype, ctx in contexts.items()]
+            timed_run(method, prompts[:2], ctx)  # warm-up
+        runs = [(dtype, partial(timed_run, method, prompts, ctx)) for dtype, ctx in contexts.items()]
         times, outputs = alternate(runs, args.repeats)
         medians = {k: statistics.median(v) for k, v in times.items()}
         last = outputs[-1]

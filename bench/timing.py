@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,3 +26,10 @@ def alternate(runs: Sequence[tuple[str, Timed]], repeats: int) -> tuple[dict[str
             times[name].append(seconds)
         outputs.append(produced)
     return times, outputs
+
+
+def timed_run(method, prompts: Sequence[str], ctx) -> tuple[float, Any]:
+    """(seconds, rollouts) of one ``method.run(prompts, ctx)``: a :data:`Timed` call once bound."""
+    start = time.perf_counter()
+    rollouts = method.run(list(prompts), ctx)
+    return time.perf_counter() - start, rollouts

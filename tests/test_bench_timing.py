@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from timing import alternate
+from timing import alternate, timed_run
 
 
 def test_alternate_reverses_the_order_on_odd_repeats_and_keeps_each_output():
@@ -30,3 +31,13 @@ def test_alternate_reverses_the_order_on_odd_repeats_and_keeps_each_output():
 def test_alternate_needs_a_repeat():
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         alternate([("a", lambda: (0.0, None))], repeats=0)
+
+
+def test_timed_run_returns_the_method_output_and_its_seconds():
+    class Sleeper:
+        def run(self, prompts, ctx):
+            time.sleep(0.05)
+            return [f"{p}:{ctx}" for p in prompts]
+
+    seconds, rollouts = timed_run(Sleeper(), ("a", "b"), "ctx")
+    assert rollouts == ["a:ctx", "b:ctx"] and 0.05 <= seconds < 1.0
