@@ -376,9 +376,11 @@ def test_a_gated_search_refuses_before_any_token_where_the_policy_would(refusing
 
 
 def test_a_gate_policy_without_a_gate_is_named():
-    with pytest.raises(ValueError, match="gate_policy='x' names the policy of a gate that is off: give gate=p too"):
+    with pytest.raises(ValueError, match="gate_policy='x' names the policy of a policy gate: give gate=p too"):
         make_method("critic-search:gate_policy=x")
-    with pytest.raises(ValueError, match=r"gate must be a probability in \[0, 1\)"):
+    with pytest.raises(ValueError, match="gate_policy='x' names the policy of a policy gate"):
+        make_method("critic-search:gate=request:gate_policy=x")
+    with pytest.raises(ValueError, match=r"gate must be 'request' .* or a probability in \[0, 1\)"):
         make_method("critic-search:gate=1")
 
 

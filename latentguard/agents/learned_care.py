@@ -18,8 +18,12 @@ over-refusal for answers decoded under the guard; after a flagged check the poli
 stands; deterministic policies only), ``prefill_as_answer`` (default: as the policy was trained,
 else false: the policy reads forced assistant words, a prefill, as part of the request, not of the
 answer; true reads them as answer, as the guard does:
-:attr:`latentguard.envs.decision_env.DecisionConfig.prefill_as_answer`). A policy trained for
-another model, guard or action set is refused with the command that trains the right one.
+:attr:`latentguard.envs.decision_env.DecisionConfig.prefill_as_answer`), ``gate`` ('' : off;
+``request``: the request gate, :mod:`latentguard.guards.request_gate`, decides the refusal of the
+request at the first decision, read from the latents the env's prefill already holds (no forward),
+and a refusal the policy gives where no check has flagged becomes a continue; after a flagged check
+the policy's choice stands). A policy trained for another model, guard or action set is refused with
+the command that trains the right one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from latentguard.agents.policy_io import card_convention, card_env, check_card, 
 from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.common.storage import read_json_file
 from latentguard.envs.decision_env import CONTINUE, REFUSE, STATE_FIELDS, DecisionConfig, DecisionVectorEnv
+from latentguard.guards.request_gate import RequestGate, load_request_gate
 
 if TYPE_CHECKING:
     from sb3_contrib import MaskablePPO
@@ -55,7 +60,7 @@ class LearnedCare(Method):
 
     def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True,
                  budget: float | None = None, refuse_confidence: float = 0.0,
-                 prefill_as_answer: bool | None = None) -> None:
+                 prefill_as_answer: bool | None = None, gate: str = "") -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if budget is not None and not float(budget) > 0:
@@ -68,6 +73,17 @@ class LearnedCare(Method):
                              "deterministic=false the policy samples its actions: drop one of the two options")
         if prefill_as_answer is not None and not isinstance(prefill_as_answer, bool):
             raise ValueError(f"prefill_as_answer must be true or false, got {prefill_as_answer!r}")
+        if gate not in ("", "request"):
+            raise ValueError(f"gate must be 'request' (the request gate refuses at the first decision) or empty "
+                             f"(off), got {gate!r}")
+        if gate and float(refuse_confidence):
+            raise ValueError("gate=request owns the refusal of requests no check has flagged, refuse_confidence "
+                             "thresholds the policy's: give one of the two")
+        if gate and not deterministic:
+            raise ValueError("gate=request replaces the deterministic policy's unflagged refusals; with "
+                             "deterministic=false the policy samples its actions: drop one of the two options")
+        self.gate = str(gate)
+        self.request_gate: RequestGate | None = None
         self.budget_option = None if budget is None else float(budget)
         self.refuse_confidence = float(refuse_confidence)
         self.prefill_as_answer = prefill_as_answer
@@ -89,6 +105,10 @@ class LearnedCare(Method):
         if self.model is None:
             self.load(ctx)
         check_card(self.card, ctx.lm.model_id, ctx.guard_spec or ctx.guard.name, str(self.folder_read))
+        if self.gate and self.request_gate is None:
+            self.request_gate = load_request_gate(ctx.lm.model_id)
+        if self.request_gate is not None:
+            ctx.lm.capture_layer(self.request_gate.layer, history=True)  # read from the env's prefill
 
     def load(self, ctx: RunContext) -> None:
         """Read the policy and its card; refuse one trained for another model, guard or action set."""
@@ -136,7 +156,7 @@ class LearnedCare(Method):
         vec = self.env(prompts, ctx)
         with torch.random.fork_rng():  # sampled actions draw from torch's global stream: seed it, restore it after
             torch.manual_seed(ctx.seed)
-            records = vec.answer_all(self.act, seed=ctx.seed, on_end=ctx.answered,
+            records = vec.answer_all(lambda obs, masks: self.act(obs, masks, vec), seed=ctx.seed, on_end=ctx.answered,
                                      on_release=ctx.released if ctx.streaming else None)
         seconds = (time.perf_counter() - start) / len(prompts)
         return [self._rollout(p, r, seconds) for p, r in zip(prompts, records)]
@@ -166,7 +186,7 @@ class LearnedCare(Method):
                 elif vec.finished:
                     return
                 before = len(vec.completed)
-                vec.step(self.act(vec.observations(), vec.action_masks()))
+                vec.step(self.act(vec.observations(), vec.action_masks(), vec))
                 for record in vec.completed[before:]:
                     position = record["episode_index"]
                     index, seconds = places.pop(position)
@@ -216,17 +236,27 @@ class LearnedCare(Method):
             raise TypeError(f"learned-care reads a policy over one discrete action, got {type(categorical).__name__}")
         return categorical.probs.cpu().numpy()
 
-    def act(self, obs, masks):
-        """The policy's actions (N,) for observations (N, F) under action masks (N, 4); with
-        ``refuse_confidence`` p, a refusal the policy gives less than p where no check has flagged
-        becomes a continue."""
+    def act(self, obs, masks, vec: DecisionVectorEnv | None = None):
+        """The policy's actions (N,) for observations (N, F) under action masks (N, 4) of the env
+        ``vec``; with ``refuse_confidence`` p, a refusal the policy gives less than p where no check
+        has flagged becomes a continue; with the request gate, every refusal where no check has
+        flagged becomes a continue and the gate refuses at the first decision."""
         if self.model is None:
             raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
-        if not self.refuse_confidence:
+        if not self.refuse_confidence and self.request_gate is None:
             return self.model.predict(obs, action_masks=masks, deterministic=self.deterministic)[0]
         probs = self.action_probs(obs, masks)  # (N, 4), zero where masked
         flagged = np.asarray(obs)[:, FLAGGED] > 0.5  # (N,) the last check flagged
-        return confident_refusals(probs, masks, self.refuse_confidence, flagged)
+        if self.request_gate is None:
+            return confident_refusals(probs, masks, self.refuse_confidence, flagged)
+        if vec is None:
+            raise ValueError("learned-care's request gate reads the env's prefill: pass the env to act(obs, masks, vec)")
+        actions = confident_refusals(probs, masks, np.inf, flagged)  # no refusal where no check has flagged
+        first = np.flatnonzero((vec.decisions == 0) & ~vec.done & ~vec.idle)  # (R,) before any token
+        if first.size:
+            risk = self.request_gate.risk_of(vec.episodes.live_state, first)  # (R,)
+            actions[first[risk >= self.request_gate.threshold]] = REFUSE
+        return actions
 
 
 def confident_refusals(probs: np.ndarray, masks: np.ndarray, confidence: float, flagged: np.ndarray) -> np.ndarray:

@@ -47,7 +47,11 @@ one, or ``gate_policy=FOLDER``) gives refusal a probability of at least p at its
 any token, is refused at once and takes no rows: the learned policy's request-level judgment in front of
 the search (:meth:`latentguard.agents.learned_care.LearnedCare.first_refusal`; one prefill forward per
 joining batch, counted in the search's time). Calibrate p on dev look-alikes as a classifier's
-threshold; 0.85 refuses 2.9% of them. A gated answer's record has ``gated: true``.
+threshold; 0.85 refuses 2.9% of them. With ``gate=request`` the request gate
+(:mod:`latentguard.guards.request_gate`, ``train.py gate``) decides instead, at its own threshold (set
+to refuse at most 3% of dev look-alikes): a probe trained on the requests alone, which tells held-out
+harmful requests from look-alikes better than the policy's first decision. A gated answer's record
+has ``gated: true``.
 
 Every candidate is seeded by its prompt, the round, the draw and its place among its prompt's
 candidates, so no draw depends on the batch it shares (the logits still do, in their last bits: a
@@ -71,6 +75,7 @@ from latentguard.episodes.engine import Engine
 from latentguard.episodes.release import REFUSAL
 from latentguard.episodes.safety_state import BudgetConvention, within_budget
 from latentguard.guards.degenerate import DegenerateGuard
+from latentguard.guards.request_gate import RequestGate, load_request_gate
 from latentguard.lm import DecodeState
 
 if TYPE_CHECKING:
@@ -107,6 +112,14 @@ class PromptSearch:
     gated: bool = False  # refused by the gate before any token
 
 
+def _probability(value: str | float) -> float | None:
+    """``value`` as a float, or None where it is no number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 class BlockSearch(Method):
     """Shared machinery of ``critic-search`` and ``beam-saute`` (see the module docstring)."""
 
@@ -117,15 +130,19 @@ class BlockSearch(Method):
     def __init__(self, n: int = 4, k: int = 2, block: int = 16, m: int = 2, fallback: str = "refuse",
                  budget: float | None = None, z0: float = 1.0, batch_size: int = 32,
                  confident: float = 0.0, give_up: float = 0.0, narrow_start: bool = False,
-                 degenerate: float = 0.0, gate: float = 0.0, gate_policy: str = "") -> None:
+                 degenerate: float = 0.0, gate: str | float = "", gate_policy: str = "") -> None:
         n, k, block, m = int(n), int(k), int(block), int(m)
-        if not 0 <= float(gate) < 1:
-            raise ValueError(f"gate must be a probability in [0, 1) (0: off; 0.85: refuse where the learned-care "
-                             f"policy gives refusal at least 0.85 before any token), got {gate}")
-        if gate_policy and not float(gate):
-            raise ValueError(f"gate_policy={gate_policy!r} names the policy of a gate that is off: give gate=p too")
-        self.gate, self.gate_policy = float(gate), str(gate_policy)
-        self.gate_method: LearnedCare | None = None
+        self.gate_request = str(gate).strip() == "request"
+        p = 0.0 if self.gate_request or str(gate).strip() == "" else _probability(gate)
+        if p is None or not 0 <= p < 1:
+            raise ValueError(f"gate must be 'request' (the request gate at its own threshold) or a probability in "
+                             f"[0, 1) (empty or 0: off; 0.85: refuse where the learned-care policy gives refusal at "
+                             f"least 0.85 before any token), got {gate!r}")
+        if gate_policy and not p:
+            raise ValueError(f"gate_policy={gate_policy!r} names the policy of a policy gate: give gate=p too "
+                             f"(gate=request reads the request gate, train.py gate)")
+        self.gate, self.gate_policy = p, str(gate_policy)
+        self.gate_method: LearnedCare | RequestGate | None = None
         if not 0 <= float(confident) <= 1:
             raise ValueError(f"confident must be a probability in [0, 1] (0: never narrow), got {confident}")
         if not 0 <= float(give_up) <= 1:
@@ -156,11 +173,14 @@ class BlockSearch(Method):
         """The run's budget (the method's option, else the run's) and the gate's policy; a subclass
         also loads what it reads."""
         self.budget = resolve_budget(self.name, self.budget_option, ctx.budget)
-        if self.gate and self.gate_method is None:
+        if self.gate_request and self.gate_method is None:
+            self.gate_method = load_request_gate(ctx.lm.model_id)
+            self.gate = self.gate_method.threshold
+        elif self.gate and self.gate_method is None:
             from latentguard.agents.learned_care import LearnedCare
 
             self.gate_method = LearnedCare(path=self.gate_policy, batch_size=self.batch_size)
-        if self.gate_method is not None:
+        if self.gate_method is not None and not isinstance(self.gate_method, RequestGate):
             self.gate_method.prepare(ctx)  # refuses a policy trained for another model or guard
 
     def gated(self, ctx: RunContext, prompts: list[str]) -> np.ndarray:

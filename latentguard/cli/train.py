@@ -5,6 +5,8 @@ each writes TensorBoard logs and a checkpoint folder with its config; options mi
 fields (``python train.py guard --help``).
 
 - ``guard``: train the latent probe (or ``--kind embedding``) on the policy's own answers;
+- ``gate``: train the request gate (a probe on the request alone that refuses before any token,
+  ``critic-search:gate=request``, ``learned-care:gate=request``) on the labelled requests;
 - ``collect``: base-model rollouts through the token env, for critic training (resumable shards;
   ``--ray [ADDRESS] --workers N`` spreads the shards over Ray actors, :mod:`latentguard.workers.pool`);
 - ``critic``: train the latent critic on them (resumes from its last checkpoint);
@@ -26,6 +28,8 @@ from latentguard.critics.rollouts import RolloutConfig, collect_rollouts
 from latentguard.critics.training import CriticTrainConfig, train_critic
 from latentguard.evaluation.judge_training import JudgeTrainConfig, fit_judges
 from latentguard.evaluation.judges import guard_labeler
+from latentguard.training.gate_training import GateTrainConfig, train_gate
+from latentguard.training.gate_training import summary as gate_summary
 from latentguard.training.guard_training import GuardTrainConfig, summary, train_guard
 from latentguard.training.policy_training import PolicyTrainConfig, train_policy
 
@@ -35,6 +39,13 @@ def run_guard(config: GuardTrainConfig) -> dict:
     _, metrics = train_guard(config, labeler=guard_labeler(config.labels))
     print(summary(metrics))
     return metrics
+
+
+def run_gate(config: GateTrainConfig) -> dict:
+    """``train.py gate``: fit, calibrate and save the request gate, print its dev and held-out figures."""
+    gate, path = train_gate(config)
+    print(gate_summary(gate) + f"\n-> {path}")
+    return gate.info
 
 
 def run_collect(config: RolloutConfig) -> str:
@@ -80,6 +91,7 @@ def run_policy(config: PolicyTrainConfig) -> dict:
 
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "guard": (GuardTrainConfig, run_guard),
+    "gate": (GateTrainConfig, run_gate),
     "collect": (RolloutConfig, run_collect),
     "critic": (CriticTrainConfig, run_critic),
     "judge": (JudgeTrainConfig, run_judge),
@@ -110,6 +122,7 @@ def _resume_policy(config: PolicyTrainConfig) -> str:
 
 RESUME: dict[str, Callable] = {
     "guard": _resume_guard,
+    "gate": lambda config: "nothing was saved (one prefill per request: minutes); run it again",
     "collect": _resume_collect,
     "critic": _resume_critic,
     "judge": lambda config: "nothing was saved (fitting takes under a minute); run it again",
