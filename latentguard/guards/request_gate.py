@@ -49,7 +49,8 @@ class RequestGate:
     model_id: str
     layer: int
     pooling: str
-    """``request`` (mean over the request's tokens) or ``last`` (the last template token)."""
+    """``request`` (the hidden state at the request's last token, before any forced assistant text) or
+    ``last`` (at the last template token)."""
     head: LinearHead
     threshold: float
     """Refuse where the risk is at least this (set on dev look-alikes)."""

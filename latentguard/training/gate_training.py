@@ -38,7 +38,7 @@ class GateTrainConfig:
     out: str = ""
     """Output JSON file; empty = the user cache, where ``gate=request`` finds it."""
     poolings: str = "request,last"
-    """Candidate request poolings: 'request' (mean over the request's tokens), 'last' (its last token)."""
+    """Candidate request poolings: 'request' (the hidden state at the request's last token, before any forced assistant text), 'last' (at the last template token, after it)."""
     layers: str = "12,15,18,21,24"
     """Candidate layers (comma-separated hidden-state indices)."""
     cs: str = "0.003,0.01,0.03,0.1"
