@@ -26,7 +26,7 @@ from latentguard.guards.linear_head import LinearHead
 from latentguard.guards.probe import prefill_answers
 from latentguard.guards.request_gate import GATE_POOLINGS, RequestGate, cached_gate_path
 from latentguard.lm import DEFAULT_MODEL, LanguageModel, load_lm
-from latentguard.training.probe_training import fit_head, predict
+from latentguard.training.probe_training import csv_floats, csv_ints, fit_head, predict
 
 
 @dataclass
@@ -65,12 +65,8 @@ class GateTrainConfig:
                 raise ValueError(f"{name} must be >= {2 - (name == 'batch_size')}, got {getattr(self, name)}")
         if not 0 < self.max_lookalike_fpr < 1:
             raise ValueError(f"max_lookalike_fpr must be in (0, 1), got {self.max_lookalike_fpr}")
-        if any(w <= 0 for w in _floats(self.lookalike_weights)) or not _floats(self.lookalike_weights):
+        if any(w <= 0 for w in csv_floats(self.lookalike_weights)) or not csv_floats(self.lookalike_weights):
             raise ValueError(f"lookalike_weights must be positive numbers, got {self.lookalike_weights!r}")
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
 
 
 def gate_records(limit: int = 0) -> list[PromptRecord]:
@@ -132,7 +128,7 @@ def train_gate(config: GateTrainConfig, lm: LanguageModel | None = None) -> tupl
     """Fit, select, calibrate and save the request gate; returns it and where it was written."""
     lm = lm or load_lm(config.model, device=config.device)
     records = gate_records(config.limit)
-    keys = [(p, int(layer)) for p in config.poolings.split(",") for layer in config.layers.split(",")]
+    keys = [(p, layer) for p in config.poolings.split(",") for layer in csv_ints(config.layers)]
     feats = request_features(lm, [r.prompt for r in records], keys, config.batch_size)
     y = np.array([r.label == "harmful" for r in records], dtype=np.int64)
     split = np.array([r.split for r in records])
@@ -144,7 +140,7 @@ def train_gate(config: GateTrainConfig, lm: LanguageModel | None = None) -> tupl
         raise ValueError(f"the train requests have {len(set(group[train]))} categories and labels {sorted(set(y[train]))}: "
                          f"too few for {config.folds}-fold grouped CV; lower --folds or raise --limit")
     cv: list[dict[str, Any]] = []
-    for key, weight, c in product(keys, _floats(config.lookalike_weights), _floats(config.cs)):
+    for key, weight, c in product(keys, csv_floats(config.lookalike_weights), csv_floats(config.cs)):
         x, w = feats[key], np.where(look, weight, 1.0)
         oof = np.full(len(records), np.nan)
         for tr, te in GroupKFold(n_splits=config.folds).split(train, y[train], group[train]):

@@ -34,6 +34,8 @@ from latentguard.training.probe_training import (
     SELECT_BY,
     Features,
     answer_features,
+    csv_floats,
+    csv_ints,
     evaluate,
     fit_selected,
     probe_from_selection,
@@ -115,7 +117,7 @@ class GuardTrainConfig(WorkerConfig):
         for name in ("samples", "dev_samples", "max_new_tokens", "folds", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if any(w <= 0 for w in _floats(self.lookalike_weights)) or not _floats(self.lookalike_weights):
+        if any(w <= 0 for w in csv_floats(self.lookalike_weights)) or not csv_floats(self.lookalike_weights):
             raise ValueError(f"lookalike_weights must be positive numbers, got {self.lookalike_weights!r}")
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
@@ -136,7 +138,7 @@ def split_answers(lm: LanguageModel, config: GuardTrainConfig, split: str, sampl
                   progress: bool = False, prefill_share: float = 0.0) -> tuple[AnswerSet, Path]:
     """The answers of one split and the cache folder that holds their shards (and label caches);
     with ``prefill_share``, the answers of that share of the split's requests under the prefill attack."""
-    collect = CollectConfig(samples=samples, max_new_tokens=config.max_new_tokens, layers=_ints(config.layers),
+    collect = CollectConfig(samples=samples, max_new_tokens=config.max_new_tokens, layers=csv_ints(config.layers),
                             temperature=config.temperature, top_p=config.top_p, batch_size=config.batch_size,
                             seed=config.seed + (split == "dev"))
     records = labelled_records(split, config.limit)
@@ -146,14 +148,6 @@ def split_answers(lm: LanguageModel, config: GuardTrainConfig, split: str, sampl
     key = hashlib.sha256((collect.key() + "".join(r.prompt + r.prefill for r in records)).encode()).hexdigest()[:12]
     folder = user_cache_dir() / "answers" / slug(lm.model_id) / f"{name}-{key}"
     return collect_answers(lm, records, collect, folder, progress=progress, workers=config.worker_config()), folder
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x.strip())
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(",") if x.strip())
 
 
 def _embedding_candidates(encoder, answers: AnswerSet) -> Features:
@@ -301,7 +295,7 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
     y_pyrit = np.array([r.score >= 0.5 for r in pyrit_train], dtype=np.int64)
 
     if config.kind == "latent-probe":
-        layers = _ints(config.layers)
+        layers = csv_ints(config.layers)
         extra = pyrit_features(lm, pyrit_train, layers, config.max_new_tokens) if config.pyrit_weight > 0 else None
         keys = [(pool, layer) for pool in config.poolings.split(",") for layer in layers]
         candidates = {key: (answer_features(train, *key), (extra[key], y_pyrit, config.pyrit_weight) if extra else None)
@@ -315,8 +309,8 @@ def train_guard(config: GuardTrainConfig, lm: LanguageModel | None = None, progr
             pyrit_extra = (px, y_pyrit, config.pyrit_weight)
         candidates = {("embedding", 0): (f_train, pyrit_extra)}
 
-    selection = select_head(candidates, _floats(config.cs), config.folds, config.max_lookalike_fpr,
-                            lookalike_weights=_floats(config.lookalike_weights), select_by=config.select_by)
+    selection = select_head(candidates, csv_floats(config.cs), config.folds, config.max_lookalike_fpr,
+                            lookalike_weights=csv_floats(config.lookalike_weights), select_by=config.select_by)
     f_sel, extra_sel = candidates[selection.key]
     head = fit_selected(f_sel, extra_sel, selection)
     info = {"train_answers": len(train), "dev_answers": len(dev), "heldout_answers": len(heldout),

@@ -86,6 +86,16 @@ def pyrit_features(lm: LanguageModel, rows: Sequence[HarmRow], layers: Sequence[
     return feats
 
 
+def csv_ints(text: str) -> tuple[int, ...]:
+    """``"12,18"`` -> ``(12, 18)``: a config's comma-separated candidates."""
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def csv_floats(text: str) -> tuple[float, ...]:
+    """``"0.01,0.1"`` -> ``(0.01, 0.1)``: a config's comma-separated candidates."""
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
 def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float):
     """Standardise and fit an L2 logistic regression; returns (w, b, mu, sigma) as float64 arrays."""
     mu = np.average(x, axis=0, weights=weight)
