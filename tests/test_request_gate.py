@@ -120,3 +120,32 @@ def test_train_gate_sets_its_threshold_above_the_dev_lookalikes_it_may_not_refus
     assert 0 < len(dev_looks) < 33 and risk.max() < gate.threshold  # 3% of fewer than 33 allows none
     assert gate.info["metrics"]["dev"]["lookalikes_refused"] == 0.0
     assert set(gate.info["metrics"]) == {"dev", "dev/plain", "dev/jailbreak", "heldout", "heldout/plain", "heldout/jailbreak"}
+
+
+def test_served_learned_care_with_the_gate_answers_as_its_batch_run(cached_gate, refusing_policy):  # noqa: F811
+    from latentguard.agents.base import PromptFeed
+
+    class Feed(PromptFeed):
+        max_rows = 2
+
+        def __init__(self):
+            self.waiting, self.answers = list(enumerate(PROMPTS)), {}
+
+        def take(self, n, idle):
+            taken, self.waiting = self.waiting[:n], self.waiting[n:]
+            return taken
+
+        def finish(self, index, rollout):
+            self.answers[index] = rollout
+
+    lm = load_lm("tiny")
+    risk = gate_for(lm).risk(lm, PROMPTS)
+    cached_gate(float(np.max(risk)))  # refuses the riskiest prompt only
+    spec = f"learned-care:path={refusing_policy}:gate=request:batch_size=2"
+    batch = make_method(spec).run(PROMPTS, gate_ctx(lm))
+    feed = Feed()
+    make_method(spec).serve(feed, gate_ctx(lm))
+    served = [feed.answers[i] for i in range(3)]
+    gated = (risk >= risk.max()).tolist()  # refused before any token; the others decode (and may be refused after a flag)
+    assert [r.text == REFUSAL and r.tokens == 0 for r in served] == gated
+    assert [r.tokens == 0 for r in batch] == gated
