@@ -70,15 +70,8 @@ class RequestGate:
 
     def risk(self, lm: LanguageModel, prompts: Sequence[str], batch_size: int = 16) -> np.ndarray:
         """(len(prompts),) risk of each request: one prefill forward per ``batch_size`` prompts."""
-        from latentguard.guards.probe import prefill_answers
-
-        lm.capture_layer(self.layer, history=True)
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(prompts), batch_size):
-                part = list(prompts[i:i + batch_size])
-                out.append(self.risk_of(prefill_answers(lm, part, [""] * len(part))))
-        return np.concatenate(out) if out else np.zeros(0)
+        key = (self.pooling, self.layer)
+        return self.head.risk(request_features(lm, list(prompts), [key], batch_size)[key])
 
     def first_refusal(self, prompts: Sequence[str], ctx: Any) -> np.ndarray:
         """The gate's score of each prompt, for ``critic-search``'s gate (the run's model)."""
@@ -101,6 +94,25 @@ class RequestGate:
             raise ValueError(f"{str(path)!r} is not a request gate (kind {data.get('kind') if isinstance(data, dict) else None!r}); {fix}")
         return cls(str(data["model_id"]), int(data["layer"]), str(data["pooling"]), LinearHead.from_dict(data["head"]),
                    float(data["threshold"]), dict(data.get("info") or {}))
+
+
+def request_features(lm: LanguageModel, prompts: list[str], keys: list[tuple[str, int]],
+                     batch_size: int = 32) -> dict[tuple[str, int], np.ndarray]:
+    """(pooling, layer) -> (N, H) float32 request features of ``prompts``: one prefill of the chat-formatted
+    requests per batch (similar lengths together), nothing decoded. Captures each layer with history."""
+    from latentguard.guards.probe import prefill_answers
+
+    for layer in {layer for _, layer in keys}:
+        lm.capture_layer(layer, history=True)
+    out = {key: np.zeros((len(prompts), lm.hidden_size), np.float32) for key in keys}
+    order = np.argsort([len(p) for p in prompts])  # similar lengths together: less padding
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            idx = order[start:start + batch_size]
+            state = prefill_answers(lm, [prompts[i] for i in idx], [""] * len(idx))
+            for pooling, layer in keys:
+                out[pooling, layer][idx] = state.features(layer, pooling).float().cpu().numpy()
+    return out
 
 
 def cached_gate_path(model_id: str) -> Path:

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.model_selection import GroupKFold
 
 from latentguard.common.metrics import safe_auroc
-from latentguard.data.prompt_sets import LABELLED_SETS, PromptRecord
+from latentguard.data.prompt_sets import SPLITS, PromptRecord, labelled_records
 from latentguard.guards.linear_head import LinearHead
-from latentguard.guards.probe import prefill_answers
-from latentguard.guards.request_gate import GATE_POOLINGS, RequestGate, cached_gate_path
+from latentguard.guards.request_gate import GATE_POOLINGS, RequestGate, cached_gate_path, request_features
 from latentguard.lm import DEFAULT_MODEL, LanguageModel, load_lm
 from latentguard.training.probe_training import csv_floats, csv_ints, fit_head, predict
 
@@ -60,9 +58,10 @@ class GateTrainConfig:
         unknown = [p for p in self.poolings.split(",") if p not in GATE_POOLINGS]
         if unknown or not self.poolings.strip():
             raise ValueError(f"poolings must be a comma-separated subset of {GATE_POOLINGS}, got {self.poolings!r}")
-        for name in ("folds", "batch_size"):
-            if getattr(self, name) < 2 - (name == "batch_size"):
-                raise ValueError(f"{name} must be >= {2 - (name == 'batch_size')}, got {getattr(self, name)}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be >= 2, got {self.folds}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 < self.max_lookalike_fpr < 1:
             raise ValueError(f"max_lookalike_fpr must be in (0, 1), got {self.max_lookalike_fpr}")
         if any(w <= 0 for w in csv_floats(self.lookalike_weights)) or not csv_floats(self.lookalike_weights):
@@ -71,36 +70,7 @@ class GateTrainConfig:
 
 def gate_records(limit: int = 0) -> list[PromptRecord]:
     """Every labelled request of every split (``limit`` per set, label and split for smoke tests)."""
-    out: list[PromptRecord] = []
-    for load in LABELLED_SETS.values():
-        records = load()
-        if limit:
-            keep: dict[tuple, int] = {}
-            kept = []
-            for r in records:
-                key = (r.label, r.split)
-                if keep.get(key, 0) < limit:
-                    keep[key] = keep.get(key, 0) + 1
-                    kept.append(r)
-            records = kept
-        out += records
-    return out
-
-
-def request_features(lm: LanguageModel, prompts: list[str], keys: list[tuple[str, int]],
-                     batch_size: int = 32) -> dict[tuple[str, int], np.ndarray]:
-    """(pooling, layer) -> (N, H) float32 request features of ``prompts`` (one prefill per batch)."""
-    for layer in {layer for _, layer in keys}:
-        lm.capture_layer(layer, history=True)
-    out = {key: np.zeros((len(prompts), lm.hidden_size), np.float32) for key in keys}
-    order = np.argsort([len(p) for p in prompts])  # similar lengths together: less padding
-    with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            idx = order[start:start + batch_size]
-            state = prefill_answers(lm, [prompts[i] for i in idx], [""] * len(idx))
-            for pooling, layer in keys:
-                out[pooling, layer][idx] = state.features(layer, pooling).float().cpu().numpy()
-    return out
+    return [r for split in SPLITS for r in labelled_records(split, limit)]
 
 
 def refusal_threshold(negatives: np.ndarray, max_fpr: float) -> float:

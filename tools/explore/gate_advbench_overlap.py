@@ -19,8 +19,9 @@ import numpy as np
 
 from latentguard.common.metrics import safe_auroc
 from latentguard.common.storage import atomic_write_json
+from latentguard.guards.request_gate import request_features
 from latentguard.lm import load_lm
-from latentguard.training.gate_training import gate_records, refusal_threshold, request_features
+from latentguard.training.gate_training import gate_records, refusal_threshold
 from latentguard.training.probe_training import fit_head, predict
 
 HELD_OUT_TOPICS = {
