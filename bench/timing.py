@@ -33,3 +33,14 @@ def timed_run(method, prompts: Sequence[str], ctx) -> tuple[float, Any]:
     start = time.perf_counter()
     rollouts = method.run(list(prompts), ctx)
     return time.perf_counter() - start, rollouts
+
+
+def timed_chunks(method, prompts: Sequence[str], ctx, chunk: int) -> tuple[float, list]:
+    """(seconds, rollouts) of ``method`` answering ``prompts`` in ``run`` calls of ``chunk`` prompts each,
+    as ``evaluate.py --chunk`` hands them over."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    start, rollouts = time.perf_counter(), []
+    for i in range(0, len(prompts), chunk):
+        rollouts += method.run(list(prompts[i:i + chunk]), ctx)
+    return time.perf_counter() - start, rollouts

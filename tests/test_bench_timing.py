@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from timing import alternate, timed_run
+from timing import alternate, timed_chunks, timed_run
 
 
 def test_alternate_reverses_the_order_on_odd_repeats_and_keeps_each_output():
@@ -41,3 +41,22 @@ def test_timed_run_returns_the_method_output_and_its_seconds():
 
     seconds, rollouts = timed_run(Sleeper(), ("a", "b"), "ctx")
     assert rollouts == ["a:ctx", "b:ctx"] and 0.05 <= seconds < 1.0
+
+
+def test_timed_chunks_hands_the_prompts_over_in_chunks_and_keeps_their_order():
+    class Recorder:
+        calls: list = []
+
+        def run(self, prompts, ctx):
+            self.calls.append(list(prompts))
+            return [p.upper() for p in prompts]
+
+    method = Recorder()
+    seconds, rollouts = timed_chunks(method, ["a", "b", "c", "d", "e"], None, chunk=2)
+    assert method.calls == [["a", "b"], ["c", "d"], ["e"]]
+    assert rollouts == ["A", "B", "C", "D", "E"] and seconds >= 0
+
+
+def test_timed_chunks_needs_a_chunk():
+    with pytest.raises(ValueError, match="chunk must be >= 1, got 0"):
+        timed_chunks(None, ["a"], None, chunk=0)

@@ -143,6 +143,36 @@ def test_refuse_ends_the_answer_with_the_released_text_and_the_refusal(lm):
     assert all(r["decisions"] == 1 and r["wait_tokens"] == 0 and r["episode_cost"] == 0 for r in records)
 
 
+def refuse_prompts(env, refused):
+    """A policy that refuses the given prompts at their start and continues everywhere else."""
+    def act(obs, masks):
+        prompts = [env.episodes.prompts[r] for r in range(env.num_envs)]
+        return np.array([REFUSE if p in refused and d == 0 else CONTINUE for p, d in zip(prompts, env.decisions)])
+    return act
+
+
+def test_a_refusal_at_the_start_gives_the_sub_env_the_next_prompt_before_any_token(lm):
+    env = DecisionVectorEnv(1, model=lm, prompts=PROMPTS, guard=CallableGuard(letter_guard), prompt_order="once",
+                            buffer=6, max_new_tokens=18, mode="test")
+    act = refuse_prompts(env, set(PROMPTS[:2]))
+    obs, _ = env.reset(seed=0)
+    obs, actions, ended = env.refuse_at_start(obs, act)
+    assert ended == 2 and [r["episode_index"] for r in env.completed] == [0, 1]
+    assert all(r["released_text"] == REFUSAL and r["decisions"] == 1 and r["tokens"] == 0 for r in env.completed)
+    assert env.episode_index.tolist() == [2] and env.decisions.tolist() == [0]  # the third prompt, not yet decided
+    assert actions.tolist() == [CONTINUE] and env.episodes.responses[0] == []
+
+
+def test_refusals_at_the_start_leave_the_other_answers_as_they_were(lm):
+    alone = env_for(lm, n=1)
+    alone.prompts = [PROMPTS[2]]
+    kept = alone.answer_all(constant(CONTINUE), seed=0)[0]
+    env = env_for(lm, n=1)
+    records = env.answer_all(refuse_prompts(env, set(PROMPTS[:2])), seed=0)
+    assert [r["released_text"] for r in records[:2]] == [REFUSAL] * 2
+    assert records[2]["released_text"] == kept["released_text"] and records[2]["tokens"] == kept["tokens"]
+
+
 def test_masked_rewrites_become_continue_and_are_reported(lm):
     env = env_for(lm, n=1)
     env.reset(seed=0)

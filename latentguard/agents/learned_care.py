@@ -58,7 +58,7 @@ class LearnedCare(Method):
     uses_budget = True
     continuous = True
 
-    def __init__(self, path: str = "", batch_size: int = 16, deterministic: bool = True,
+    def __init__(self, path: str = "", batch_size: int = 32, deterministic: bool = True,
                  budget: float | None = None, refuse_confidence: float = 0.0,
                  prefill_as_answer: bool | None = None, gate: str = "") -> None:
         if int(batch_size) < 1:
@@ -179,14 +179,12 @@ class LearnedCare(Method):
             torch.manual_seed(ctx.seed)
             vec.reset(seed=ctx.seed)
             while True:
-                places.leave(vec, np.flatnonzero(~vec.idle))  # each left sub-env takes the next prompt, or goes idle
-                new = feed.take(num_envs - int((~vec.idle).sum()), idle=vec.finished)
-                if new:
-                    vec.add_prompts(places.admit(new, len(vec.prompts)))
-                elif vec.finished:
-                    return
                 before = len(vec.completed)
-                vec.step(self.act(vec.observations(), vec.action_masks(), vec))
+                actions = self._admit(vec, feed, places, num_envs)
+                if actions is not None:
+                    vec.step(actions)
+                elif len(vec.completed) == before:
+                    return  # the feed has ended and no row is held
                 for record in vec.completed[before:]:
                     position = record["episode_index"]
                     index, seconds = places.pop(position)
@@ -195,6 +193,24 @@ class LearnedCare(Method):
                 if ctx.streaming:
                     for row in np.flatnonzero(~vec.idle & ~vec.done):
                         ctx.released(places.index[int(vec.episode_index[row])], vec.episodes.released_text(int(row)))
+
+    def _admit(self, vec: DecisionVectorEnv, feed: PromptFeed, places: FeedPlaces, num_envs: int) -> np.ndarray | None:
+        """Free the sub-envs whose readers left, start new requests on the idle ones, and end the
+        answers the policy refuses at their start there and then (:meth:`DecisionVectorEnv.refuse_at_start`),
+        their sub-envs taking more requests; the actions for the next step, or ``None`` when every
+        sub-env is idle and the feed gave nothing."""
+        answered = False
+        while True:
+            places.leave(vec, np.flatnonzero(~vec.idle))  # each left sub-env takes the next prompt, or goes idle
+            new = feed.take(num_envs - int((~vec.idle).sum()), idle=vec.finished and not answered)
+            if new:
+                vec.add_prompts(places.admit(new, len(vec.prompts)))
+            elif vec.finished:
+                return None
+            _, actions, refused = vec.refuse_at_start(vec.observations(), lambda obs, masks: self.act(obs, masks, vec))
+            answered = answered or refused > 0
+            if not refused or not vec.idle.any():
+                return actions
 
     @staticmethod
     def _rollout(prompt: str, record: dict, seconds: float) -> Rollout:

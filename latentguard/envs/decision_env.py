@@ -375,6 +375,47 @@ class DecisionVectorEnv(VectorEnv):
             obs = self.observations()
         return obs, reward.astype(np.float64), terminated, np.zeros(n, dtype=bool), self._infos(step_info, infos)
 
+    def refuse_at_start(self, obs: np.ndarray, act: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                        ) -> tuple[np.ndarray, np.ndarray, int]:
+        """``prompt_order="once"``: ask ``act(obs, masks) -> actions`` for every sub-env's next action;
+        the answers it refuses before any token end now, and their sub-envs take the next prompts and
+        are asked again, until it refuses none at an answer's start or no prompt is left.
+
+        A refusal at the start decodes nothing, so the answer need not hold its sub-env through the
+        next :meth:`step`, whose forwards run until every other answer reaches its next decision
+        (``check_every`` tokens): without this, each refused request leaves a row of the batch idle
+        for a whole decision block, and on harmful requests, most of which are refused at once, the
+        batch decodes mostly empty. The answers and their records are those :meth:`step` gives
+        (each answer has its own seeded sampler; the batch's other rows are not touched), and no
+        reward is returned for them (the test-mode use: methods and servers, not training).
+
+        :returns: (the observations, the actions for :meth:`step`, how many answers ended here).
+        """
+        if self.prompt_order != "once" or not self.autoreset:
+            raise ValueError(f"refuse_at_start needs prompt_order='once' and autoreset, this env draws prompts "
+                             f"{self.prompt_order!r} with autoreset={self.autoreset}")
+        actions = np.asarray(act(obs, self.action_masks())).astype(np.int64).reshape(-1)  # (N,)
+        ended = 0
+        while True:
+            rows = np.flatnonzero(~self.idle & ~self.done & (self.decisions == 0) & (actions == REFUSE))
+            if not rows.size:
+                return obs, actions, ended
+            for row in rows.tolist():
+                self.decisions[row] += 1
+                self.episodes.refuse(row)
+                self.done[row] = True
+            original = np.zeros(len(rows))
+            if self.task_reward is not None:
+                original += np.asarray(self.task_reward([self.episodes.prompts[r] for r in rows],
+                                                        [self.episodes.released_text(int(r)) for r in rows]))
+            self.completed.extend(self._row_info(int(r), {"cost": 0.0, "original_reward": float(o),
+                                                           "illegal_action": False}) for r, o in zip(rows, original))
+            ended += len(rows)
+            self._start(rows)  # the next prompts, or idle
+            obs = self.observations()
+            again = np.asarray(act(obs, self.action_masks())).astype(np.int64).reshape(-1)
+            actions[rows] = again[rows]  # the other sub-envs keep the actions they were given
+
     def answer_all(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray], seed: int = 0,
                    on_end: Callable[[int], None] | None = None,
                    on_release: Callable[[int, str], None] | None = None) -> list[dict]:
@@ -387,7 +428,8 @@ class DecisionVectorEnv(VectorEnv):
         obs, _ = self.reset(seed=seed)
         while not self.finished:
             before = len(self.completed)
-            obs, *_ = self.step(act(obs, self.action_masks()))
+            obs, actions, _ = self.refuse_at_start(obs, act)
+            obs, *_ = self.step(actions)
             if on_release is not None:
                 for record in self.completed[before:]:
                     on_release(record["episode_index"], record["released_text"])
