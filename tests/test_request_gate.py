@@ -149,3 +149,32 @@ def test_served_learned_care_with_the_gate_answers_as_its_batch_run(cached_gate,
     gated = (risk >= risk.max()).tolist()  # refused before any token; the others decode (and may be refused after a flag)
     assert [r.text == REFUSAL and r.tokens == 0 for r in served] == gated
     assert [r.tokens == 0 for r in batch] == gated
+
+
+def test_served_requests_refused_at_their_start_free_the_one_row_for_the_next_without_a_step(refusing_policy,  # noqa: F811
+                                                                                              monkeypatch):
+    from latentguard.agents.base import PromptFeed
+    from latentguard.envs.decision_env import DecisionVectorEnv
+
+    class Feed(PromptFeed):
+        max_rows = 1
+
+        def __init__(self):
+            self.waiting, self.answers, self.asked = list(enumerate(PROMPTS)), {}, []
+
+        def take(self, n, idle):
+            self.asked.append(n)
+            taken, self.waiting = self.waiting[:n], self.waiting[n:]
+            return taken
+
+        def finish(self, index, rollout):
+            self.answers[index] = rollout
+
+    steps = []
+    step = DecisionVectorEnv.step
+    monkeypatch.setattr(DecisionVectorEnv, "step", lambda self, actions: steps.append(1) or step(self, actions))
+    feed = Feed()
+    make_method(f"learned-care:path={refusing_policy}").serve(feed, gate_ctx(load_lm("tiny")))
+    assert sorted(feed.answers) == [0, 1, 2]  # the policy refuses every prompt at once
+    assert all(r.text == REFUSAL and r.tokens == 0 for r in feed.answers.values())
+    assert steps == [] and [n for n in feed.asked if n][:3] == [1, 1, 1]  # one row, refilled before any decoding step
