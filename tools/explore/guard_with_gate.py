@@ -32,13 +32,13 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from guard_on_gold import CACHE, measure, split_group, summary_line  # noqa: E402
+from guard_on_gold import CACHE, measure, split_group, summary_line
 
-from latentguard.common.storage import atomic_write_json  # noqa: E402
-from latentguard.evaluation.gold import GOLD_FILE, load_gold  # noqa: E402
-from latentguard.guards import make_guard  # noqa: E402
-from latentguard.guards.request_gate import load_request_gate  # noqa: E402
-from latentguard.lm import load_lm  # noqa: E402
+from latentguard.common.storage import atomic_write_json
+from latentguard.evaluation.gold import GOLD_FILE, load_gold
+from latentguard.guards import make_guard
+from latentguard.guards.request_gate import load_request_gate
+from latentguard.lm import load_lm
 
 OLD_GOLD = "2496254"
 """The commit whose gold file the probe's cache under ``runs/guard_on_gold/`` was scored on."""
