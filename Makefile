@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/guards.py
 	$(PY) bench/care.py
 	$(PY) bench/prefix.py
+	$(PY) bench/learned_care.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache build
