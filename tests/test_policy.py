@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentguard.agents.base import RunContext
+from latentguard.agents.base import PromptFeed, RunContext
 from latentguard.agents.learned_care import LearnedCare, confident_refusals
 from latentguard.agents.registry import make_method
 from latentguard.data.attacks import PREFILL
@@ -414,24 +414,25 @@ def test_a_gate_policy_without_a_gate_is_named():
         make_method("critic-search:gate=1")
 
 
+class ListFeed(PromptFeed):
+    """A server's feed whose prompts all wait from the start; it keeps how many it was asked for at
+    each take and the answers."""
+
+    def __init__(self, prompts, max_rows):
+        self.max_rows = max_rows
+        self.waiting, self.asked, self.answers = list(enumerate(prompts)), [], {}
+
+    def take(self, n, idle):
+        self.asked.append(n)
+        taken, self.waiting = self.waiting[:n], self.waiting[n:]
+        return taken
+
+    def finish(self, index, rollout):
+        self.answers[index] = rollout
+
+
 def test_a_served_search_answers_gated_requests_at_once_and_takes_the_next(refusing_policy):
-    from latentguard.agents.base import PromptFeed
-
-    class Feed(PromptFeed):
-        max_rows = 2
-
-        def __init__(self):
-            self.waiting, self.asked, self.answers = list(enumerate(PROMPTS)), [], {}
-
-        def take(self, n, idle):
-            self.asked.append(n)
-            taken, self.waiting = self.waiting[:n], self.waiting[n:]
-            return taken
-
-        def finish(self, index, rollout):
-            self.answers[index] = rollout
-
-    feed = Feed()
+    feed = ListFeed(PROMPTS, max_rows=2)
     lm = load_lm("tiny")
     make_method(f"beam-saute:n=2:k=1:block=4:gate=0.5:gate_policy={refusing_policy}").serve(feed, gate_ctx(lm))
     assert sorted(feed.answers) == [0, 1, 2] and all(r.text == REFUSAL and r.extra["gated"] for r in feed.answers.values())

@@ -15,7 +15,7 @@ from latentguard.guards.linear_head import LinearHead
 from latentguard.guards.probe import prefill_answers
 from latentguard.guards.request_gate import RequestGate, cached_gate_path, load_request_gate
 from latentguard.lm import load_lm
-from tests.test_policy import PROMPTS, gate_ctx, refusing_policy  # noqa: F401 (fixture)
+from tests.test_policy import PROMPTS, ListFeed, gate_ctx, refusing_policy  # noqa: F401 (fixture)
 
 
 def gate_for(lm, threshold: float = 0.5, bias: float = 0.0, layer: int = 1) -> RequestGate:
@@ -123,27 +123,12 @@ def test_train_gate_sets_its_threshold_above_the_dev_lookalikes_it_may_not_refus
 
 
 def test_served_learned_care_with_the_gate_answers_as_its_batch_run(cached_gate, refusing_policy):  # noqa: F811
-    from latentguard.agents.base import PromptFeed
-
-    class Feed(PromptFeed):
-        max_rows = 2
-
-        def __init__(self):
-            self.waiting, self.answers = list(enumerate(PROMPTS)), {}
-
-        def take(self, n, idle):
-            taken, self.waiting = self.waiting[:n], self.waiting[n:]
-            return taken
-
-        def finish(self, index, rollout):
-            self.answers[index] = rollout
-
     lm = load_lm("tiny")
     risk = gate_for(lm).risk(lm, PROMPTS)
     cached_gate(float(np.max(risk)))  # refuses the riskiest prompt only
     spec = f"learned-care:path={refusing_policy}:gate=request:batch_size=2"
     batch = make_method(spec).run(PROMPTS, gate_ctx(lm))
-    feed = Feed()
+    feed = ListFeed(PROMPTS, max_rows=2)
     make_method(spec).serve(feed, gate_ctx(lm))
     served = [feed.answers[i] for i in range(3)]
     gated = (risk >= risk.max()).tolist()  # refused before any token; the others decode (and may be refused after a flag)
@@ -153,27 +138,12 @@ def test_served_learned_care_with_the_gate_answers_as_its_batch_run(cached_gate,
 
 def test_served_requests_refused_at_their_start_free_the_one_row_for_the_next_without_a_step(refusing_policy,  # noqa: F811
                                                                                               monkeypatch):
-    from latentguard.agents.base import PromptFeed
     from latentguard.envs.decision_env import DecisionVectorEnv
-
-    class Feed(PromptFeed):
-        max_rows = 1
-
-        def __init__(self):
-            self.waiting, self.answers, self.asked = list(enumerate(PROMPTS)), {}, []
-
-        def take(self, n, idle):
-            self.asked.append(n)
-            taken, self.waiting = self.waiting[:n], self.waiting[n:]
-            return taken
-
-        def finish(self, index, rollout):
-            self.answers[index] = rollout
 
     steps = []
     step = DecisionVectorEnv.step
     monkeypatch.setattr(DecisionVectorEnv, "step", lambda self, actions: steps.append(1) or step(self, actions))
-    feed = Feed()
+    feed = ListFeed(PROMPTS, max_rows=1)
     make_method(f"learned-care:path={refusing_policy}").serve(feed, gate_ctx(load_lm("tiny")))
     assert sorted(feed.answers) == [0, 1, 2]  # the policy refuses every prompt at once
     assert all(r.text == REFUSAL and r.tokens == 0 for r in feed.answers.values())
