@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gold_probe import logit
 from guard_on_gold import CACHE, measure, split_group, summary_line
 
 from latentguard.common.storage import atomic_write_json
@@ -42,11 +43,6 @@ from latentguard.lm import load_lm
 
 OLD_GOLD = "2496254"
 """The commit whose gold file the probe's cache under ``runs/guard_on_gold/`` was scored on."""
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def probe_risks(rows, lm) -> np.ndarray:
