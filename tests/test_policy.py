@@ -17,6 +17,7 @@ from latentguard.data.prompt_sets import PromptRecord
 from latentguard.envs.decision_env import (
     ACTIONS,
     CONTINUE,
+    INTROSPECT,
     REFUSE,
     RESAMPLE,
     DecisionConfig,
@@ -259,6 +260,33 @@ def test_a_refusal_below_the_confidence_before_any_flag_becomes_a_continue():
         LearnedCare(refuse_confidence=1.0)
     with pytest.raises(ValueError, match="with deterministic=false the policy samples"):
         LearnedCare(refuse_confidence=0.8, deterministic=False)
+
+
+class FixedPolicy:
+    """A policy stand-in that gives the same actions every time (SB3's ``predict`` signature)."""
+
+    def __init__(self, actions):
+        self.actions = np.asarray(actions)
+
+    def predict(self, obs, action_masks=None, deterministic=True):
+        return self.actions.copy(), None
+
+
+@pytest.mark.parametrize(("rewrite", "expected"), [
+    ("", [CONTINUE, RESAMPLE, INTROSPECT, REFUSE]),
+    ("refuse", [CONTINUE, REFUSE, REFUSE, REFUSE]),
+    ("resample", [CONTINUE, RESAMPLE, RESAMPLE, REFUSE]),
+])
+def test_rewrite_turns_the_policys_rollbacks_into_the_given_action(rewrite, expected):
+    care = LearnedCare(rewrite=rewrite)
+    care.model = FixedPolicy([CONTINUE, RESAMPLE, INTROSPECT, REFUSE])
+    obs, masks = np.zeros((4, 8), dtype=np.float32), np.ones((4, 4), dtype=bool)
+    np.testing.assert_array_equal(care.act(obs, masks), expected)
+
+
+def test_an_unknown_rewrite_is_named():
+    with pytest.raises(ValueError, match="rewrite must be one of resample, introspect, refuse .*got 'rollback'"):
+        LearnedCare(rewrite="rollback")
 
 
 def test_a_prefill_read_as_request_leaves_the_first_observation_as_unprefilled(lm):

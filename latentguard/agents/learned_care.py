@@ -22,8 +22,11 @@ answer; true reads them as answer, as the guard does:
 ``request``: the request gate, :mod:`latentguard.guards.request_gate`, decides the refusal of the
 request at the first decision, read from the latents the env's prefill already holds (no forward),
 and a refusal the policy gives where no check has flagged becomes a continue; after a flagged check
-the policy's choice stands). A policy trained for another model, guard or action set is refused with
-the command that trains the right one.
+the policy's choice stands), ``rewrite`` ('' : the policy's own rollbacks; ``resample``, ``introspect`` or
+``refuse``: what the policy's rollbacks become. On the default model, the answer decoded after a hidden
+critique read incoherent or harmful in most rolled-back answers, on dev as held out, and ``refuse`` ends
+them with the refusal instead: results/issue25/learned-care-rewrite/). A policy trained for another
+model, guard or action set is refused with the command that trains the right one.
 """
 
 from __future__ import annotations
@@ -41,7 +44,15 @@ from latentguard.agents.base import FeedPlaces, Method, PromptFeed, Rollout, Run
 from latentguard.agents.policy_io import card_convention, card_env, check_card, load_policy
 from latentguard.agents.pretrained import resolve_policy_dir
 from latentguard.common.storage import read_json_file
-from latentguard.envs.decision_env import CONTINUE, REFUSE, STATE_FIELDS, DecisionConfig, DecisionVectorEnv
+from latentguard.envs.decision_env import (
+    CONTINUE,
+    INTROSPECT,
+    REFUSE,
+    RESAMPLE,
+    STATE_FIELDS,
+    DecisionConfig,
+    DecisionVectorEnv,
+)
 from latentguard.guards.request_gate import RequestGate, load_request_gate
 
 if TYPE_CHECKING:
@@ -49,6 +60,8 @@ if TYPE_CHECKING:
 
 FLAGGED = STATE_FIELDS.index("flagged") - len(STATE_FIELDS)
 """Where an observation holds the ``flagged`` state field (counted from its end)."""
+REWRITES = {"resample": RESAMPLE, "introspect": INTROSPECT, "refuse": REFUSE}
+"""What the ``rewrite`` option may turn the policy's rollbacks into."""
 
 
 class LearnedCare(Method):
@@ -60,7 +73,7 @@ class LearnedCare(Method):
 
     def __init__(self, path: str = "", batch_size: int = 32, deterministic: bool = True,
                  budget: float | None = None, refuse_confidence: float = 0.0,
-                 prefill_as_answer: bool | None = None, gate: str = "") -> None:
+                 prefill_as_answer: bool | None = None, gate: str = "", rewrite: str = "") -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if budget is not None and not float(budget) > 0:
@@ -82,7 +95,11 @@ class LearnedCare(Method):
         if gate and not deterministic:
             raise ValueError("gate=request replaces the deterministic policy's unflagged refusals; with "
                              "deterministic=false the policy samples its actions: drop one of the two options")
+        if rewrite not in ("", *REWRITES):
+            raise ValueError(f"rewrite must be one of {', '.join(REWRITES)} (what the policy's rollbacks become) or "
+                             f"empty (the policy's own), got {rewrite!r}")
         self.gate = str(gate)
+        self.rewrite = str(rewrite)
         self.request_gate: RequestGate | None = None
         self.budget_option = None if budget is None else float(budget)
         self.refuse_confidence = float(refuse_confidence)
@@ -256,7 +273,15 @@ class LearnedCare(Method):
         """The policy's actions (N,) for observations (N, F) under action masks (N, 4) of the env
         ``vec``; with ``refuse_confidence`` p, a refusal the policy gives less than p where no check
         has flagged becomes a continue; with the request gate, every refusal where no check has
-        flagged becomes a continue and the gate refuses at the first decision."""
+        flagged becomes a continue and the gate refuses at the first decision; with ``rewrite``, the
+        policy's resamples and introspections become that action."""
+        actions = self._policy_act(obs, masks, vec)
+        if self.rewrite:
+            actions = np.where((actions == RESAMPLE) | (actions == INTROSPECT), REWRITES[self.rewrite], actions)
+        return actions
+
+    def _policy_act(self, obs, masks, vec: DecisionVectorEnv | None = None):
+        """:meth:`act` before ``rewrite``."""
         if self.model is None:
             raise RuntimeError("learned-care has no policy yet: call prepare(ctx) first")
         if not self.refuse_confidence and self.request_gate is None:
