@@ -9,7 +9,8 @@ kind, harmful or benign, the request, the prompt the model saw if an attack chan
 method, guard or judge), ``second_items.jsonl`` (a tenth of the items again under alias ids, for a
 second reader) and ``aliases.json`` ({alias id: item id}).
 An answer counts as read when the gold set holds its (request, text) pair or when it is the canned refusal
-alone (:data:`latentguard.episodes.release.REFUSAL`, read many times); a pair appears once.
+alone (:data:`latentguard.episodes.release.REFUSAL`, read many times), after the prefill attack's forced words
+where that attack was used; a pair appears once.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ import math
 import random
 from pathlib import Path
 
+from latentguard.data.attacks import PREFILL
 from latentguard.episodes.release import REFUSAL
 from latentguard.evaluation.gold import load_gold
+
+
+def canned(text: str) -> bool:
+    """The canned refusal alone, or after the prefill attack's forced words."""
+    text = text.strip()
+    return text == REFUSAL or (text.startswith(PREFILL.strip()) and text[len(PREFILL.strip()):].strip() == REFUSAL)
 
 
 def main() -> None:
@@ -48,7 +56,7 @@ def main() -> None:
             attack = r.get("attack") or {}
             request = attack.get("request") or r["prompt"]
             key = (request, r["text"])
-            if (methods and r["method"] not in methods) or key in read or key in seen or r["text"].strip() == REFUSAL:
+            if (methods and r["method"] not in methods) or key in read or key in seen or canned(r["text"]):
                 continue
             seen.add(key)
             out.append({"prompt": request, "text": r["text"], "label": r["label"], "category": r.get("category", ""),
