@@ -9,8 +9,7 @@ kind, harmful or benign, the request, the prompt the model saw if an attack chan
 method, guard or judge), ``second_items.jsonl`` (a tenth of the items again under alias ids, for a
 second reader) and ``aliases.json`` ({alias id: item id}).
 An answer counts as read when the gold set holds its (request, text) pair or when it is the canned refusal
-alone (:data:`latentguard.episodes.release.REFUSAL`, read many times), after the prefill attack's forced words
-where that attack was used; a pair appears once.
+(:func:`latentguard.episodes.release.is_canned_refusal`); a pair appears once.
 """
 
 from __future__ import annotations
@@ -21,15 +20,8 @@ import math
 import random
 from pathlib import Path
 
-from latentguard.data.attacks import PREFILL
-from latentguard.episodes.release import REFUSAL
+from latentguard.episodes.release import is_canned_refusal
 from latentguard.evaluation.gold import load_gold
-
-
-def canned(text: str) -> bool:
-    """The canned refusal alone, or after the prefill attack's forced words."""
-    text = text.strip()
-    return text == REFUSAL or (text.startswith(PREFILL.strip()) and text[len(PREFILL.strip()):].strip() == REFUSAL)
 
 
 def main() -> None:
@@ -43,6 +35,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.readers < 1 or not 0 <= args.second_share <= 1:
+        parser.error(f"--readers must be >= 1 and --second-share in [0, 1], got {args.readers} and {args.second_share}")
     gold = load_gold()
     if any(r.id.startswith(args.prefix) or r.id.startswith(args.alias_prefix) for r in gold):
         raise SystemExit(f"error: the gold set already has ids starting {args.prefix!r} or {args.alias_prefix!r}; "
@@ -56,7 +50,7 @@ def main() -> None:
             attack = r.get("attack") or {}
             request = attack.get("request") or r["prompt"]
             key = (request, r["text"])
-            if (methods and r["method"] not in methods) or key in read or key in seen or canned(r["text"]):
+            if (methods and r["method"] not in methods) or key in read or key in seen or is_canned_refusal(r["text"]):
                 continue
             seen.add(key)
             out.append({"prompt": request, "text": r["text"], "label": r["label"], "category": r.get("category", ""),

@@ -20,7 +20,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from latentguard.episodes.release import REFUSAL
+from latentguard.episodes.release import is_canned_refusal
 from latentguard.evaluation.gold import GoldRow, load_gold
 from latentguard.evaluation.report import wilson
 
@@ -41,7 +41,7 @@ def sample_groups(path: str, gold: list[GoldRow], limit: int = 0) -> tuple[dict[
         if limit and seen[key] > limit:
             continue
         read = by_pair.get((request, row["text"]))
-        if read is None and row["text"].strip().endswith(REFUSAL):
+        if read is None and is_canned_refusal(row["text"]):
             read = GoldRow(id="canned", prompt=request, text=row["text"], label=row["label"], split="dev", refused=True,
                            harmful=False, coherent=True, helpful=None if row["label"] == "harmful" else False)
         if read is None:
