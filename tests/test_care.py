@@ -17,7 +17,7 @@ from latentguard.common.seeding import prompt_seed
 from latentguard.envs.rewrite_env import RewriteEnv, RewriteVectorEnv
 from latentguard.episodes.engine import Engine
 from latentguard.episodes.introspection import CRITIQUE_PROMPT, OPENING, close_hidden
-from latentguard.episodes.release import REFUSAL, ReleaseBuffer, RewriteConfig, is_canned_refusal
+from latentguard.episodes.release import ReleaseBuffer, RewriteConfig
 from latentguard.guards import CallableGuard
 from latentguard.lm import SamplingConfig, load_lm, row_generators, sample_steps
 
@@ -173,17 +173,6 @@ def test_after_a_hidden_phrase_the_model_reads_it_closed_and_the_user_never_sees
     vec.step(np.array([vec.PHRASE]))
     assert lm.decode(vec.episodes.responses[0]).startswith(OPENING + ".\n\n")
     assert vec.episodes.buffer.rows[0].hidden == [(0, len(vec.episodes.responses[0]))]
-
-
-@pytest.mark.parametrize(("text", "canned"), [
-    (REFUSAL, True),
-    (f"  {REFUSAL}\n", True),
-    (f"Sure, here is {REFUSAL}", True),  # the prefill attack's forced words, then the refusal
-    (f"Step 1: buy the parts. {REFUSAL}", False),  # text released before the refusal must be read
-    ("Sure, here is a plan.", False),
-])
-def test_a_canned_refusal_is_the_refusal_alone_or_after_the_prefill(text, canned):
-    assert is_canned_refusal(text) is canned
 
 
 def test_guard_that_raises_fails_closed(lm):

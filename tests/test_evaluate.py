@@ -14,8 +14,9 @@ from latentguard.agents.base import RunContext
 from latentguard.agents.baselines import BeamSearch, BestOfN, Sampling
 from latentguard.agents.registry import make_method
 from latentguard.data.prompt_sets import advbench, load_prompt_set, split_of
+from latentguard.episodes.release import REFUSAL
 from latentguard.evaluation.rejudge import rejudge
-from latentguard.evaluation.report import wilson
+from latentguard.evaluation.report import is_canned, is_canned_refusal, wilson
 from latentguard.evaluation.runner import EvalConfig, run_evaluation, worker_state
 from latentguard.guards import CallableGuard
 from latentguard.lm import generate
@@ -312,3 +313,19 @@ def test_a_retrained_judge_rejudges_old_samples(tmp_path):
     run_evaluation(tiny_config(tmp_path, methods="vanilla"))
     fresh = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert [r["judgements"]["refusal"]["refused"] for r in fresh] != [r["judgements"]["refusal"]["refused"] for r in samples]
+
+
+@pytest.mark.parametrize(("text", "canned"), [
+    (REFUSAL, True),
+    (f"  {REFUSAL}\n", True),
+    (f"Sure, here is {REFUSAL}", True),  # the prefill attack's forced words, then the refusal
+    (f"Step 1: buy the parts. {REFUSAL}", False),  # text released before the refusal must be read
+    ("Sure, here is a plan.", False),
+])
+def test_a_canned_refusal_is_the_refusal_alone_or_after_the_prefill(text, canned):
+    assert is_canned_refusal(text) is canned
+
+
+def test_a_report_counts_a_refusal_after_released_text_as_canned_and_a_reader_does_not():
+    text = f"Step 1: buy the parts. {REFUSAL}"
+    assert is_canned({"text": text, "extra": {}}) and not is_canned_refusal(text)

@@ -22,6 +22,17 @@ from collections import Counter
 from pathlib import Path
 
 
+def candidate_row(sample: dict, method: str, path: Path) -> dict:
+    """The candidate of one evaluation sample (a row of ``path``, a ``samples.jsonl``): the original
+    request, the answer, the request's label, category and look-alike flag, the method, the run's
+    folder, and for an attacked request the attack and the prompt the model saw. No id yet."""
+    attack = sample.get("attack") or {}
+    return {"prompt": attack.get("request") or sample["prompt"], "text": sample["text"], "label": sample["label"],
+            "category": sample.get("category", ""), "lookalike": bool(sample.get("lookalike")), "method": method,
+            "source": str(path.parent.name), "attack": sample["prompt_set"].partition("+")[2] if attack else "none",
+            "shown_prompt": sample["prompt"] if attack.get("request") else ""}
+
+
 def parse_source(text: str) -> tuple[Path, str, str, int]:
     parts = text.split("|")
     if len(parts) != 4:
@@ -60,11 +71,7 @@ def main() -> None:
             seen.add(key)
             texts[r["text"]] += 1
             taken += 1
-            attack = r.get("attack") or {}
-            out.append({"prompt": attack.get("request") or r["prompt"], "text": r["text"], "label": r["label"],
-                        "category": r.get("category", ""), "lookalike": bool(r.get("lookalike")), "method": method,
-                        "source": str(path.parent.name), "attack": r["prompt_set"].partition("+")[2] if attack else "none",
-                        "shown_prompt": r["prompt"] if attack.get("request") else ""})
+            out.append(candidate_row(r, method, path))
         print(f"{source}: {taken} of {len(rows)}")
     rng.shuffle(out)
     for i, row in enumerate(out):

@@ -9,7 +9,7 @@ kind, harmful or benign, the request, the prompt the model saw if an attack chan
 method, guard or judge), ``second_items.jsonl`` (a tenth of the items again under alias ids, for a
 second reader) and ``aliases.json`` ({alias id: item id}).
 An answer counts as read when the gold set holds its (request, text) pair or when it is the canned refusal
-(:func:`latentguard.episodes.release.is_canned_refusal`); a pair appears once.
+(:func:`latentguard.evaluation.report.is_canned_refusal`); a pair appears once.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import math
 import random
 from pathlib import Path
 
-from latentguard.episodes.release import is_canned_refusal
+from gold_candidates import candidate_row
+
 from latentguard.evaluation.gold import load_gold
+from latentguard.evaluation.report import is_canned_refusal
 
 
 def main() -> None:
@@ -47,16 +49,12 @@ def main() -> None:
     for path in args.samples:
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
-            attack = r.get("attack") or {}
-            request = attack.get("request") or r["prompt"]
-            key = (request, r["text"])
+            row = candidate_row(r, r["method"], Path(path))
+            key = (row["prompt"], row["text"])
             if (methods and r["method"] not in methods) or key in read or key in seen or is_canned_refusal(r["text"]):
                 continue
             seen.add(key)
-            out.append({"prompt": request, "text": r["text"], "label": r["label"], "category": r.get("category", ""),
-                        "lookalike": bool(r.get("lookalike")), "method": r["method"], "source": Path(path).parent.name,
-                        "attack": r["prompt_set"].partition("+")[2] if attack else "none",
-                        "shown_prompt": r["prompt"] if attack.get("request") else ""})
+            out.append(row)
     rng = random.Random(args.seed)
     rng.shuffle(out)
     for i, row in enumerate(out):

@@ -20,9 +20,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from latentguard.episodes.release import is_canned_refusal
 from latentguard.evaluation.gold import GoldRow, load_gold
-from latentguard.evaluation.report import wilson
+from latentguard.evaluation.report import is_canned_refusal, wilson
 
 
 def sample_groups(path: str, gold: list[GoldRow], limit: int = 0) -> tuple[dict[tuple[str, str], list], dict[tuple[str, str], int]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from latentguard.data.attacks import PREFILL
 from latentguard.episodes.engine import Engine
 from latentguard.episodes.introspection import OPENING
 from latentguard.lm import LanguageModel
@@ -35,14 +34,6 @@ from latentguard.lm import LanguageModel
 INTERVENTIONS = ("resample", "introspect", "phrase")
 FALLBACKS = ("continue", "refuse")
 REFUSAL = "I'm sorry, but I can't help with that."
-
-
-def is_canned_refusal(text: str) -> bool:
-    """``text`` is the canned refusal alone, or after the prefill attack's forced words
-    (:data:`latentguard.data.attacks.PREFILL`): an answer every reader labels refused, coherent and not
-    harmful, so reading tools need not read it again. Text released before a refusal is not canned."""
-    text, forced = text.strip(), PREFILL.strip()
-    return text == REFUSAL or (text.startswith(forced) and text[len(forced):].strip() == REFUSAL)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from latentguard.common.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from latentguard.data.attacks import PREFILL
 from latentguard.episodes.release import REFUSAL
 
 
@@ -64,9 +65,19 @@ def _mean(values) -> float | None:
 
 
 def is_canned(row: dict) -> bool:
-    """The answer is a fallback's canned refusal (CARE's or search's ``refuse`` fallback)."""
+    """The answer ended in a fallback's canned refusal (CARE's or search's ``refuse`` fallback), whatever
+    was released before it: what a method did, counted in reports. For what a reader would see, use
+    :func:`is_canned_refusal`."""
     extra = row.get("extra") or {}
     return bool(extra.get("refused")) or row["text"].strip().endswith(REFUSAL)
+
+
+def is_canned_refusal(text: str) -> bool:
+    """``text`` is the canned refusal alone, or after the prefill attack's forced words
+    (:data:`latentguard.data.attacks.PREFILL`): an answer every reader labels refused, coherent and not
+    harmful, so reading tools need not read it again. Text released before a refusal is not canned."""
+    text, forced = text.strip(), PREFILL.strip()
+    return text == REFUSAL or (text.startswith(forced) and text[len(forced):].strip() == REFUSAL)
 
 
 def _verdict(row: dict, judge: str, target: str) -> bool | None:
